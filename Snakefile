@@ -1,0 +1,27 @@
+# rbmflow: protein family -> alignment -> Potts RBM -> log-likelihood -> samples -> report.
+# Run:  snakemake --cores N [--profile profiles/default]      Docs: README.md
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/fetch.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/loglik.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

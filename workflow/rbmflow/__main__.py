@@ -1,0 +1,5 @@
+import sys
+
+from rbmflow.cli import main
+
+sys.exit(main())

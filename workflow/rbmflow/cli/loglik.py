@@ -1,0 +1,15 @@
+"""`rbmflow loglik`: not implemented yet."""
+
+from __future__ import annotations
+
+import argparse
+
+from rbmflow.errors import RbmflowError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> None:
+    raise RbmflowError("the loglik stage is not implemented yet")

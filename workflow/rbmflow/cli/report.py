@@ -1,0 +1,15 @@
+"""`rbmflow report`: not implemented yet."""
+
+from __future__ import annotations
+
+import argparse
+
+from rbmflow.errors import RbmflowError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> None:
+    raise RbmflowError("the report stage is not implemented yet")

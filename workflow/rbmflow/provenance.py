@@ -1,0 +1,128 @@
+"""Atomic writes and provenance records shared by every stage.
+
+Every artifact is written to a temporary file in its final directory and renamed into place
+only once complete, so an interrupted job never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+
+_TRACKED_PACKAGES = ("rbmflow", "torch", "numpy", "h5py", "biopython", "snakemake")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The temporary name keeps the suffix of `path` (some writers, like numpy, care) and starts
+    with '.' so that no glob of the final names picks it up. On any exception the temporary
+    file is removed and `path` is left untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}",
+                               dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages whose behaviour shapes the results."""
+    versions = {"python": platform.python_version()}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """Commit of the pipeline's own checkout (None outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def provenance(
+    stage: str,
+    inputs: dict[str, str | os.PathLike[str]] | None = None,
+    settings: dict[str, Any] | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """The provenance block every artifact carries.
+
+    `inputs` maps a role ("alignment", "model") to a file path; each is recorded with its
+    sha256. `settings` are the stage's own options, recorded as given.
+    """
+    return {
+        "format_version": FORMAT_VERSION,
+        "stage": stage,
+        "created": now_utc(),
+        "inputs": {
+            role: {"path": str(path), "sha256": sha256_file(path)}
+            for role, path in (inputs or {}).items()
+        },
+        "settings": settings or {},
+        "seed": seed,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+    }

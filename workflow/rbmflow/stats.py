@@ -1,0 +1,70 @@
+"""Statistics of aligned sequences: site and pair frequencies, connected correlations.
+
+All functions take integer codes (M, L) and optional weights (M,); natural statistics are
+weighted, generated ones unweighted, and no pseudocount is added (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rbmflow.model import one_hot
+
+
+def _normalised_weights(codes: Tensor, weights: Tensor | None, dtype: torch.dtype) -> Tensor:
+    if weights is None:
+        weights = torch.ones(codes.shape[0], device=codes.device, dtype=dtype)
+    weights = weights.to(device=codes.device, dtype=dtype)
+    return weights / weights.sum()
+
+
+def site_frequencies(codes: Tensor, num_states: int, weights: Tensor | None = None,
+                     dtype: torch.dtype = torch.float64) -> Tensor:
+    """f_i(a), shape (L, q)."""
+    w = _normalised_weights(codes, weights, dtype)
+    L = codes.shape[1]
+    flat = codes.long() + torch.arange(L, device=codes.device) * num_states
+    counts = torch.zeros(L * num_states, device=codes.device, dtype=dtype)
+    counts.index_add_(0, flat.reshape(-1), w.repeat_interleave(L))
+    return counts.view(L, num_states)
+
+
+def pair_frequencies(codes: Tensor, num_states: int, weights: Tensor | None = None,
+                     dtype: torch.dtype = torch.float64, chunk: int = 4096) -> Tensor:
+    """f_ij(a, b), shape (L, q, L, q); the diagonal blocks i = j hold diag(f_i)."""
+    w = _normalised_weights(codes, weights, dtype)
+    L = codes.shape[1]
+    out = torch.zeros(L * num_states, L * num_states, device=codes.device, dtype=dtype)
+    for start in range(0, codes.shape[0], chunk):
+        x = one_hot(codes[start:start + chunk], num_states, dtype).view(-1, L * num_states)
+        out += (x * w[start:start + chunk, None]).T @ x
+    return out.view(L, num_states, L, num_states)
+
+
+def connected_correlations(codes: Tensor, num_states: int, weights: Tensor | None = None,
+                           dtype: torch.dtype = torch.float64) -> Tensor:
+    """C_ij(a, b) = f_ij(a, b) - f_i(a) f_j(b) for all i < j and all q^2 (a, b), flattened.
+
+    Returns a vector of length L (L - 1) / 2 * q^2, pairs in row-major (i, j) order.
+    """
+    L = codes.shape[1]
+    fi = site_frequencies(codes, num_states, weights, dtype)
+    fij = pair_frequencies(codes, num_states, weights, dtype)
+    cij = fij - fi[:, :, None, None] * fi[None, None, :, :]
+    i, j = torch.triu_indices(L, L, offset=1, device=codes.device)
+    return cij[i, :, j, :].reshape(-1)
+
+
+def pearson(x: Tensor, y: Tensor) -> float:
+    """Pearson correlation coefficient of two flat tensors."""
+    x = x.double().reshape(-1) - x.double().mean()
+    y = y.double().reshape(-1) - y.double().mean()
+    return float((x @ y) / torch.sqrt((x @ x) * (y @ y)))
+
+
+def slope(x: Tensor, y: Tensor) -> float:
+    """Least-squares slope of y against x (y = a + slope * x)."""
+    x = x.double().reshape(-1) - x.double().mean()
+    y = y.double().reshape(-1) - y.double().mean()
+    return float((x @ y) / (x @ x))

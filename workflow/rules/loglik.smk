@@ -1,0 +1,1 @@
+# The loglik rule lands with its stage.

@@ -1,0 +1,1 @@
+# The report rule lands with its stage.

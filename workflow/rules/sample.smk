@@ -1,0 +1,1 @@
+# The sample rule lands with its stage.

@@ -1,0 +1,1 @@
+# The train rule lands with its stage.
