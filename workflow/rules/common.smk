@@ -18,4 +18,6 @@ def cli_flags(settings):
 
 
 def all_targets():
-    return expand("results/{family}/data/alignment.npz", family=FAMILIES)
+    """Final outputs of `rule all`; each stage adds the outputs it ends with."""
+    targets = expand("results/{family}/data/alignment.npz", family=FAMILIES)
+    return targets
