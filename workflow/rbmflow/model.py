@@ -7,6 +7,14 @@ Conventions (DESIGN.md): visible units are categorical with q states, given as i
     F(v)    = - sum_i vbias[i, v_i] - sum_mu softplus(hbias[mu] + sum_i W[i, v_i, mu])
 
 An inverse temperature `beta` multiplies every energy term. Energies are in nats.
+
+Speed (a Gibbs sweep is the cost of training and sampling): the hidden inputs are an
+embedding-bag over the rows of W picked by the codes (no one-hot is built); the visible
+logits are one matrix product with the biases added by the same call; the categorical draw is
+an inverse CDF over exp(logits) with no max-subtraction pass (a per-site constant folded into
+the biases keeps the exponentials in range, and the rare rows that still overflow or underflow
+are redrawn exactly); on the CPU a sweep runs over blocks of chains small enough to stay in
+cache.
 """
 
 from __future__ import annotations
@@ -16,6 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+# Chains per block of a CPU sweep: the (block, L*q) buffers then stay in a core's cache. The
+# block size is fixed (not derived from the machine) so that a seed gives the same draws.
+CPU_CHAIN_BLOCK = 256
 
 
 @dataclass
@@ -73,20 +85,25 @@ class PottsRBM:
 
     # -- energies ---------------------------------------------------------------------------
 
+    def _site_offsets(self, device: torch.device) -> Tensor:
+        """(L,) int64: i * q, the first row of site i in W viewed as (L*q, Nh)."""
+        L, q = self.num_visibles, self.num_states
+        return torch.arange(0, L * q, q, device=device, dtype=torch.long)
+
     def hidden_inputs(self, codes: Tensor) -> Tensor:
         """sum_i W[i, v_i, :] + hbias for codes (C, L); returns (C, Nh).
 
         An embedding-bag over the rows of W picked by the codes: no one-hot is built.
         """
         L, q, nh = self.weight_matrix.shape
-        offsets = torch.arange(L, device=codes.device, dtype=torch.long) * q
-        flat = codes.long() + offsets
-        return F.embedding_bag(flat, self.weight_matrix.reshape(L * q, nh), mode="sum") + self.hbias
+        flat = codes.long() + self._site_offsets(codes.device)
+        return F.embedding_bag(flat, self.weight_matrix.reshape(L * q, nh), mode="sum").add_(
+            self.hbias)
 
     def visible_fields(self, codes: Tensor) -> Tensor:
         """sum_i vbias[i, v_i] for codes (C, L); returns (C,)."""
-        return torch.gather(self.vbias.expand(codes.shape[0], -1, -1), 2,
-                            codes.long().unsqueeze(-1)).squeeze(-1).sum(-1)
+        flat = codes.long() + self._site_offsets(codes.device)
+        return self.vbias.reshape(-1)[flat].sum(-1)
 
     def free_energy(self, codes: Tensor, beta: float = 1.0) -> Tensor:
         """F(v) at inverse temperature beta: -beta vbias . v - sum softplus(beta * inputs); (C,)."""
@@ -98,33 +115,51 @@ class PottsRBM:
         return -self.visible_fields(codes) - (self.hidden_inputs(codes) * hiddens).sum(-1)
 
     def visible_logits(self, hiddens: Tensor, beta: float = 1.0) -> Tensor:
-        """beta * (vbias + W h) for hiddens (C, Nh); returns (C, L, q)."""
+        """beta * (vbias + W h) for hiddens (C, Nh); returns (C, L, q). One fused product."""
         L, q, nh = self.weight_matrix.shape
-        logits = (hiddens @ self.weight_matrix.reshape(L * q, nh).T).view(-1, L, q) + self.vbias
-        return beta * logits
+        h = hiddens.to(self.dtype)
+        logits = torch.addmm(self.vbias.reshape(1, L * q), h,
+                             self.weight_matrix.reshape(L * q, nh).T, beta=beta, alpha=beta)
+        return logits.view(-1, L, q)
 
     # -- conditional sampling ---------------------------------------------------------------
 
     def sample_hiddens(self, codes: Tensor, beta: float = 1.0,
                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Draw h ~ p(h | v); returns (h, p(h = 1 | v)), each (C, Nh)."""
-        mag = torch.sigmoid(beta * self.hidden_inputs(codes))
-        h = (torch.rand(mag.shape, generator=generator, device=mag.device, dtype=mag.dtype)
-             < mag).to(mag.dtype)
-        return h, mag
+        mag = self.hidden_inputs(codes)
+        if beta != 1.0:
+            mag.mul_(beta)
+        mag.sigmoid_()
+        return _bernoulli(mag, generator), mag
 
     def sample_visibles(self, hiddens: Tensor, beta: float = 1.0,
                         generator: torch.Generator | None = None) -> Tensor:
         """Draw v ~ p(v | h); returns codes (C, L) as int64."""
-        return sample_categorical(self.visible_logits(hiddens, beta), generator)
+        return _VisibleSampler(self, beta).sample(hiddens, generator)
 
     def gibbs(self, codes: Tensor, sweeps: int, beta: float = 1.0,
               generator: torch.Generator | None = None) -> Tensor:
-        """Run `sweeps` alternating block-Gibbs sweeps v -> h -> v from codes (C, L)."""
-        for _ in range(sweeps):
-            h, _ = self.sample_hiddens(codes, beta, generator)
-            codes = self.sample_visibles(h, beta, generator)
-        return codes
+        """Run `sweeps` alternating block-Gibbs sweeps v -> h -> v from codes (C, L).
+
+        Returns the new codes (C, L), int64; the input is not modified. Chains are independent,
+        so on the CPU each block of CPU_CHAIN_BLOCK chains runs all its sweeps in turn while
+        its buffers stay in cache. The draws depend only on the seed of `generator` (or the
+        global one), the device and the sizes.
+        """
+        codes = codes.long()
+        if sweeps <= 0:
+            return codes.clone()
+        sampler = _VisibleSampler(self, beta)
+        block = CPU_CHAIN_BLOCK if codes.device.type == "cpu" else codes.shape[0]
+        out = torch.empty_like(codes)
+        for start in range(0, codes.shape[0], max(block, 1)):
+            chunk = codes[start:start + block]
+            for _ in range(sweeps):
+                h, _ = self.sample_hiddens(chunk, beta, generator)
+                chunk = sampler.sample(h, generator)
+            out[start:start + block] = chunk
+        return out
 
     # -- gauge ------------------------------------------------------------------------------
 
@@ -141,12 +176,65 @@ class PottsRBM:
         self.vbias -= self.vbias.mean(dim=1, keepdim=True)
 
 
+class _VisibleSampler:
+    """Draws v ~ p(v | h) for one model and beta, with the per-site shift computed once.
+
+    p(v_i = a | h) is unchanged when a constant c_i is taken out of every logit of site i; c_i
+    is the largest logit of the site at h = 1/2 (the centre of the hidden hypercube), so
+    exp(logits - c) stays in floating-point range for all but extreme fields, and those rows
+    are redrawn exactly by sample_categorical's fallback.
+    """
+
+    def __init__(self, model: PottsRBM, beta: float) -> None:
+        L, q, nh = model.weight_matrix.shape
+        self.model = model
+        self.beta = beta
+        centre = model.vbias + 0.5 * model.weight_matrix.sum(-1)
+        shifted = model.vbias - centre.amax(-1, keepdim=True)
+        self.bias = shifted.reshape(1, L * q)
+        self.weight_t = model.weight_matrix.reshape(L * q, nh).T
+
+    def sample(self, hiddens: Tensor, generator: torch.Generator | None) -> Tensor:
+        m = self.model
+        logits = torch.addmm(self.bias, hiddens.to(m.dtype), self.weight_t,
+                             beta=self.beta, alpha=self.beta)
+        return sample_categorical(logits.view(-1, m.num_visibles, m.num_states), generator)
+
+
+def _bernoulli(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """1[u < p] for uniform u, in the dtype of probs."""
+    u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
+    return u.lt_(probs)
+
+
 def sample_categorical(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """One draw per row of logits (..., q) by inverse CDF; returns int64 codes (...)."""
-    probs = torch.softmax(logits, dim=-1)
-    cdf = probs.cumsum(dim=-1)
-    u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=cdf.device, dtype=cdf.dtype)
-    return (cdf < u * cdf[..., -1:]).sum(dim=-1).clamp_(max=logits.shape[-1] - 1)
+    """One draw per row of logits (..., q), p(a) proportional to exp(logits[..., a]).
+
+    Inverse CDF: the cumulative sums of exp(logits) are searched for u * total with u uniform
+    in [0, 1). On the CPU no max is subtracted first; rows whose total overflows, is not a
+    number, or underflows so far that float precision is lost are redrawn from the
+    max-shifted logits, so every row follows its softmax exactly. Returns int64 codes (...).
+    """
+    q = logits.shape[-1]
+    rows = logits.reshape(-1, q)
+    if rows.device.type != "cpu":
+        # No host synchronisation for the overflow check: one max pass is cheap there.
+        rows = rows - rows.amax(-1, keepdim=True)
+    cdf = torch.exp(rows).cumsum_(-1)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=rows.device, dtype=rows.dtype)
+    codes = torch.searchsorted(cdf, u.mul_(total), right=True).squeeze_(-1)
+    info = torch.finfo(rows.dtype)
+    total = total.squeeze(-1)
+    redo = ~((total > info.tiny / info.eps) & (total <= info.max))
+    if bool(redo.any()):
+        bad = redo.nonzero().squeeze(-1)
+        sub = rows[bad]
+        sub_cdf = torch.exp(sub - sub.amax(-1, keepdim=True)).cumsum_(-1)
+        u = torch.rand((bad.shape[0], 1), generator=generator, device=rows.device,
+                       dtype=rows.dtype)
+        codes[bad] = torch.searchsorted(sub_cdf, u.mul_(sub_cdf[:, -1:]), right=True).squeeze_(-1)
+    return codes.clamp_(max=q - 1).view(logits.shape[:-1])
 
 
 def random_codes(num: int, length: int, num_states: int, device: torch.device | str = "cpu",

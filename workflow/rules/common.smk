@@ -17,6 +17,23 @@ def cli_flags(settings):
     )
 
 
+def fetch_local_input(wildcards):
+    """A family's local alignment file, as the fetch rule's input (editing it re-runs fetch)."""
+    source = config["families"][wildcards.family]["source"]
+    return [] if source == "pfam" or source.startswith("example:") else [source]
+
+
+def fetch_pfam_flags(wildcards):
+    """`--accession/--alignment/--base-url` for a `source: pfam` family, else nothing."""
+    family = config["families"][wildcards.family]
+    if family["source"] != "pfam":
+        return ""
+    settings = {"accession": family.get("accession", wildcards.family),
+                "alignment": family.get("alignment", "full"),
+                "base_url": config["pfam_base_url"]}
+    return cli_flags(settings)
+
+
 def all_targets():
     """Final outputs of `rule all`; each stage adds the outputs it ends with."""
     targets = expand("results/{family}/data/alignment.npz", family=FAMILIES)

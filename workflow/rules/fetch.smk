@@ -1,4 +1,6 @@
 rule fetch:
+    input:
+        fetch_local_input,
     output:
         "resources/msa/{family}/source.json",
     log:
@@ -7,6 +9,9 @@ rule fetch:
         "benchmarks/out/fetch/{family}.tsv"
     params:
         source=lambda w: config["families"][w.family]["source"],
+        pfam=fetch_pfam_flags,
+    conda:
+        "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow fetch --family {wildcards.family} --source {params.source:q} "
+        "rbmflow fetch --family {wildcards.family} --source {params.source:q} {params.pfam} "
         "--outdir resources/msa/{wildcards.family} 2> {log}"

@@ -10,6 +10,8 @@ rule prepare:
         "benchmarks/out/prepare/{family}.tsv"
     params:
         flags=cli_flags(config["prepare"]),
+    conda:
+        "../../envs/rbmflow.yaml"
     shell:
         "rbmflow prepare {input} --out {output.data} --summary {output.summary} "
         "{params.flags} --device {config[device]} 2> {log}"

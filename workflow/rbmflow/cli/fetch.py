@@ -1,15 +1,40 @@
-"""`rbmflow fetch`: not implemented yet."""
+"""`rbmflow fetch`: locate or download a family's alignment and write source.json."""
 
 from __future__ import annotations
 
 import argparse
 
-from rbmflow.errors import RbmflowError
+from rbmflow.errors import InputError
+from rbmflow.fetch import ALIGNMENT_TYPES, DEFAULT_BASE_URL, RetryPolicy, fetch_family
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--family", required=True, help="family name (the config key)")
+    parser.add_argument("--source", required=True,
+                        help="'example:ww', 'pfam', or a path to a FASTA/A2M/Stockholm file "
+                             "(.gz allowed), read in place")
+    parser.add_argument("--outdir", required=True,
+                        help="output directory; source.json is written there last")
+    parser.add_argument("--accession", default=None,
+                        help="Pfam accession for --source pfam (default: the family name)")
+    parser.add_argument("--alignment", choices=ALIGNMENT_TYPES, default="full",
+                        help="which Pfam alignment InterPro serves (default: full)")
+    parser.add_argument("--base-url", default=DEFAULT_BASE_URL,
+                        help=f"InterPro API base URL or a mirror (default: {DEFAULT_BASE_URL})")
+    parser.add_argument("--attempts", type=int, default=RetryPolicy.attempts,
+                        help="download attempts before giving up (default: %(default)s)")
+    parser.add_argument("--backoff", type=float, default=RetryPolicy.backoff_s,
+                        help="seconds before the first retry, doubled after each "
+                             "(default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=RetryPolicy.timeout_s,
+                        help="seconds a connect or a read may block (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> None:
-    raise RbmflowError("the fetch stage is not implemented yet")
+    if args.attempts < 1 or args.timeout <= 0 or args.backoff < 0:
+        raise InputError("need --attempts >= 1, --timeout > 0 and --backoff >= 0")
+    policy = RetryPolicy(attempts=args.attempts, backoff_s=args.backoff, timeout_s=args.timeout)
+    record = fetch_family(args.family, args.source, args.outdir, accession=args.accession,
+                          alignment=args.alignment, base_url=args.base_url, policy=policy)
+    print(f"{args.family}: {record['alignment_path']} ({record['bytes']} bytes, "
+          f"sha256 {record['sha256'][:12]}...)")

@@ -1,15 +1,76 @@
-"""`rbmflow report`: not implemented yet."""
+"""`rbmflow report`: metrics, figures and report.html for one run, or a summary of many.
+
+One run:
+    rbmflow report --data alignment.npz --samples samples.fasta [--sampling sampling.json]
+        [--model model.h5] [--train-log train_log.csv] [--loglik loglik.json]
+        [--trajectory loglik_trajectory.csv] --outdir results/F/R/report
+Summary:
+    rbmflow report --summary results/*/*/report/metrics.json --out results/summary.csv
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from rbmflow.errors import RbmflowError
+from rbmflow.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    run = parser.add_argument_group("one run")
+    run.add_argument("--data", type=Path, help="alignment.npz (natural train/test split)")
+    run.add_argument("--samples", type=Path, help="generated sequences (FASTA)")
+    run.add_argument("--sampling", type=Path, help="sampling.json (equilibrium diagnostics)")
+    run.add_argument("--model", type=Path, help="model.h5 (free energies, settings)")
+    run.add_argument("--train-log", type=Path, help="train_log.csv (training curves)")
+    run.add_argument("--loglik", type=Path, help="loglik.json (log-likelihood, log Z)")
+    run.add_argument("--trajectory", type=Path,
+                     help="loglik_trajectory.csv (log-likelihood along training)")
+    run.add_argument("--outdir", type=Path, help="output folder (metrics.json, figures, "
+                                                 "report.html)")
+    run.add_argument("--family", help="family name shown in the report (default: from outdir)")
+    run.add_argument("--run", dest="run_name", help="run name (default: from outdir)")
+    run.add_argument("--seed", type=int, default=0, help="seed of every subsample (default 0)")
+    run.add_argument("--triplets", type=int, default=500,
+                     help="site triplets for three-site correlations (default 500)")
+    run.add_argument("--nn-samples", type=int, default=2000,
+                     help="generated/test sequences in nearest-neighbour metrics (default 2000)")
+    run.add_argument("--nn-reference", type=int, default=50000,
+                     help="training sequences used as nearest-neighbour reference, 0 = all "
+                          "(default 50000)")
+    run.add_argument("--pca-components", type=int, default=5,
+                     help="principal components kept (default 5)")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    summary = parser.add_argument_group("summary of several runs")
+    summary.add_argument("--summary", nargs="+", type=Path, metavar="METRICS_JSON",
+                         help="metrics.json files to put side by side")
+    summary.add_argument("--out", type=Path,
+                         help="summary CSV (an HTML table is written beside it)")
 
 
 def run(args: argparse.Namespace) -> None:
-    raise RbmflowError("the report stage is not implemented yet")
+    from rbmflow.metrics import EvaluationSettings
+    from rbmflow.report import ReportInputs, make_report, summarize
+
+    if args.summary:
+        if args.out is None:
+            raise InputError("--summary needs --out (the summary CSV path)")
+        summarize(args.summary, args.out)
+        return
+    missing = [flag for flag, value in (("--data", args.data), ("--samples", args.samples),
+                                        ("--outdir", args.outdir)) if value is None]
+    if missing:
+        raise InputError(f"missing {', '.join(missing)} (or use --summary)")
+    for flag in ("data", "samples", "sampling", "model", "train_log", "loglik", "trajectory"):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            raise InputError(f"{path}: no such file (--{flag.replace('_', '-')})")
+    for flag in ("triplets", "nn_samples", "nn_reference", "pca_components"):
+        if getattr(args, flag) < (1 if flag in ("nn_samples", "pca_components") else 0):
+            raise InputError(f"--{flag.replace('_', '-')} must be positive")
+    settings = EvaluationSettings(seed=args.seed, triplets=args.triplets,
+                                  nn_samples=args.nn_samples, nn_reference=args.nn_reference,
+                                  pca_components=args.pca_components)
+    inputs = ReportInputs(args.data, args.samples, args.sampling, args.model, args.train_log,
+                          args.loglik, args.trajectory)
+    make_report(inputs, args.outdir, settings, args.device, args.family, args.run_name)

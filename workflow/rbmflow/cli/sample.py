@@ -1,15 +1,91 @@
-"""`rbmflow sample`: not implemented yet."""
+"""`rbmflow sample`: generate sequences from a trained model, with equilibrium checks."""
 
 from __future__ import annotations
 
 import argparse
 
-from rbmflow.errors import RbmflowError
+from rbmflow.generate import MODES, SamplingSettings, sample_stage
+from rbmflow.mixing import Criteria
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    defaults = SamplingSettings()
+    criteria = Criteria()
+    parser.add_argument("model", help="model archive (model.h5)")
+    parser.add_argument("data", help="encoded alignment (alignment.npz): alphabet, training set")
+    parser.add_argument("--out", required=True, help="FASTA of the generated sequences")
+    parser.add_argument("--info", required=True, help="sampling.json: settings, diagnostics")
+    parser.add_argument("--chains", type=_positive_int, default=defaults.chains,
+                        help="independent chains started from random = sequences written "
+                             "(default %(default)s)")
+    parser.add_argument("--sweeps", type=_positive_int, default=defaults.sweeps,
+                        help="Gibbs sweeps v->h->v (default %(default)s; rdm mode: the "
+                             "model's training gibbs_steps)")
+    parser.add_argument("--beta", type=_positive_float, default=defaults.beta,
+                        help="inverse temperature (default %(default)s)")
+    parser.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--mode", choices=MODES, default=defaults.mode,
+                        help="auto: rdm for models trained with rdm, else equilibrium")
+    parser.add_argument("--record-every", type=_non_negative_int, default=defaults.record_every,
+                        help="also record diagnostics every K sweeps (0: log-spaced only)")
+    parser.add_argument("--auto-extend", type=_bool, nargs="?", const=True,
+                        default=defaults.auto_extend,
+                        help="double the sweeps until the chains look equilibrated, up to "
+                             "--max-sweeps")
+    parser.add_argument("--max-sweeps", type=_positive_int, default=defaults.max_sweeps,
+                        help="cap of --auto-extend (default %(default)s)")
+    parser.add_argument("--data-chains", type=_non_negative_int, default=None,
+                        help="chains started from training sequences (default: as many as "
+                             "--chains, at most the training set; 0: none)")
+    parser.add_argument("--update", type=_non_negative_int, default=None,
+                        help="checkpoint to sample (default: the last)")
+    parser.add_argument("--z-max", type=_positive_float, default=criteria.z_max,
+                        help="equilibrium tests: a gap under this many standard errors passes")
+    parser.add_argument("--effect-max", type=_positive_float, default=criteria.effect_max,
+                        help="equilibrium tests: a gap under this many standard deviations "
+                             "passes")
+    parser.add_argument("--pearson-tolerance", type=_positive_float,
+                        default=criteria.pearson_tolerance,
+                        help="accepted Pearson difference, random vs data-start chains")
 
 
 def run(args: argparse.Namespace) -> None:
-    raise RbmflowError("the sample stage is not implemented yet")
+    settings = SamplingSettings(
+        chains=args.chains, sweeps=args.sweeps, beta=args.beta, seed=args.seed, mode=args.mode,
+        record_every=args.record_every, auto_extend=args.auto_extend,
+        max_sweeps=args.max_sweeps, data_chains=args.data_chains,
+        criteria=Criteria(z_max=args.z_max, effect_max=args.effect_max,
+                          pearson_tolerance=args.pearson_tolerance))
+    sample_stage(args.model, args.data, args.out, args.info, settings, device=args.device,
+                 update=args.update)

@@ -1,0 +1,201 @@
+"""The sample stage: mode choice, record times, FASTA and sampling.json, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rbmflow.archive import save_checkpoint
+from rbmflow.cli import main
+from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.generate import (
+    SamplingSettings,
+    choose_mode,
+    fasta_records,
+    record_times,
+    run_sampling,
+    sample_stage,
+)
+from rbmflow.model import PottsRBM
+from rbmflow.partition import hidden_configurations
+
+L, Q, NH = 7, 5, 3
+ALPHABET = "-ACDE"
+
+
+def small_model(seed: int = 0, scale: float = 0.5) -> PottsRBM:
+    g = torch.Generator().manual_seed(seed)
+    return PottsRBM(scale * torch.randn(L, Q, NH, generator=g),
+                    torch.randn(L, Q, generator=g), 0.3 * torch.randn(NH, generator=g))
+
+
+def write_inputs(tmp_path: Path, model: PottsRBM, method: str = "pcd",
+                 gibbs_steps: int = 10) -> tuple[Path, Path]:
+    model_path = tmp_path / "model.h5"
+    hyper = {"batch_size": 13, "gibbs_steps": gibbs_steps, "learning_rate": 0.01, "L1": 0.0,
+             "L2": 0.0, "seed": 0, "num_hiddens": NH, "num_visibles": model.num_visibles,
+             "num_chains": 17}
+    chains = torch.zeros(17, model.num_visibles, dtype=torch.long)
+    save_checkpoint(model_path, model, chains, update=5,
+                    time_s=1.0, rng_state=None, hyperparameters=hyper,
+                    metadata={"method": method, "gibbs_steps": gibbs_steps,
+                              "alphabet": ALPHABET})
+    g = torch.Generator().manual_seed(1)
+    length = model.num_visibles
+    codes = model.gibbs(torch.zeros(211, length, dtype=torch.long), 30, 1.0, g).numpy()
+    data = EncodedAlignment(
+        codes=codes.astype(np.uint8), weights=np.ones(211, dtype=np.float32),
+        split=(np.arange(211) % 5 == 0).astype(np.uint8),
+        names=np.array([f"seq{m}" for m in range(211)]), columns=np.arange(length),
+        alphabet=ALPHABET)
+    data_path = tmp_path / "alignment.npz"
+    save_encoded(data_path, data)
+    return model_path, data_path
+
+
+def read_fasta(path: Path) -> list[tuple[str, str]]:
+    lines = path.read_text().splitlines()
+    assert len(lines) % 2 == 0
+    return [(lines[k][1:], lines[k + 1]) for k in range(0, len(lines), 2)]
+
+
+def test_record_times_are_log_spaced_and_end_at_the_total() -> None:
+    assert record_times(20) == [1, 2, 3, 4, 6, 8, 12, 16, 20]
+    assert record_times(1) == [1]
+    assert record_times(13, every=5) == [1, 2, 3, 4, 5, 6, 8, 10, 12, 13]
+    assert len(record_times(100_003)) < 40
+
+
+def test_mode_choice_follows_the_training_method() -> None:
+    rdm = choose_mode("auto", 1000, {"method": "rdm", "gibbs_steps": 23})
+    assert (rdm.mode, rdm.sweeps) == ("rdm", 23)
+    pcd = choose_mode("auto", 1000, {"method": "pcd", "gibbs_steps": 23})
+    assert (pcd.mode, pcd.sweeps) == ("equilibrium", 1000)
+    forced = choose_mode("equilibrium", 1000, {"method": "rdm", "gibbs_steps": 23})
+    assert (forced.mode, forced.sweeps) == ("equilibrium", 1000)
+    assert choose_mode("rdm", 1000, {"method": "pcd", "gibbs_steps": 3}).sweeps == 3
+    with pytest.raises(ValueError):
+        choose_mode("rdm", 1000, {"method": "pcd"})
+    with pytest.raises(ValueError):
+        choose_mode("annealed", 1000, {})
+
+
+def test_fasta_records_use_the_alphabet_and_name_chain_and_sweep() -> None:
+    text = fasta_records(torch.tensor([[0, 1, 4], [3, 2, 0]]), ALPHABET, sweep=9)
+    assert text == ">sample_0 sweep=9 chain=0\n-AE\n>sample_1 sweep=9 chain=1\nDC-\n"
+
+
+def test_samples_follow_the_exact_marginals_of_a_small_model() -> None:
+    """Gibbs chains from random reproduce the exact site marginals (enumerated hiddens)."""
+    model = small_model(scale=0.8)
+    chains = 3001
+    result = run_sampling(model, SamplingSettings(chains=chains, sweeps=64, seed=5))
+    hiddens = hidden_configurations(NH, dtype=torch.float32)  # (2^NH, NH)
+    log_weight = (hiddens @ model.hbias) + torch.logsumexp(
+        model.visible_logits(hiddens), dim=-1).sum(-1)
+    p_h = torch.softmax(log_weight.double(), 0)
+    exact = (p_h[:, None, None] * torch.softmax(model.visible_logits(hiddens).double(), -1)).sum(0)
+    sampled = torch.nn.functional.one_hot(result.codes, Q).double().mean(0)
+    tolerance = 4 * torch.sqrt(exact * (1 - exact) / chains) + 1e-3
+    assert ((sampled - exact).abs() <= tolerance).all()
+
+
+def test_sample_stage_writes_fasta_and_sampling_json(tmp_path: Path) -> None:
+    model_path, data_path = write_inputs(tmp_path, small_model())
+    out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
+    code = main(["sample", str(model_path), str(data_path), "--out", str(out), "--info",
+                 str(info), "--chains", "101", "--sweeps", "40", "--seed", "3",
+                 "--device", "cpu"])
+    assert code == 0
+    records = read_fasta(out)
+    assert len(records) == 101
+    for c, (name, seq) in enumerate(records):
+        assert name == f"sample_{c} sweep=40 chain={c}"
+        assert len(seq) == L and set(seq) <= set(ALPHABET)
+    report = json.loads(info.read_text())
+    assert report["mode"] == "equilibrium" and report["sweeps"] == 40
+    assert report["n_samples"] == 101 and report["alphabet"] == ALPHABET
+    assert report["equilibrated"] is True and report["warning"] is None
+    assert report["not_equilibrated"] is False
+    assert report["mixing_time"] is not None and report["mixing_time"] <= 20
+    assert set(report["equilibrium"]["checks"]) == {
+        "mixing_random", "mixing_data", "energy_random_vs_data", "overlap_random_vs_data",
+        "pearson_random_vs_data"}
+    traj = report["trajectories"]["random"]
+    assert traj["sweep"] == [0] + record_times(40)
+    assert len(traj["energy_mean"]) == len(traj["sweep"]) == len(traj["pearson_cij_train"])
+    assert report["trajectories"]["data"]["sweep"] == traj["sweep"]
+    prov = report["provenance"]
+    assert prov["format_version"] == report["format_version"] == 1
+    assert set(prov["inputs"]) == {"model", "data"} and prov["seed"] == 3
+    assert prov["settings"]["chains"] == 101
+
+
+def test_sample_stage_is_reproducible_with_a_seed(tmp_path: Path) -> None:
+    model_path, data_path = write_inputs(tmp_path, small_model())
+    runs = []
+    for seed, name in ((3, "a"), (3, "b"), (4, "c")):
+        out = tmp_path / f"{name}.fasta"
+        info = tmp_path / f"{name}.json"
+        sample_stage(model_path, data_path, out, info,
+                     SamplingSettings(chains=53, sweeps=12, seed=seed), device="cpu")
+        runs.append((out.read_text(), json.loads(info.read_text())))
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1]["trajectories"] == runs[1][1]["trajectories"]
+    assert runs[0][0] != runs[2][0]
+
+
+def test_rdm_model_is_sampled_with_its_training_steps(tmp_path: Path) -> None:
+    model_path, data_path = write_inputs(tmp_path, small_model(), method="rdm", gibbs_steps=7)
+    out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
+    sample_stage(model_path, data_path, out, info,
+                 SamplingSettings(chains=29, sweeps=500, seed=0, auto_extend=True), device="cpu")
+    report = json.loads(info.read_text())
+    assert report["mode"] == "rdm" and report["sweeps"] == 7
+    assert report["training_method"] == "rdm" and "rdm-7" in report["mode_reason"]
+    assert report["equilibrium"]["checked"] is False and report["not_equilibrated"] is False
+    assert set(report["trajectories"]) == {"random"}
+    assert all(name.endswith("sweep=7 chain=" + name.split("chain=")[1])
+               for name, _ in read_fasta(out))
+    forced = tmp_path / "forced.json"
+    sample_stage(model_path, data_path, out, forced,
+                 SamplingSettings(chains=29, sweeps=16, seed=0, mode="equilibrium"), device="cpu")
+    assert json.loads(forced.read_text())["sweeps"] == 16
+
+
+def test_unmixed_chains_still_write_samples_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    strength = 3.0
+    model = PottsRBM(torch.zeros(L, Q, NH), torch.zeros(L, Q), torch.zeros(NH))
+    sites = torch.arange(L)
+    model.weight_matrix[sites, sites % Q, 0] = strength
+    model.weight_matrix[sites, (sites + 2) % Q, 0] = -strength
+    model.vbias[sites, (sites + 2) % Q] = strength
+    model_path, data_path = write_inputs(tmp_path, model)
+    out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
+    with caplog.at_level("WARNING"):
+        sample_stage(model_path, data_path, out, info,
+                     SamplingSettings(chains=151, sweeps=32, seed=0), device="cpu")
+    report = json.loads(info.read_text())
+    assert report["equilibrated"] is False and report["not_equilibrated"] is True
+    assert "mixing_random" in report["equilibrium"]["failed_checks"]
+    assert "do not look equilibrated" in report["warning"]
+    assert any(r.levelname == "WARNING" and "equilibrated" in r.getMessage()
+               for r in caplog.records)
+    assert len(read_fasta(out)) == 151
+
+
+def test_mismatched_alignment_is_an_input_error(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    model_path, _ = write_inputs(tmp_path, small_model())
+    other = PottsRBM(torch.zeros(L + 2, Q, NH), torch.zeros(L + 2, Q), torch.zeros(NH))
+    _, data_path = write_inputs(tmp_path / "other", other)
+    code = main(["sample", str(model_path), str(data_path), "--out", str(tmp_path / "s.fa"),
+                 "--info", str(tmp_path / "s.json"), "--device", "cpu"])
+    assert code == 1
+    assert "L=9" in capsys.readouterr().err
+    assert not (tmp_path / "s.fa").exists()

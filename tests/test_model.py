@@ -1,0 +1,269 @@
+"""The Potts RBM against exact enumeration: energies, log Z, the Gibbs kernel, the gauge.
+
+Sizes are distinct (mostly primes) so that a swapped axis fails loudly. Statistical checks use
+chi-square bounds with a false-alarm probability near 1e-6 at a fixed seed, and each is shown
+to reject a slightly wrong sampler, so none can pass by being loose.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from rbmflow.model import CPU_CHAIN_BLOCK, PottsRBM, one_hot, random_codes, sample_categorical
+from rbmflow.partition import hidden_configurations, log_partition_exact
+
+# Standard normal quantile of the bounds (two-sided p ~ 2e-6).
+Z_BOUND = 4.75
+
+
+def make_model(L: int, q: int, nh: int, scale: float = 0.6, seed: int = 7,
+               dtype: torch.dtype = torch.float64) -> PottsRBM:
+    g = torch.Generator().manual_seed(seed)
+    return PottsRBM(
+        weight_matrix=scale * torch.randn(L, q, nh, generator=g, dtype=dtype),
+        vbias=0.8 * torch.randn(L, q, generator=g, dtype=dtype),
+        hbias=0.5 * torch.randn(nh, generator=g, dtype=dtype),
+    )
+
+
+def all_codes(L: int, q: int) -> torch.Tensor:
+    """Every visible configuration, (q^L, L), in lexicographic order (site 0 slowest)."""
+    return torch.tensor(list(itertools.product(range(q), repeat=L)), dtype=torch.long)
+
+
+def config_index(codes: torch.Tensor, q: int) -> torch.Tensor:
+    """Lexicographic index of each row of codes, matching all_codes."""
+    L = codes.shape[1]
+    powers = q ** torch.arange(L - 1, -1, -1, dtype=torch.long)
+    return (codes.long() * powers).sum(-1)
+
+
+def exact_visible_probs(model: PottsRBM, beta: float = 1.0) -> tuple[torch.Tensor, float]:
+    """p_beta(v) for every v of all_codes and log Z_beta, by enumerating the visible layer."""
+    m = model.to(dtype=torch.float64)
+    log_weights = -m.free_energy(all_codes(m.num_visibles, m.num_states), beta)
+    log_z = torch.logsumexp(log_weights, 0)
+    return torch.exp(log_weights - log_z), float(log_z)
+
+
+def chi2_upper(dof: int, z: float = Z_BOUND) -> float:
+    """Upper quantile of chi-square with dof degrees of freedom (Wilson-Hilferty)."""
+    c = 2.0 / (9.0 * dof)
+    return dof * (1.0 - c + z * math.sqrt(c)) ** 3
+
+
+def chi2_statistic(counts: torch.Tensor, probs: torch.Tensor) -> tuple[float, int]:
+    """Pearson chi-square of counts (K,) against probs (K,); bins expecting < 5 are pooled.
+
+    A count in a bin of probability zero makes the statistic infinite.
+    """
+    n = counts.sum()
+    expected = n * probs.double()
+    if bool((counts[expected == 0] > 0).any()):
+        return math.inf, 1
+    keep = expected > 0
+    counts, expected = counts.double()[keep], expected[keep]
+    small = expected < 5
+    obs, exp = counts[~small], expected[~small]
+    if small.any():
+        obs = torch.cat([obs, counts[small].sum().reshape(1)])
+        exp = torch.cat([exp, expected[small].sum().reshape(1)])
+    return float(((obs - exp) ** 2 / exp).sum()), int(obs.numel() - 1)
+
+
+def multi_chi2(counts: torch.Tensor, probs: torch.Tensor) -> tuple[float, int]:
+    """Sum of per-row chi-squares for counts and probs (R, K): independent rows add up."""
+    stats = [chi2_statistic(c, p) for c, p in zip(counts, probs, strict=True)]
+    return sum(s for s, _ in stats), sum(d for _, d in stats)
+
+
+# -- energies and partition function ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.7])
+def test_free_energy_is_minus_log_sum_over_hiddens(beta: float) -> None:
+    L, q, nh = 7, 5, 3
+    model = make_model(L, q, nh)
+    codes = random_codes(11, L, q)
+    hiddens = hidden_configurations(nh)
+    energies = torch.stack([model.energy(codes, h.expand(codes.shape[0], -1)) for h in hiddens])
+    expected = -torch.logsumexp(-beta * energies, dim=0)
+    torch.testing.assert_close(model.free_energy(codes, beta), expected, rtol=0, atol=1e-10)
+
+
+def test_energy_matches_one_hot_definition() -> None:
+    L, q, nh = 7, 5, 3
+    model = make_model(L, q, nh)
+    codes = random_codes(13, L, q)
+    h = (torch.rand(13, nh) < 0.5).double()
+    x = one_hot(codes, q, torch.float64)
+    expected = (-torch.einsum("cia,iam,cm->c", x, model.weight_matrix, h)
+                - torch.einsum("cia,ia->c", x, model.vbias) - h @ model.hbias)
+    torch.testing.assert_close(model.energy(codes, h), expected, rtol=0, atol=1e-10)
+    logits = model.visible_logits(h, beta=0.3)
+    torch.testing.assert_close(
+        logits, 0.3 * (model.vbias + torch.einsum("iam,cm->cia", model.weight_matrix, h)))
+
+
+def test_log_partition_hidden_enumeration_equals_visible_enumeration() -> None:
+    L, q, nh = 4, 3, 5
+    model = make_model(L, q, nh)
+    _, log_z_visible = exact_visible_probs(model)
+    assert log_partition_exact(model) == pytest.approx(log_z_visible, abs=1e-9)
+
+
+def test_zero_sum_gauge_keeps_the_distribution() -> None:
+    L, q, nh = 4, 3, 5
+    model = make_model(L, q, nh)
+    before, _ = exact_visible_probs(model)
+    gauged = model.clone()
+    gauged.apply_zero_sum_gauge_()
+    after, _ = exact_visible_probs(gauged)
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-12)
+    assert gauged.weight_matrix.sum(1).abs().max() < 1e-12
+    assert gauged.vbias.sum(1).abs().max() < 1e-12
+    assert (gauged.hbias - model.hbias).abs().max() > 1e-3
+
+
+# -- the categorical draw --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sample_categorical_follows_softmax(dtype: torch.dtype) -> None:
+    q, draws = 7, 40_000
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(5, q, generator=g, dtype=dtype) * 2
+    # Rows that overflow, underflow, and mix both without a max subtraction.
+    logits[1] += 800.0
+    logits[2] -= 900.0
+    logits[3, :3] = torch.tensor([95.0, -150.0, 94.0], dtype=dtype)
+    logits[4, 0] = -math.inf
+    codes = sample_categorical(logits.expand(draws, -1, -1).contiguous(), g)
+    assert codes.shape == (draws, 5) and codes.dtype == torch.long
+    counts = torch.stack([torch.bincount(codes[:, r], minlength=q) for r in range(5)])
+    probs = torch.softmax(logits.double(), -1)
+    stat, dof = multi_chi2(counts, probs)
+    assert stat < chi2_upper(dof), (stat, dof)
+    assert counts[4, 0] == 0
+    # The same statistic rejects draws from slightly different probabilities.
+    wrong = torch.softmax(logits.double() * 1.1, -1)
+    stat_wrong, _ = multi_chi2(counts, wrong)
+    assert stat_wrong > chi2_upper(dof)
+
+
+def test_sample_categorical_is_reproducible_from_its_generator() -> None:
+    logits = torch.randn(17, 11, 13)
+    first = sample_categorical(logits, torch.Generator().manual_seed(5))
+    again = sample_categorical(logits, torch.Generator().manual_seed(5))
+    other = sample_categorical(logits, torch.Generator().manual_seed(6))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_sample_hiddens_follows_the_sigmoid() -> None:
+    L, q, nh, draws = 7, 5, 3, 30_000
+    model = make_model(L, q, nh, dtype=torch.float32)
+    codes = random_codes(2, L, q).repeat(draws, 1)
+    h, mag = model.sample_hiddens(codes, beta=0.8, generator=torch.Generator().manual_seed(2))
+    expected = torch.sigmoid(0.8 * (one_hot(codes[:2], q).view(2, -1)
+                                    @ model.weight_matrix.view(L * q, nh) + model.hbias))
+    torch.testing.assert_close(mag[:2], expected)
+    ones = h.view(draws, 2, nh).sum(0)
+    probs = expected.double().reshape(-1)
+    counts = torch.stack([draws - ones.reshape(-1), ones.reshape(-1)], 1)
+    stat, dof = multi_chi2(counts, torch.stack([1 - probs, probs], 1))
+    assert stat < chi2_upper(dof), (stat, dof)
+
+
+# -- the Gibbs kernel ------------------------------------------------------------------------
+
+
+def exact_draws(probs: torch.Tensor, L: int, q: int, num: int, seed: int) -> torch.Tensor:
+    picks = torch.multinomial(probs, num, replacement=True,
+                              generator=torch.Generator().manual_seed(seed))
+    return all_codes(L, q)[picks]
+
+
+def marginal_chi2(codes: torch.Tensor, probs: torch.Tensor, q: int) -> list[tuple[float, int]]:
+    """(chi-square, dof) of every single-site and every pair marginal of codes vs exact ones."""
+    L = codes.shape[1]
+    space = all_codes(L, q)
+    tests = []
+    for i in range(L):
+        exact = torch.zeros(q, dtype=torch.float64).index_add_(0, space[:, i], probs)
+        tests.append(chi2_statistic(torch.bincount(codes[:, i], minlength=q), exact))
+    for i, j in itertools.combinations(range(L), 2):
+        exact = torch.zeros(q * q, dtype=torch.float64).index_add_(
+            0, space[:, i] * q + space[:, j], probs)
+        tests.append(chi2_statistic(torch.bincount(codes[:, i] * q + codes[:, j],
+                                                   minlength=q * q), exact))
+    return tests
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.6])
+def test_gibbs_leaves_the_exact_distribution_invariant(beta: float) -> None:
+    L, q, nh = 4, 3, 5
+    chains = 40 * CPU_CHAIN_BLOCK + 101  # many blocks, the last one partial
+    model = make_model(L, q, nh, scale=0.7)
+    probs, _ = exact_visible_probs(model, beta)
+    start = exact_draws(probs, L, q, chains, seed=11)
+    model32 = model.to(dtype=torch.float32)
+    out = model32.gibbs(start, sweeps=3, beta=beta, generator=torch.Generator().manual_seed(4))
+    assert out.shape == start.shape and out.dtype == torch.long
+    assert not torch.equal(out, start)
+    # Joint distribution over all q^L configurations.
+    counts = torch.bincount(config_index(out, q), minlength=q**L)
+    stat, dof = chi2_statistic(counts, probs)
+    assert stat < chi2_upper(dof), (stat, dof)
+    # Every single-site and pair marginal.
+    for stat, dof in marginal_chi2(out, probs, q):
+        assert stat < chi2_upper(dof), (stat, dof)
+
+
+def test_gibbs_converges_from_random_start_and_rejects_a_wrong_kernel() -> None:
+    L, q, nh = 4, 3, 5
+    model = make_model(L, q, nh, scale=0.7)
+    probs, _ = exact_visible_probs(model)
+    g = torch.Generator().manual_seed(8)
+    start = random_codes(20_000, L, q, generator=g)
+    out = model.to(dtype=torch.float32).gibbs(start, sweeps=30, generator=g)
+    counts = torch.bincount(config_index(out, q), minlength=q**L)
+    stat, dof = chi2_statistic(counts, probs)
+    assert stat < chi2_upper(dof), (stat, dof)
+    # A kernel with the hidden-to-visible weights taken from the wrong sites (same shapes)
+    # samples another distribution; the same test must reject it.
+    wrong = model.clone()
+    wrong.weight_matrix = model.weight_matrix.flip(0)
+    bad = wrong.to(dtype=torch.float32).gibbs(start, sweeps=30, generator=g)
+    stat_bad, _ = chi2_statistic(torch.bincount(config_index(bad, q), minlength=q**L), probs)
+    assert stat_bad > chi2_upper(dof), stat_bad
+
+
+def test_gibbs_with_extreme_fields_matches_exact_marginals() -> None:
+    """Fields far beyond exp's float32 range: the overflow fallback must keep p(v | h) exact."""
+    L, q, nh = 3, 5, 2
+    model = make_model(L, q, nh, scale=1.0)
+    model.weight_matrix[:, :, 0] *= 150.0
+    model.vbias[0] += torch.tensor([400.0, 399.0, 0.0, -300.0, 399.5], dtype=torch.float64)
+    probs, _ = exact_visible_probs(model)
+    start = exact_draws(probs, L, q, 20_000, seed=12)
+    out = model.to(dtype=torch.float32).gibbs(start, sweeps=2,
+                                              generator=torch.Generator().manual_seed(9))
+    counts = torch.bincount(config_index(out, q), minlength=q**L)
+    stat, dof = chi2_statistic(counts, probs)
+    assert stat < chi2_upper(dof), (stat, dof)
+
+
+def test_gibbs_is_reproducible_and_keeps_its_input() -> None:
+    L, q, nh = 11, 7, 13
+    model = make_model(L, q, nh, dtype=torch.float32)
+    start = random_codes(CPU_CHAIN_BLOCK + 37, L, q).to(torch.uint8)
+    copy = start.clone()
+    a = model.gibbs(start, 4, generator=torch.Generator().manual_seed(1))
+    b = model.gibbs(start, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and torch.equal(start, copy)
+    assert torch.equal(model.gibbs(start, 0), start.long())
+    assert int(a.min()) >= 0 and int(a.max()) < q

@@ -1,0 +1,233 @@
+"""The model archive (`model.h5`): the HDF5 layout of the `rbms` package, plus our metadata.
+
+Layout, compatible with `rbms.io.load_params` / `rbms.io.load_model` (DESIGN.md):
+
+    model_type                  "PBRBM" (string dataset)
+    hyperparameters/            batch_size, gibbs_steps, learning_rate, L1, L2, seed,
+                                num_hiddens, num_visibles, num_chains, ... (scalar datasets)
+    parallel_chains             (C, L) float32: state indices of the chains at the last checkpoint
+    update_{n}/params/          weight_matrix (L, q, Nh), vbias (L, q), hbias (Nh)
+    update_{n}/time             cumulative training seconds at update n
+    update_{n}/torch_rng_state, numpy_rng_arg0..4   global RNG states (what `rbms` restores)
+    update_{n}/rbmflow_rng_state  uint8 state of the training torch.Generator (resume)
+    rbmflow/                    group `rbms` ignores: attrs `metadata_json` (alphabet, family,
+                                method, gibbs_steps, config hash, seeds, provenance, ...) and
+                                `format_version`; dataset `train_log` (CSV text so far)
+
+Every checkpoint is written into a copy of the archive that replaces the original by an
+atomic rename only once complete, so a kill at any moment leaves the previous archive intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor
+
+from rbmflow.errors import InputError
+from rbmflow.model import PottsRBM
+from rbmflow.provenance import FORMAT_VERSION, atomic_path
+
+MODEL_TYPE = "PBRBM"
+METADATA_GROUP = "rbmflow"
+_PARAM_NAMES = ("weight_matrix", "vbias", "hbias")
+_REQUIRED_HYPERPARAMETERS = ("batch_size", "gibbs_steps", "learning_rate", "L1", "L2", "seed",
+                             "num_hiddens", "num_chains")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: PottsRBM,
+    chains: Tensor,
+    update: int,
+    time_s: float,
+    rng_state: Tensor | None,
+    hyperparameters: dict[str, Any],
+    metadata: dict[str, Any],
+    train_log: str | None = None,
+) -> None:
+    """Add checkpoint `update_{update}` to the archive at `path` (created if absent), atomically.
+
+    chains: (C, L) integer codes, stored as floats in `parallel_chains` (replacing the previous
+    ones, as `rbms` does). rng_state: the training generator's state (`Generator.get_state()`).
+    hyperparameters: written once, when the archive is created (must hold the keys `rbms`
+    reads). metadata: JSON-serialisable, (re)written each time. train_log: CSV text of the
+    training log up to this update, (re)written each time when given.
+    """
+    path = Path(path)
+    missing = [k for k in _REQUIRED_HYPERPARAMETERS if k not in hyperparameters]
+    if missing:
+        raise ValueError(f"hyperparameters lack {missing}")
+    with atomic_path(path) as tmp:
+        if path.exists():
+            shutil.copyfile(path, tmp)
+            mode = "a"
+        else:
+            mode = "w"
+        with h5py.File(tmp, mode) as f:
+            if mode == "w":
+                f["model_type"] = MODEL_TYPE
+                hyper = f.create_group("hyperparameters")
+                for key, value in hyperparameters.items():
+                    hyper[key] = value
+            key = f"update_{update}"
+            if key in f:
+                del f[key]
+            group = f.create_group(key)
+            params = group.create_group("params")
+            for name, tensor in model.named_parameters().items():
+                params[name] = tensor.detach().to("cpu", torch.float32).numpy()
+                group[name] = params[name]  # hard link, as `rbms` writes for older readers
+            group["time"] = float(time_s)
+            group["torch_rng_state"] = torch.get_rng_state().numpy()
+            np_state = np.random.get_state()  # noqa: NPY002 (what `rbms` restores)
+            for i, part in enumerate(np_state):
+                group[f"numpy_rng_arg{i}"] = part
+            if rng_state is not None:
+                group["rbmflow_rng_state"] = rng_state.detach().cpu().numpy().astype(np.uint8)
+            group.create_group("flags")
+            chain_array = chains.detach().to("cpu").numpy().astype(np.float32)
+            if "parallel_chains" in f and f["parallel_chains"].shape == chain_array.shape:
+                f["parallel_chains"][...] = chain_array
+            else:
+                if "parallel_chains" in f:
+                    del f["parallel_chains"]
+                f["parallel_chains"] = chain_array
+            meta = f.require_group(METADATA_GROUP)
+            meta.attrs["format_version"] = FORMAT_VERSION
+            meta.attrs["metadata_json"] = json.dumps(metadata, default=_json_default)
+            if train_log is not None:
+                if "train_log" in meta:
+                    del meta["train_log"]
+                meta["train_log"] = train_log
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _open(path: str | os.PathLike[str]) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable model archive ({err})") from err
+
+
+def _complete_updates(f: h5py.File) -> list[int]:
+    updates = []
+    for key in f:
+        if not key.startswith("update_"):
+            continue
+        try:
+            n = int(key[len("update_"):])
+        except ValueError:
+            continue
+        group = f[key]
+        if "params" in group and all(name in group["params"] for name in _PARAM_NAMES):
+            updates.append(n)
+    return sorted(updates)
+
+
+def list_updates(path: str | os.PathLike[str]) -> list[int]:
+    """Sorted update numbers of the complete checkpoints in the archive."""
+    with _open(path) as f:
+        return _complete_updates(f)
+
+
+def load_rbm(path: str | os.PathLike[str], update: int | None = None,
+             device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> PottsRBM:
+    """The model at checkpoint `update` (None: the last one)."""
+    with _open(path) as f:
+        if "model_type" in f:
+            model_type = f["model_type"][()]
+            model_type = model_type.decode() if isinstance(model_type, bytes) else str(model_type)
+            if model_type != MODEL_TYPE:
+                raise InputError(f"{path}: model_type {model_type!r}, expected {MODEL_TYPE!r}")
+        updates = _complete_updates(f)
+        if not updates:
+            raise InputError(f"{path}: no complete checkpoint")
+        if update is None:
+            update = updates[-1]
+        elif update not in updates:
+            raise InputError(f"{path}: no checkpoint update_{update} (have {updates})")
+        params = f[f"update_{update}/params"]
+        tensors = [torch.from_numpy(np.asarray(params[name][()])).to(device=device, dtype=dtype)
+                   for name in _PARAM_NAMES]
+    return PottsRBM(*tensors)
+
+
+def load_chains(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Tensor:
+    """The persistent chains stored with the last checkpoint, int64 codes (C, L)."""
+    with _open(path) as f:
+        if "parallel_chains" not in f:
+            raise InputError(f"{path}: no parallel_chains")
+        chains = np.asarray(f["parallel_chains"][()])
+    return torch.from_numpy(np.rint(chains).astype(np.int64)).to(device)
+
+
+def load_checkpoint_state(path: str | os.PathLike[str], update: int) -> dict[str, Any]:
+    """What resuming needs at `update`: time_s, rng_state (uint8 tensor or None), train_log."""
+    with _open(path) as f:
+        group = f[f"update_{update}"]
+        time_s = float(np.asarray(group["time"][()])) if "time" in group else 0.0
+        rng_state = (torch.from_numpy(np.asarray(group["rbmflow_rng_state"][()]).copy())
+                     if "rbmflow_rng_state" in group else None)
+        train_log = None
+        if METADATA_GROUP in f and "train_log" in f[METADATA_GROUP]:
+            raw = f[METADATA_GROUP]["train_log"][()]
+            train_log = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return {"time_s": time_s, "rng_state": rng_state, "train_log": train_log}
+
+
+def _scalar(value: Any) -> Any:
+    value = value.decode() if isinstance(value, bytes) else value
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Hyperparameters and our metadata, flat, plus `hyperparameters` and `model_type` keys.
+
+    Always present: `method` (archives of `rbms` are PCD), `gibbs_steps`, `model_type`,
+    `updates` (the complete checkpoints), `alphabet` (None when the archive does not say).
+    """
+    with _open(path) as f:
+        hyper: dict[str, Any] = {}
+        if "hyperparameters" in f:
+            for key, dataset in f["hyperparameters"].items():
+                hyper[key] = _scalar(dataset[()])
+        meta: dict[str, Any] = {}
+        if METADATA_GROUP in f and "metadata_json" in f[METADATA_GROUP].attrs:
+            meta = json.loads(_scalar(f[METADATA_GROUP].attrs["metadata_json"]))
+        model_type = _scalar(f["model_type"][()]) if "model_type" in f else None
+        updates = _complete_updates(f)
+    out: dict[str, Any] = dict(hyper)
+    out.update(meta)
+    out["hyperparameters"] = hyper
+    out["model_type"] = model_type
+    out["updates"] = updates
+    out.setdefault("method", "pcd")
+    out.setdefault("alphabet", None)
+    if "gibbs_steps" not in out and "gibbs_steps" in hyper:
+        out["gibbs_steps"] = hyper["gibbs_steps"]
+    return out

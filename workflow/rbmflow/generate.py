@@ -1,0 +1,545 @@
+"""The sampling stage: Gibbs chains from a trained model, with their equilibrium checked.
+
+Two sets of independent chains run side by side, block-Gibbs sweeps v -> h -> v at inverse
+temperature beta:
+
+- `random`: started from uniformly random sequences; these are the samples written out;
+- `data`: started from training sequences (drawn with their weights), the reference end
+  point that the random chains must reach if the model is sampled at equilibrium.
+
+At log-spaced record times (1, 2, 3, 4, 6, 8, 12, 16, ... and the final sweep) each set
+records its mean free energy F(v) (nats, at beta = 1), the Pearson of its connected
+correlations against the training data, and the t versus t/2 mixing test (rbmflow.mixing).
+At the end the two sets are compared (energies, overlaps, correlations Pearson). The verdict
+`equilibrated` needs every one of those checks to pass; with `auto_extend` the sweeps double
+until it does or a cap is reached.
+
+A model trained with Rdm-k (chains restarted from random, k sweeps per update) is fitted so
+that k sweeps from a random start reproduce the data, not the equilibrium distribution
+(Decelle, Furtlehner, Seoane, NeurIPS 2021); in `auto` mode it is sampled that way: k sweeps
+from random, one set, no equilibrium verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rbmflow.archive import load_rbm, read_metadata
+from rbmflow.dataset import TRAIN, load_encoded
+from rbmflow.device import resolve_device
+from rbmflow.errors import InputError, RbmflowError
+from rbmflow.mixing import Criteria, compare_energies, compare_sets, mixing_test
+from rbmflow.mixing import mixing_time as estimate_mixing_time
+from rbmflow.model import PottsRBM, random_codes
+from rbmflow.provenance import FORMAT_VERSION, atomic_path, provenance, write_json
+from rbmflow.stats import connected_correlations, pearson
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "equilibrium", "rdm")
+RANDOM, DATA = "random", "data"
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What the sample stage does.
+
+    chains: number of random-start chains (the samples); sweeps: sweeps to run (in rdm mode,
+    the model's training gibbs_steps replace it); beta: inverse temperature; data_chains:
+    chains started from training sequences (None: as many as `chains`, at most the training
+    set; 0: no such set); auto_extend: double the sweeps until the chains look equilibrated
+    or max_sweeps is reached; record_every: also record every that many sweeps (0: only the
+    log-spaced record times).
+    """
+
+    chains: int = 5000
+    sweeps: int = 1000
+    beta: float = 1.0
+    seed: int = 0
+    mode: str = "auto"
+    record_every: int = 0
+    auto_extend: bool = False
+    max_sweeps: int = 16000
+    data_chains: int | None = None
+    criteria: Criteria = field(default_factory=Criteria)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["criteria"] = self.criteria.as_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class ModeChoice:
+    """The resolved sampling mode: `equilibrium` or `rdm`, its sweeps and why."""
+
+    mode: str
+    sweeps: int
+    reason: str
+
+
+def choose_mode(requested: str, sweeps: int, metadata: dict[str, Any] | None) -> ModeChoice:
+    """Resolve `auto` from the model's training metadata (keys `method`, `gibbs_steps`).
+
+    auto: a model trained with Rdm-k is sampled with k sweeps from random; any other model at
+    equilibrium with `sweeps`. rdm: needs gibbs_steps in the metadata. equilibrium: as asked.
+    """
+    if requested not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {requested!r}")
+    metadata = metadata or {}
+    method = str(metadata.get("method", "pcd")).lower()
+    if requested == "equilibrium" or (requested == "auto" and method != "rdm"):
+        why = "requested" if requested == "equilibrium" else f"model trained with {method}"
+        return ModeChoice("equilibrium", sweeps, f"{why}: sampled at equilibrium")
+    steps = metadata.get("gibbs_steps")
+    if steps is None or int(steps) < 1:
+        raise ValueError("rdm sampling needs the model's training gibbs_steps in its metadata")
+    steps = int(steps)
+    why = "requested" if requested == "rdm" else "model trained with rdm"
+    return ModeChoice("rdm", steps, f"{why}-{steps}: {steps} sweeps from uniformly random "
+                      "sequences, as in training (reproduces the data out of equilibrium)")
+
+
+def record_times(total: int, every: int = 0) -> list[int]:
+    """Record sweeps up to `total`: 2^k and 3 * 2^k, multiples of `every` (if > 0), and total.
+
+    Two points per doubling keep the cost logarithmic in `total`.
+    """
+    times = {total}
+    t = 1
+    while t <= total:
+        times.add(t)
+        if 3 * t // 2 <= total and t >= 2:
+            times.add(3 * t // 2)
+        t *= 2
+    if every > 0:
+        times.update(range(every, total + 1, every))
+    return sorted(times)
+
+
+@dataclass
+class ChainSetTrajectory:
+    """Diagnostics of one set of chains at its record times (lists aligned with `sweep`)."""
+
+    sweep: list[int] = field(default_factory=list)
+    energy_mean: list[float] = field(default_factory=list)
+    energy_std: list[float] = field(default_factory=list)
+    pearson_cij_train: list[float | None] = field(default_factory=list)
+    overlap_same: list[float | None] = field(default_factory=list)
+    overlap_different: list[float | None] = field(default_factory=list)
+    mixing_z: list[float | None] = field(default_factory=list)
+    mixing_effect: list[float | None] = field(default_factory=list)
+    mixing_passed: list[bool | None] = field(default_factory=list)
+
+    def mixing_time(self) -> int | None:
+        pairs = [(t, ok) for t, ok in zip(self.sweep, self.mixing_passed, strict=True)
+                 if ok is not None]
+        if not pairs:
+            return None
+        return estimate_mixing_time([t for t, _ in pairs], [ok for _, ok in pairs])
+
+
+@dataclass
+class SamplingResult:
+    """Final chains and everything `sampling.json` reports about how they were obtained."""
+
+    codes: Tensor  # (chains, L) int64, the random-start chains at the last sweep
+    mode: ModeChoice
+    sweeps: int
+    trajectories: dict[str, ChainSetTrajectory]
+    checks: dict[str, dict[str, Any]]
+    equilibrated: bool | None
+    mixing_time: int | None
+    extensions: list[dict[str, Any]]
+    elapsed_s: float
+    sweep_seconds: float
+    chain_counts: dict[str, int]
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [name for name, check in self.checks.items() if not check.get("passed", True)]
+
+
+class _Tracker:
+    """Record-time diagnostics for one set of chains."""
+
+    def __init__(self, name: str, target_cij: Tensor | None, num_states: int,
+                 criteria: Criteria) -> None:
+        self.name = name
+        self.target_cij = target_cij
+        self.num_states = num_states
+        self.criteria = criteria
+        self.trajectory = ChainSetTrajectory()
+        self.last_mixing: dict[str, Any] | None = None
+
+    def record(self, model: PottsRBM, sweep: int, codes: Tensor, earlier: Tensor | None,
+               diag_generator: torch.Generator) -> None:
+        traj = self.trajectory
+        energy = model.free_energy(codes).double()
+        traj.sweep.append(sweep)
+        traj.energy_mean.append(float(energy.mean()))
+        traj.energy_std.append(float(energy.std()) if energy.numel() > 1 else 0.0)
+        traj.pearson_cij_train.append(self._pearson(codes))
+        if earlier is None or codes.shape[0] < 2:
+            for values in (traj.overlap_same, traj.overlap_different, traj.mixing_z,
+                           traj.mixing_effect, traj.mixing_passed):
+                values.append(None)
+            return
+        test = mixing_test(codes, earlier.long(), self.criteria, diag_generator)
+        self.last_mixing = test
+        traj.overlap_same.append(test["overlap_same"])
+        traj.overlap_different.append(test["overlap_different"])
+        traj.mixing_z.append(test["z"])
+        traj.mixing_effect.append(test["effect"])
+        traj.mixing_passed.append(test["passed"])
+
+    def _pearson(self, codes: Tensor) -> float | None:
+        if self.target_cij is None or codes.shape[0] < 2 or codes.shape[1] < 2:
+            return None
+        cij = connected_correlations(codes, self.num_states, dtype=torch.float32)
+        return pearson(cij, self.target_cij)
+
+
+def pick_training_starts(codes: Tensor, weights: Tensor | None, num: int,
+                         generator: torch.Generator) -> Tensor:
+    """`num` training sequences drawn with probability proportional to their weights.
+
+    Without replacement while the training set is large enough, with replacement beyond.
+    Returns codes (num, L) on the device of `codes`.
+    """
+    if weights is None:
+        weights = torch.ones(codes.shape[0], dtype=torch.float64)
+    weights = weights.detach().to("cpu", torch.float64)
+    replace = num > int((weights > 0).sum())
+    index = torch.multinomial(weights, num, replacement=replace, generator=generator)
+    return codes[index.to(codes.device)].long()
+
+
+def run_sampling(
+    model: PottsRBM,
+    settings: SamplingSettings,
+    train_codes: Tensor | None = None,
+    train_weights: Tensor | None = None,
+    metadata: dict[str, Any] | None = None,
+    initial: dict[str, Tensor] | None = None,
+) -> SamplingResult:
+    """Sample `model` as `settings` say and check equilibrium.
+
+    train_codes (M, L) and train_weights (M,): the training data, target of the correlations
+    Pearson and pool of the data-start chains (without them: no Pearson, no data set).
+    metadata: the model's training metadata (mode choice). initial: optional starting codes
+    per set name ('random', 'data'), replacing the default starts (used to test the
+    diagnostics from chosen states). Everything runs on the model's device; the samples
+    depend only on the seed, the device and the settings, not on the record times.
+    """
+    device = model.device
+    choice = choose_mode(settings.mode, settings.sweeps, metadata)
+    criteria = settings.criteria
+    L, q = model.num_visibles, model.num_states
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    diag_generator = torch.Generator().manual_seed(settings.seed + 1)
+
+    starts: dict[str, Tensor] = {}
+    initial = initial or {}
+    starts[RANDOM] = (initial[RANDOM].to(device).long() if RANDOM in initial
+                      else random_codes(settings.chains, L, q, device, generator))
+    equilibrium = choice.mode == "equilibrium"
+    if equilibrium:
+        if DATA in initial:
+            starts[DATA] = initial[DATA].to(device).long()
+        elif train_codes is not None and train_codes.shape[0] > 0 and settings.data_chains != 0:
+            num = settings.data_chains or min(settings.chains, train_codes.shape[0])
+            starts[DATA] = pick_training_starts(train_codes.to(device), train_weights, num,
+                                                diag_generator)
+    for name, codes in starts.items():
+        if codes.shape[1] != L or int(codes.min()) < 0 or int(codes.max()) >= q:
+            raise ValueError(f"{name} starting codes do not fit the model (L={L}, q={q})")
+
+    target_cij = None
+    if train_codes is not None and train_codes.shape[0] > 1:
+        target_cij = connected_correlations(train_codes.to(device), q, train_weights,
+                                            dtype=torch.float64).to(torch.float32)
+    trackers = {name: _Tracker(name, target_cij, q, criteria) for name in starts}
+
+    if equilibrium and settings.auto_extend:
+        cap = max(settings.max_sweeps, choice.sweeps)
+        targets = [choice.sweeps]
+        while targets[-1] * 2 <= cap:
+            targets.append(targets[-1] * 2)
+        if targets[-1] < cap:
+            targets.append(cap)
+    else:
+        targets = [choice.sweeps]
+    records = sorted(set(record_times(targets[-1], settings.record_every)) | set(targets))
+    needed_snapshots = {t // 2 for t in records}
+
+    names = list(starts)
+    sizes = [starts[name].shape[0] for name in names]
+    state = torch.cat([starts[name] for name in names])
+    snapshots: dict[int, Tensor] = {}
+    snapshot_dtype = torch.uint8 if q <= 256 else torch.int64
+
+    def split(codes: Tensor) -> dict[str, Tensor]:
+        return dict(zip(names, codes.split(sizes), strict=True))
+
+    def take_snapshot(sweep: int) -> None:
+        if sweep in needed_snapshots:
+            snapshots[sweep] = state.to(snapshot_dtype).clone()
+
+    take_snapshot(0)
+    for name, codes in split(state).items():
+        trackers[name].record(model, 0, codes, None, diag_generator)
+
+    extensions: list[dict[str, Any]] = []
+    checks: dict[str, dict[str, Any]] = {}
+    equilibrated: bool | None = None
+    events = sorted(needed_snapshots | set(records))
+    sweep = 0
+    sweep_seconds = 0.0
+    started = time.perf_counter()
+    target_index = 0
+    with torch.no_grad():
+        while True:
+            target = targets[target_index]
+            for event in (e for e in events if sweep < e <= target):
+                t0 = time.perf_counter()
+                state = model.gibbs(state, event - sweep, settings.beta, generator)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                sweep_seconds += time.perf_counter() - t0
+                sweep = event
+                take_snapshot(sweep)
+                if sweep in records:
+                    earlier = split(snapshots[sweep // 2])
+                    for name, codes in split(state).items():
+                        trackers[name].record(model, sweep, codes, earlier[name], diag_generator)
+                    _log_record(sweep, trackers)
+                for done in [s for s in snapshots if all(t // 2 != s or t <= sweep
+                                                         for t in records)]:
+                    del snapshots[done]
+            if not equilibrium:
+                break
+            checks = _final_checks(model, split(state), trackers, criteria, diag_generator)
+            equilibrated = all(check["passed"] for check in checks.values())
+            extensions.append({"sweeps": sweep, "equilibrated": equilibrated,
+                               "failed_checks": [n for n, c in checks.items() if not c["passed"]]})
+            if equilibrated or target_index == len(targets) - 1:
+                break
+            target_index += 1
+            log.info("sweep %d: not equilibrated yet (%s); extending to %d sweeps", sweep,
+                     ", ".join(extensions[-1]["failed_checks"]), targets[target_index])
+
+    trajectories = {name: tracker.trajectory for name, tracker in trackers.items()}
+    return SamplingResult(
+        codes=split(state)[RANDOM],
+        mode=choice,
+        sweeps=sweep,
+        trajectories=trajectories,
+        checks=checks,
+        equilibrated=equilibrated,
+        mixing_time=trajectories[RANDOM].mixing_time(),
+        extensions=extensions if settings.auto_extend else [],
+        elapsed_s=time.perf_counter() - started,
+        sweep_seconds=sweep_seconds,
+        chain_counts=dict(zip(names, sizes, strict=True)),
+    )
+
+
+def _final_checks(model: PottsRBM, final: dict[str, Tensor], trackers: dict[str, _Tracker],
+                  criteria: Criteria, diag_generator: torch.Generator) -> dict[str, dict[str, Any]]:
+    """The checks behind the equilibrium verdict, each with its numbers and `passed`."""
+    checks: dict[str, dict[str, Any]] = {}
+    for name, tracker in trackers.items():
+        if tracker.last_mixing is not None:
+            check = dict(tracker.last_mixing)
+            check["sweep"] = tracker.trajectory.sweep[-1]
+            checks[f"mixing_{name}"] = check
+    if RANDOM in final and DATA in final:
+        energies = compare_energies(model.free_energy(final[RANDOM]),
+                                    model.free_energy(final[DATA]), criteria)
+        checks["energy_random_vs_data"] = {
+            "mean_random": energies.pop("mean_a"), "mean_data": energies.pop("mean_b"),
+            **energies}
+        sets = compare_sets(final[RANDOM], final[DATA], criteria, diag_generator)
+        checks["overlap_random_vs_data"] = {
+            "overlap_within_random": sets.pop("overlap_within_a"),
+            "overlap_within_data": sets.pop("overlap_within_b"), **sets}
+        p_random = trackers[RANDOM].trajectory.pearson_cij_train[-1]
+        p_data = trackers[DATA].trajectory.pearson_cij_train[-1]
+        target = trackers[RANDOM].target_cij
+        if p_random is not None and p_data is not None and target is not None:
+            q = model.num_states
+            stderr = math.sqrt(pearson_stderr(final[RANDOM], q, target) ** 2
+                               + pearson_stderr(final[DATA], q, target) ** 2)
+            gap = p_random - p_data
+            checks["pearson_random_vs_data"] = {
+                "pearson_cij_train_random": p_random, "pearson_cij_train_data": p_data,
+                "gap": gap, "stderr": stderr, "tolerance": criteria.pearson_tolerance,
+                "passed": bool(abs(gap) <= max(criteria.z_max * stderr,
+                                               criteria.pearson_tolerance))}
+    return checks
+
+
+def pearson_stderr(codes: Tensor, num_states: int, target_cij: Tensor, folds: int = 4) -> float:
+    """A conservative standard error of the Pearson of the chains' correlations to a target.
+
+    The spread of the Pearsons of `folds` disjoint subsets of the chains. A subset's Pearson
+    varies more than the full set's when the correlations carry signal (about `folds` times
+    the variance) and as much when they are pure noise, so this bounds the error from above
+    in both regimes. 0 when there are too few chains to split.
+    """
+    size = codes.shape[0] // folds
+    if size < 2:
+        return 0.0
+    values = torch.tensor([
+        pearson(connected_correlations(codes[k * size:(k + 1) * size], num_states,
+                                       dtype=torch.float32), target_cij)
+        for k in range(folds)], dtype=torch.float64)
+    return float(values.std())
+
+
+def _log_record(sweep: int, trackers: dict[str, _Tracker]) -> None:
+    parts = []
+    for name, tracker in trackers.items():
+        traj = tracker.trajectory
+        p = traj.pearson_cij_train[-1]
+        same, diff = traj.overlap_same[-1], traj.overlap_different[-1]
+        text = f"{name}: <F>={traj.energy_mean[-1]:.3f}"
+        if p is not None:
+            text += f" pearson_cij={p:.3f}"
+        if same is not None and diff is not None:
+            text += f" overlap t,t/2={same:.3f} vs other chains={diff:.3f}"
+        parts.append(text)
+    log.info("sweep %d | %s", sweep, " | ".join(parts))
+
+
+def result_summary(result: SamplingResult) -> dict[str, Any]:
+    """The JSON-ready description of a sampling run (everything but the provenance)."""
+    mode = result.mode
+    equilibrium = {
+        "checked": mode.mode == "equilibrium",
+        "equilibrated": result.equilibrated,
+        "mixing_time": result.mixing_time,
+        "mixing_time_data": (result.trajectories[DATA].mixing_time()
+                             if DATA in result.trajectories else None),
+        "failed_checks": result.failed_checks,
+        "checks": result.checks,
+    }
+    warning = None
+    if mode.mode == "equilibrium" and not result.equilibrated:
+        warning = (f"chains do not look equilibrated after {result.sweeps} sweeps "
+                   f"(failed: {', '.join(result.failed_checks) or 'none recorded'}); "
+                   "the samples may not represent the model's distribution")
+    seconds = result.sweep_seconds
+    return {
+        "mode": mode.mode,
+        "mode_reason": mode.reason,
+        "sweeps": result.sweeps,
+        "sweeps_requested": mode.sweeps,
+        "equilibrated": result.equilibrated,
+        "not_equilibrated": mode.mode == "equilibrium" and not result.equilibrated,
+        "warning": warning,
+        "mixing_time": result.mixing_time,
+        "equilibrium": equilibrium,
+        "auto_extend": result.extensions,
+        "trajectories": {name: asdict(traj) for name, traj in result.trajectories.items()},
+        "timing": {"elapsed_s": result.elapsed_s, "sweep_s": seconds,
+                   "sweeps_per_s": result.sweeps / seconds if seconds > 0 else None,
+                   "chains": result.chain_counts},
+    }
+
+
+
+def fasta_records(codes: Tensor, alphabet: str, sweep: int, prefix: str = "sample") -> str:
+    """FASTA text, one record per chain: `>{prefix}_{c} sweep={sweep} chain={c}`."""
+    table = np.frombuffer(alphabet.encode("ascii"), dtype=np.uint8)
+    rows = table[codes.detach().cpu().numpy()]
+    return "".join(f">{prefix}_{c} sweep={sweep} chain={c}\n{row.tobytes().decode('ascii')}\n"
+                   for c, row in enumerate(rows))
+
+
+def sample_stage(
+    model_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    info_path: str | os.PathLike[str],
+    settings: SamplingSettings,
+    device: str = "auto",
+    update: int | None = None,
+) -> SamplingResult:
+    """Run the sample stage: write `out_path` (FASTA) and `info_path` (sampling.json).
+
+    The model's training metadata chooses the mode (see choose_mode); the alignment gives
+    the alphabet and the training sequences (correlations target, data-start chains).
+    """
+    try:
+        torch_device = resolve_device(device)
+    except RuntimeError as err:
+        raise RbmflowError(str(err)) from err
+    metadata = read_metadata(model_path)
+    model = load_rbm(model_path, update=update, device=torch_device, dtype=torch.float32)
+    try:
+        data = load_encoded(data_path)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    if data.length != model.num_visibles or data.num_states != model.num_states:
+        raise InputError(
+            f"{data_path}: alignment has L={data.length}, q={data.num_states} but the model "
+            f"{model_path} has L={model.num_visibles}, q={model.num_states}")
+    model_alphabet = metadata.get("alphabet")
+    if model_alphabet and model_alphabet != data.alphabet:
+        raise InputError(f"{data_path}: alphabet {data.alphabet!r} differs from the model's "
+                         f"{model_alphabet!r} ({model_path})")
+    try:
+        choose_mode(settings.mode, settings.sweeps, metadata)
+    except ValueError as err:
+        raise InputError(f"{model_path}: {err}") from err
+    train = data.subset(TRAIN)
+    log.info("sampling %s: L=%d q=%d Nh=%d on %s, %d chains, mode %s", model_path,
+             model.num_visibles, model.num_states, model.num_hiddens, torch_device,
+             settings.chains, settings.mode)
+    result = run_sampling(model, settings, train.codes_tensor(torch_device),
+                          train.weights_tensor(torch_device, torch.float64), metadata)
+
+    summary = result_summary(result)
+    if summary["not_equilibrated"]:
+        banner = "!" * 78
+        log.warning("%s\nWARNING: %s.\nWARNING: samples written anyway to %s; run more sweeps "
+                    "(--sweeps, --auto-extend) before trusting them.\n%s", banner,
+                    summary["warning"], out_path, banner)
+    elif result.mode.mode == "equilibrium":
+        log.info("chains look equilibrated after %d sweeps (mixing time %s sweeps)",
+                 result.sweeps, result.mixing_time)
+    else:
+        log.info("rdm sampling: %s", result.mode.reason)
+
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(fasta_records(result.codes, data.alphabet, result.sweeps))
+    record = {
+        "format_version": FORMAT_VERSION,
+        "samples": str(out_path),
+        "n_samples": int(result.codes.shape[0]),
+        "alphabet": data.alphabet,
+        "training_method": metadata.get("method"),
+        "training_gibbs_steps": metadata.get("gibbs_steps"),
+        "model_update": update if update is not None else (metadata.get("updates") or [None])[-1],
+        "beta": settings.beta,
+        "seed": settings.seed,
+        "device": str(torch_device),
+        **summary,
+        "provenance": provenance(
+            "sample", inputs={"model": model_path, "data": data_path},
+            settings={**settings.as_dict(), "device": device, "update": update},
+            seed=settings.seed),
+    }
+    write_json(info_path, record)
+    return result

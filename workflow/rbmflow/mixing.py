@@ -1,0 +1,148 @@
+"""Equilibrium diagnostics for sets of Markov chains: is the sampler mixing, and where does it go?
+
+All tests compare mean overlaps, the overlap of two sequences being the fraction of sites
+where they carry the same state, q(a, b) = (1/L) sum_i 1[a_i = b_i].
+
+Mixing (the t versus t/2 test): a chain that has forgotten where it was at sweep t/2 overlaps
+its own earlier state no more than the earlier state of any other chain. Per chain c,
+
+    same_c      = q(x_c(t), x_c(t/2))
+    different_c = q(x_c(t), x_{pi(c)}(t/2))      pi a random permutation without fixed points
+
+and the chains have mixed over the lag t - t/2 when mean(same - different) is zero within its
+statistical error. The mixing time is the smallest such lag from which the test keeps passing.
+
+Two sets (chains started from random, chains started from natural sequences) sample the same
+distribution only if they end alike: equal mean energies, and a mean overlap between the sets
+equal to the mean overlap within them. In expectation (within_a + within_b) / 2 - cross
+= (1/2L) sum_i ||f_i^a - f_i^b||^2 >= 0, so it measures how far apart the sets' site
+frequencies are.
+
+A gap passes when it is statistically indistinguishable from zero (|gap| <= z_max standard
+errors) or too small to matter (|gap| <= effect_max times the spread of the quantity).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Thresholds of the equilibrium tests.
+
+    z_max: a gap below z_max standard errors passes. effect_max: a gap below effect_max
+    standard deviations of the underlying per-chain quantity passes (an effect too small to
+    matter, whatever the number of chains). pearson_tolerance: largest accepted difference
+    between the two sets' Pearson of connected correlations against the training data.
+    """
+
+    z_max: float = 3.0
+    effect_max: float = 0.1
+    pearson_tolerance: float = 0.05
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def overlap(a: Tensor, b: Tensor) -> Tensor:
+    """Fraction of identical sites between rows of codes a and b, both (C, L); returns (C,)."""
+    return (a == b).to(torch.float64).mean(dim=1)
+
+
+def derangement(num: int, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> Tensor:
+    """A random permutation of range(num) with no fixed point (num >= 2), int64 (num,)."""
+    if num < 2:
+        raise ValueError("a derangement needs at least 2 elements")
+    order = torch.randperm(num, generator=generator, device=device)
+    perm = torch.empty_like(order)
+    perm[order] = order.roll(-1)
+    return perm
+
+
+def _gap_verdict(gap: float, stderr: float, spread: float, criteria: Criteria) -> dict[str, Any]:
+    z = abs(gap) / stderr if stderr > 0 else (0.0 if gap == 0 else math.inf)
+    effect = abs(gap) / spread if spread > 0 else (0.0 if gap == 0 else math.inf)
+    passed = abs(gap) <= max(criteria.z_max * stderr, criteria.effect_max * spread)
+    return {"gap": gap, "stderr": stderr, "z": _finite(z), "effect": _finite(effect),
+            "passed": bool(passed)}
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def mixing_test(current: Tensor, earlier: Tensor, criteria: Criteria = Criteria(),
+                generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The t versus t/2 test for chains `current` = x(t) and `earlier` = x(t/2), both (C, L).
+
+    Returns overlap_same and overlap_different (means), their difference `gap` with its
+    standard error (paired per chain), `z`, `effect` (gap over the pooled standard deviation
+    of the two overlaps) and `passed`.
+    """
+    num = current.shape[0]
+    perm = derangement(num, generator, "cpu").to(current.device)
+    same = overlap(current, earlier)
+    different = overlap(current, earlier[perm])
+    diff = same - different
+    stderr = float(diff.std() / math.sqrt(num)) if num > 1 else 0.0
+    spread = math.sqrt(float(same.var() + different.var())) if num > 1 else 0.0
+    out = {"overlap_same": float(same.mean()), "overlap_different": float(different.mean())}
+    out.update(_gap_verdict(float(diff.mean()), stderr, spread, criteria))
+    return out
+
+
+def compare_energies(energy_a: Tensor, energy_b: Tensor,
+                     criteria: Criteria = Criteria()) -> dict[str, Any]:
+    """Two-sample comparison of mean energies (C_a,) and (C_b,), Welch standard error."""
+    ea, eb = energy_a.double(), energy_b.double()
+    va, vb = float(ea.var()), float(eb.var())
+    stderr = math.sqrt(va / ea.numel() + vb / eb.numel())
+    spread = math.sqrt((va + vb) / 2)
+    out = {"mean_a": float(ea.mean()), "mean_b": float(eb.mean())}
+    out.update(_gap_verdict(out["mean_a"] - out["mean_b"], stderr, spread, criteria))
+    return out
+
+
+def compare_sets(codes_a: Tensor, codes_b: Tensor, criteria: Criteria = Criteria(),
+                 generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Overlap within each set against overlap across the sets, codes (C_a, L) and (C_b, L).
+
+    gap = (within_a + within_b) / 2 - cross, zero in expectation when both sets sample the
+    same site frequencies. Each mean comes from its own random pairing of chains, taken as
+    independent for the standard error.
+    """
+    na, nb = codes_a.shape[0], codes_b.shape[0]
+    within_a = overlap(codes_a, codes_a[derangement(na, generator).to(codes_a.device)])
+    within_b = overlap(codes_b, codes_b[derangement(nb, generator).to(codes_b.device)])
+    partner = torch.randint(0, nb, (na,), generator=generator).to(codes_b.device)
+    cross = overlap(codes_a, codes_b[partner])
+    gap = float((within_a.mean() + within_b.mean()) / 2 - cross.mean())
+    stderr = math.sqrt(float(within_a.var()) / na / 4 + float(within_b.var()) / nb / 4
+                       + float(cross.var()) / na)
+    spread = math.sqrt(float(within_a.var() + within_b.var()) / 2 + float(cross.var()))
+    out = {"overlap_within_a": float(within_a.mean()), "overlap_within_b": float(within_b.mean()),
+           "overlap_cross": float(cross.mean())}
+    out.update(_gap_verdict(gap, stderr, spread, criteria))
+    return out
+
+
+def mixing_time(sweeps: list[int], passed: list[bool]) -> int | None:
+    """Lag t - t//2 at the first record t from which the mixing test passes at every record.
+
+    sweeps: record times (increasing, > 0); passed: the test's outcome at each. None when the
+    test fails at the last record.
+    """
+    first = None
+    for t, ok in zip(sweeps, passed, strict=True):
+        if ok and first is None:
+            first = t
+        elif not ok:
+            first = None
+    return None if first is None else first - first // 2

@@ -1,0 +1,453 @@
+"""Maximum-likelihood training of a Potts-Bernoulli RBM: PCD, CD-k and Rdm.
+
+The log-likelihood gradient of a parameter theta is <-dE/dtheta>_data - <-dE/dtheta>_model:
+
+    dW[i, a, mu]  = <1[v_i = a] m_mu(v)>_data - <1[v_i = a] m_mu(v)>_model
+    dvbias[i, a]  = <1[v_i = a]>_data       - <1[v_i = a]>_model
+    dhbias[mu]    = <m_mu(v)>_data           - <m_mu(v)>_model
+
+with m(v) = sigmoid(hbias + sum_i W[i, v_i, :]) the conditional magnetisations of the hidden
+units (no hidden states are sampled for the gradient). Data averages use the normalised
+sequence weights; model averages are plain means over the Markov chains, which are updated by
+k block-Gibbs sweeps per gradient update:
+
+- pcd: persistent chains, carried from one update to the next (default);
+- cd:  chains started at the data batch (CD-k);
+- rdm: chains restarted from uniformly random sequences at every update.
+
+The centred gradient (default) subtracts the data centres vbar = <v>_data, hbar = <m>_data:
+dW_c = dW - vbar (x) dhbias - dvbias (x) hbar, dvbias_c = dvbias - dW_c . hbar,
+dhbias_c = dhbias - vbar . dW_c; it is the gradient of the centred parametrisation mapped back
+to (W, vbias, hbias) and has the same fixed points as the plain gradient.
+After each update the zero-sum gauge is applied to all Potts parameters.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from rbmflow import archive
+from rbmflow.dataset import EncodedAlignment
+from rbmflow.errors import RbmflowError
+from rbmflow.model import PottsRBM, one_hot, random_codes, sample_categorical
+from rbmflow.provenance import FORMAT_VERSION, atomic_path
+from rbmflow.stats import connected_correlations, pearson
+
+log = logging.getLogger(__name__)
+
+METHODS = ("pcd", "cd", "rdm")
+LOG_COLUMNS = ("update", "time_s", "learning_rate", "pearson_cij_train", "pearson_cij_test",
+               "free_energy_data", "free_energy_chains")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyperparameters of one run (the `runs:` entries of the config; DESIGN.md meanings).
+
+    normalize_gradient: divide the gradient by its Euclidean norm over all parameters before
+    the step, as the `rbms` package does, so that `learning_rate` is the length of a step in
+    parameter space. lr_decay: ratio of the final to the initial learning rate, reached by exponential decay
+    over `updates` (1.0: constant). checkpoints: number of log-spaced checkpoints, the last
+    update always included. log_every: updates between two rows of train_log.csv.
+    pseudocount: mixing weight of the uniform distribution in the site frequencies that
+    initialise vbias. init_std: standard deviation of the initial weights.
+    """
+
+    hidden: int = 100
+    updates: int = 10000
+    chains: int = 2000
+    batch_size: int = 2000
+    gibbs_steps: int = 10
+    learning_rate: float = 0.01
+    lr_decay: float = 1.0
+    method: str = "pcd"
+    l1: float = 0.0
+    l2: float = 0.0
+    centered: bool = True
+    normalize_gradient: bool = True
+    checkpoints: int = 50
+    log_every: int = 100
+    seed: int = 0
+    pseudocount: float = 1e-3
+    init_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise RbmflowError(f"method must be one of {METHODS}, got {self.method!r}")
+        for key in ("hidden", "updates", "chains", "batch_size", "gibbs_steps", "checkpoints",
+                    "log_every"):
+            if getattr(self, key) < 1:
+                raise RbmflowError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if not self.learning_rate > 0 or not self.lr_decay > 0:
+            raise RbmflowError("learning_rate and lr_decay must be positive")
+        if self.l1 < 0 or self.l2 < 0 or not 0 <= self.pseudocount < 1:
+            raise RbmflowError("l1, l2 must be >= 0 and pseudocount in [0, 1)")
+
+    def learning_rate_at(self, update: int) -> float:
+        """Learning rate of gradient update number `update` (0-based)."""
+        return self.learning_rate * self.lr_decay ** (update / self.updates)
+
+    def resume_key(self) -> str:
+        """Hash of the settings that shape the trajectory (not its length or its logging)."""
+        shaping = {k: v for k, v in asdict(self).items()
+                   if k not in ("updates", "checkpoints", "log_every", "lr_decay")}
+        if self.lr_decay != 1.0:
+            shaping["lr_decay"], shaping["updates"] = self.lr_decay, self.updates
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- initialisation, statistics and the gradient ----------------------------------------------
+
+
+def init_model(codes: Tensor, weights: Tensor, num_states: int, num_hiddens: int,
+               generator: torch.Generator, pseudocount: float = 1e-3,
+               init_std: float = 0.01) -> PottsRBM:
+    """vbias = log of the weighted site frequencies mixed with `pseudocount` of uniform,
+    W ~ N(0, init_std^2), hbias = 0; then the zero-sum gauge. codes (M, L), weights (M,)."""
+    device, dtype = weights.device, weights.dtype
+    L = codes.shape[1]
+    v_mean = site_moments(codes, weights / weights.sum(), num_states)
+    freq = (1 - pseudocount) * v_mean + pseudocount / num_states
+    vbias = torch.log(freq.clamp_min(1e-30))
+    weight_matrix = init_std * torch.randn((L, num_states, num_hiddens), generator=generator,
+                                           device=device, dtype=dtype)
+    model = PottsRBM(weight_matrix, vbias, torch.zeros(num_hiddens, device=device, dtype=dtype))
+    model.apply_zero_sum_gauge_()
+    return model
+
+
+def site_moments(codes: Tensor, norm_weights: Tensor, num_states: int) -> Tensor:
+    """sum_m w_m 1[v_mi = a] for normalised weights (M,); returns (L, q)."""
+    L = codes.shape[1]
+    flat = codes.long() + torch.arange(L, device=codes.device) * num_states
+    out = torch.zeros(L * num_states, device=norm_weights.device, dtype=norm_weights.dtype)
+    out.index_add_(0, flat.reshape(-1), norm_weights.repeat_interleave(L))
+    return out.view(L, num_states)
+
+
+@dataclass
+class Moments:
+    """Averages entering the gradient: v (L, q), m (Nh), v (x) m (L, q, Nh)."""
+
+    v: Tensor
+    h: Tensor
+    vh: Tensor
+
+
+def moments(model: PottsRBM, codes: Tensor, weights: Tensor | None = None) -> Moments:
+    """Weighted averages of 1[v_i = a], m(v) and 1[v_i = a] m(v) over codes (C, L).
+
+    weights (C,) are normalised here; None means a plain mean.
+    """
+    C = codes.shape[0]
+    L, q, nh = model.weight_matrix.shape
+    if weights is None:
+        w = torch.full((C,), 1.0 / C, device=model.device, dtype=model.dtype)
+    else:
+        w = weights.to(device=model.device, dtype=model.dtype)
+        w = w / w.sum()
+    mag = torch.sigmoid(model.hidden_inputs(codes))
+    weighted_mag = mag * w[:, None]
+    x = one_hot(codes, q, model.dtype).view(C, L * q)
+    vh = (x.T @ weighted_mag).view(L, q, nh)
+    return Moments(v=site_moments(codes, w, q), h=weighted_mag.sum(0), vh=vh)
+
+
+def gradient(data: Moments, chains: Moments, centered: bool = True
+             ) -> tuple[Tensor, Tensor, Tensor]:
+    """Log-likelihood ascent direction (dW, dvbias, dhbias) from data and model moments."""
+    d_w = data.vh - chains.vh
+    d_v = data.v - chains.v
+    d_h = data.h - chains.h
+    if centered:
+        v_bar, h_bar = data.v, data.h
+        d_w = d_w - v_bar[:, :, None] * d_h - d_v[:, :, None] * h_bar
+        d_v = d_v - d_w @ h_bar
+        d_h = d_h - torch.einsum("ia,iam->m", v_bar, d_w)
+    return d_w, d_v, d_h
+
+
+# -- checkpoint schedule and the log --------------------------------------------------------
+
+
+def checkpoint_schedule(updates: int, count: int) -> list[int]:
+    """About `count` log-spaced update numbers in [1, updates], always including `updates`."""
+    points = np.unique(np.rint(np.geomspace(1, updates, max(count, 1))).astype(np.int64))
+    return sorted({int(p) for p in points} | {updates})
+
+
+def _log_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _parse_log(text: str | None, up_to: int) -> list[dict[str, Any]]:
+    if not text:
+        return []
+    return [row for row in csv.DictReader(io.StringIO(text)) if int(row["update"]) <= up_to]
+
+
+def partial_path(out: Path) -> Path:
+    """Where the archive lives while training runs: hidden, beside the final `model.h5`."""
+    return out.with_name(f".{out.name}.partial{out.suffix}")
+
+
+# -- the training loop ----------------------------------------------------------------------
+
+
+@contextmanager
+def _termination_flag() -> Iterator[dict[str, int | None]]:
+    """Catch SIGTERM and SIGINT into a flag the loop polls (main thread only)."""
+    flag: dict[str, int | None] = {"signal": None}
+
+    def handler(signum: int, _frame: Any) -> None:
+        flag["signal"] = signum
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _finite(*tensors: Tensor) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def train(
+    data: EncodedAlignment,
+    out: str | os.PathLike[str],
+    log_path: str | os.PathLike[str],
+    settings: TrainSettings,
+    device: torch.device | str = "cpu",
+    metadata: dict[str, Any] | None = None,
+    test: EncodedAlignment | None = None,
+    restart: bool = False,
+    progress: bool | None = None,
+) -> PottsRBM:
+    """Train on `data` (the train split), writing `out` (model.h5) and `log_path` (CSV).
+
+    The archive grows at `partial_path(out)` and is renamed onto `out` only when training
+    ends; rerunning the same call resumes from its last complete checkpoint (chains, RNG
+    state, update count, log). `restart` discards such a partial archive. `test`, when given,
+    adds the Pearson of connected correlations of the chains vs the test data to the log.
+    SIGTERM/SIGINT write a checkpoint and raise RbmflowError; a non-finite gradient or
+    parameter raises RbmflowError naming the update. Returns the final model.
+    """
+    out, log_path = Path(out), Path(log_path)
+    device = torch.device(device)
+    dtype = torch.float32
+    s = settings
+    q, L = data.num_states, data.length
+    if data.num_sequences == 0:
+        raise RbmflowError("the training split is empty")
+    key = s.resume_key()
+    partial = partial_path(out)
+    metadata = dict(metadata or {})
+    metadata.update({
+        "format_version": FORMAT_VERSION, "alphabet": data.alphabet, "method": s.method,
+        "gibbs_steps": s.gibbs_steps, "centered": s.centered, "settings": asdict(s),
+        "resume_key": key, "seed": s.seed, "device": str(device), "dtype": "float32",
+    })
+    hyperparameters = {
+        "batch_size": s.batch_size, "gibbs_steps": s.gibbs_steps,
+        "learning_rate": s.learning_rate, "L1": s.l1, "L2": s.l2, "seed": s.seed,
+        "num_hiddens": s.hidden, "num_visibles": L,
+        "num_chains": s.chains if s.method != "cd" else min(s.batch_size, data.num_sequences),
+        "num_states": q, "updates": s.updates, "method": s.method,
+    }
+
+    codes_all = data.codes_tensor(device)
+    weights_all = data.weights_tensor(device, dtype)
+    if not float(weights_all.sum()) > 0:
+        raise RbmflowError("the training sequences have zero total weight")
+    generator = torch.Generator(device=device)
+    generator.manual_seed(s.seed)
+
+    start, time_offset, rows = _resume_point(out, partial, key, s, restart)
+    if start is None:
+        model = init_model(codes_all, weights_all, q, s.hidden, generator, s.pseudocount,
+                           s.init_std)
+        chains = _initial_chains(model, s, codes_all, generator)
+        update = 0
+    else:
+        model = archive.load_rbm(partial, start, device=device, dtype=dtype)
+        chains = archive.load_chains(partial, device=device)
+        state = archive.load_checkpoint_state(partial, start)
+        if state["rng_state"] is not None:
+            generator.set_state(state["rng_state"])
+        update = start
+        log.info("resuming %s from update %d", partial, start)
+
+    cij_train = connected_correlations(codes_all, q, weights_all)
+    cij_test = None
+    if test is not None and test.num_sequences > 0:
+        cij_test = connected_correlations(test.codes_tensor(device), q,
+                                          test.weights_tensor(device, dtype))
+    schedule = set(checkpoint_schedule(s.updates, s.checkpoints))
+    last_saved = start
+
+    def save(at: int, elapsed: float) -> None:
+        nonlocal last_saved
+        archive.save_checkpoint(partial, model, chains, at, elapsed, generator.get_state(),
+                                hyperparameters, metadata, train_log=_log_text(rows))
+        last_saved = at
+
+    def health(at: int, elapsed: float) -> None:
+        lr = s.learning_rate_at(max(at - 1, 0))
+        f_data = float((model.free_energy(codes_all) * weights_all).sum() / weights_all.sum())
+        row = {
+            "update": at, "time_s": round(elapsed, 3), "learning_rate": f"{lr:.6g}",
+            "pearson_cij_train": f"{pearson(connected_correlations(chains, q), cij_train):.5f}",
+            "pearson_cij_test": ("" if cij_test is None else
+                                 f"{pearson(connected_correlations(chains, q), cij_test):.5f}"),
+            "free_energy_data": f"{f_data:.5f}",
+            "free_energy_chains": f"{float(model.free_energy(chains).mean()):.5f}",
+        }
+        rows.append(row)
+
+    num = data.num_sequences
+    full_batch = s.batch_size >= num
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(total=s.updates, initial=update, disable=not progress, unit="upd",
+               dynamic_ncols=True)
+    t0 = time.perf_counter() - time_offset
+    with _termination_flag() as flag, torch.no_grad():
+        if update == 0 and not rows:
+            health(0, 0.0)
+        while update < s.updates:
+            lr = s.learning_rate_at(update)
+            if full_batch:
+                batch_codes, batch_weights = codes_all, weights_all
+            else:
+                index = torch.randperm(num, generator=generator, device=device)[:s.batch_size]
+                batch_codes, batch_weights = codes_all[index], weights_all[index]
+                if not float(batch_weights.sum()) > 0:
+                    batch_weights = torch.ones_like(batch_weights)
+            if s.method == "pcd":
+                start_codes = chains
+            elif s.method == "cd":
+                start_codes = batch_codes
+            else:
+                start_codes = random_codes(chains.shape[0], L, q, device, generator)
+            chains = model.gibbs(start_codes, s.gibbs_steps, generator=generator)
+            d_w, d_v, d_h = gradient(moments(model, batch_codes, batch_weights),
+                                     moments(model, chains), s.centered)
+            if s.l2:
+                d_w = d_w - s.l2 * model.weight_matrix
+            if s.l1:
+                d_w = d_w - s.l1 * torch.sign(model.weight_matrix)
+            if not _finite(d_w, d_v, d_h):
+                bar.close()
+                raise _divergence(update + 1, "gradient", partial, last_saved)
+            if s.normalize_gradient:
+                norm = torch.sqrt(sum((g * g).sum() for g in (d_w, d_v, d_h)))
+                if float(norm) > 0:
+                    d_w, d_v, d_h = d_w / norm, d_v / norm, d_h / norm
+            model.weight_matrix.add_(d_w, alpha=lr)
+            model.vbias.add_(d_v, alpha=lr)
+            model.hbias.add_(d_h, alpha=lr)
+            model.apply_zero_sum_gauge_()
+            if not _finite(*model.tensors()):
+                bar.close()
+                raise _divergence(update + 1, "parameters", partial, last_saved)
+            update += 1
+            bar.update(1)
+            elapsed = time.perf_counter() - t0
+            if update % s.log_every == 0 or update == s.updates:
+                health(update, elapsed)
+                bar.set_postfix(pearson=rows[-1]["pearson_cij_train"], refresh=False)
+            if update in schedule:
+                save(update, elapsed)
+            if flag["signal"] is not None:
+                if last_saved != update:
+                    save(update, elapsed)
+                bar.close()
+                raise RbmflowError(
+                    f"interrupted by signal {flag['signal']} at update {update}; checkpoint "
+                    f"written to {partial}; rerun the same command to resume")
+    bar.close()
+    if last_saved != s.updates:
+        save(s.updates, time.perf_counter() - t0)
+    with atomic_path(log_path) as tmp:
+        tmp.write_text(_log_text(rows))
+    os.replace(partial, out)
+    return model
+
+
+def _divergence(update: int, what: str, partial: Path, last_saved: int | None) -> RbmflowError:
+    where = (f"the last good checkpoint is update_{last_saved} in {partial}"
+             if last_saved is not None else "no checkpoint was written yet")
+    return RbmflowError(f"training diverged at update {update}: non-finite {what} (NaN or inf); "
+                        f"{where}; lower the learning rate or add l2")
+
+
+def _initial_chains(model: PottsRBM, s: TrainSettings, codes: Tensor,
+                    generator: torch.Generator) -> Tensor:
+    """PCD/Rdm: draws from the independent-site model of vbias; CD: the first data rows."""
+    if s.method == "cd":
+        return codes[:min(s.batch_size, codes.shape[0])].clone()
+    logits = model.vbias.expand(s.chains, -1, -1)
+    return sample_categorical(logits, generator)
+
+
+def _resume_point(out: Path, partial: Path, key: str, s: TrainSettings, restart: bool
+                  ) -> tuple[int | None, float, list[dict[str, Any]]]:
+    """Last complete checkpoint of a compatible partial (or finished, shorter) archive."""
+    if restart:
+        partial.unlink(missing_ok=True)
+    candidates = [partial] if partial.exists() else []
+    if not candidates and out.exists():
+        candidates = [out]
+    for source in candidates:
+        try:
+            meta = archive.read_metadata(source)
+            updates = [u for u in meta["updates"] if u <= s.updates]
+        except RbmflowError as err:
+            log.warning("ignoring unreadable archive %s (%s)", source, err)
+            continue
+        if meta.get("resume_key") != key or not updates:
+            log.warning("%s was written with other settings; training from scratch", source)
+            continue
+        if source == out:
+            archive_copy(out, partial)
+        start = updates[-1]
+        state = archive.load_checkpoint_state(partial, start)
+        return start, state["time_s"], _parse_log(state["train_log"], start)
+    if partial.exists():
+        partial.unlink()
+    return None, 0.0, []
+
+
+def archive_copy(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(source.read_bytes())
