@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from rbmflow.archive import save_checkpoint
 from rbmflow.cli import main
 from rbmflow.dataset import EncodedAlignment, save_encoded
@@ -92,8 +91,8 @@ def test_fasta_records_use_the_alphabet_and_name_chain_and_sweep() -> None:
 def test_samples_follow_the_exact_marginals_of_a_small_model() -> None:
     """Gibbs chains from random reproduce the exact site marginals (enumerated hiddens)."""
     model = small_model(scale=0.8)
-    chains = 3001
-    result = run_sampling(model, SamplingSettings(chains=chains, sweeps=64, seed=5))
+    chains = 1201
+    result = run_sampling(model, SamplingSettings(chains=chains, sweeps=24, seed=5))
     hiddens = hidden_configurations(NH, dtype=torch.float32)  # (2^NH, NH)
     log_weight = (hiddens @ model.hbias) + torch.logsumexp(
         model.visible_logits(hiddens), dim=-1).sum(-1)
@@ -142,7 +141,7 @@ def test_sample_stage_is_reproducible_with_a_seed(tmp_path: Path) -> None:
         out = tmp_path / f"{name}.fasta"
         info = tmp_path / f"{name}.json"
         sample_stage(model_path, data_path, out, info,
-                     SamplingSettings(chains=53, sweeps=12, seed=seed), device="cpu")
+                     SamplingSettings(chains=31, sweeps=12, seed=seed), device="cpu")
         runs.append((out.read_text(), json.loads(info.read_text())))
     assert runs[0][0] == runs[1][0]
     assert runs[0][1]["trajectories"] == runs[1][1]["trajectories"]

@@ -92,7 +92,8 @@ def test_random_triplets_are_fixed_distinct_and_ordered() -> None:
     assert random_triplets(2, 10).shape == (0, 3)
 
 
-def test_one_hot_pca_matches_dense_eigendecomposition() -> None:
+@pytest.mark.parametrize("dense_limit", [10_000, 0], ids=["dense", "streaming"])
+def test_one_hot_pca_matches_dense_eigendecomposition(dense_limit: int) -> None:
     rng = np.random.default_rng(5)
     length, q, num = 11, 3, 97
     latent = rng.integers(0, 2, num)
@@ -106,10 +107,10 @@ def test_one_hot_pca_matches_dense_eigendecomposition() -> None:
     values, vectors = np.linalg.eigh(cov)
     values, vectors = values[::-1], vectors[:, ::-1]
     pca = one_hot_pca(torch.from_numpy(codes), q, torch.from_numpy(w), num_components=3,
-                      iterations=60)
+                      iterations=60, chunk=13, dense_limit=dense_limit)
     np.testing.assert_allclose(pca.explained_variance.numpy(), values[:3], rtol=1e-6, atol=1e-10)
     assert pca.total_variance == pytest.approx(np.trace(cov))
-    proj = pca.project(torch.from_numpy(codes)).numpy()
+    proj = pca.project(torch.from_numpy(codes), chunk=17).numpy()
     dense = (x - mean) @ vectors[:, :3]
     np.testing.assert_allclose(np.abs(proj), np.abs(dense), atol=1e-6)
     # the leading component separates the two latent groups

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from rbmflow.generate import DATA, RANDOM, SamplingSettings, run_sampling
 from rbmflow.mixing import (
     Criteria,
@@ -101,9 +100,9 @@ def test_mixing_test_flags_chains_that_remember_their_start() -> None:
 def test_set_comparisons_tell_apart_two_modes() -> None:
     model = two_mode_model()
     g = torch.Generator().manual_seed(5)
-    in_a = model.gibbs(PATTERN_A.repeat(503, 1), 20, 1.0, g)
-    in_a_again = model.gibbs(PATTERN_A.repeat(499, 1), 20, 1.0, g)
-    in_b = model.gibbs(PATTERN_B.repeat(499, 1), 20, 1.0, g)
+    in_a = model.gibbs(PATTERN_A.repeat(503, 1), 8, 1.0, g)
+    in_a_again = model.gibbs(PATTERN_A.repeat(499, 1), 8, 1.0, g)
+    in_b = model.gibbs(PATTERN_B.repeat(499, 1), 8, 1.0, g)
     same = compare_sets(in_a, in_a_again, Criteria(), g)
     apart = compare_sets(in_a, in_b, Criteria(), g)
     assert same["passed"]

@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from rbmflow.model import CPU_CHAIN_BLOCK, PottsRBM, one_hot, random_codes, sample_categorical
+from rbmflow.model import PottsRBM, cpu_chain_block, one_hot, random_codes, sample_categorical
 from rbmflow.partition import hidden_configurations, log_partition_exact
 
 # Standard normal quantile of the bounds (two-sided p ~ 2e-6).
@@ -206,7 +206,7 @@ def marginal_chi2(codes: torch.Tensor, probs: torch.Tensor, q: int) -> list[tupl
 @pytest.mark.parametrize("beta", [1.0, 0.6])
 def test_gibbs_leaves_the_exact_distribution_invariant(beta: float) -> None:
     L, q, nh = 4, 3, 5
-    chains = 40 * CPU_CHAIN_BLOCK + 101  # many blocks, the last one partial
+    chains = 2 * cpu_chain_block(L, q) + 101  # several blocks, the last one partial
     model = make_model(L, q, nh, scale=0.7)
     probs, _ = exact_visible_probs(model, beta)
     start = exact_draws(probs, L, q, chains, seed=11)
@@ -228,7 +228,7 @@ def test_gibbs_converges_from_random_start_and_rejects_a_wrong_kernel() -> None:
     model = make_model(L, q, nh, scale=0.7)
     probs, _ = exact_visible_probs(model)
     g = torch.Generator().manual_seed(8)
-    start = random_codes(20_000, L, q, generator=g)
+    start = random_codes(15_000, L, q, generator=g)
     out = model.to(dtype=torch.float32).gibbs(start, sweeps=30, generator=g)
     counts = torch.bincount(config_index(out, q), minlength=q**L)
     stat, dof = chi2_statistic(counts, probs)
@@ -260,7 +260,7 @@ def test_gibbs_with_extreme_fields_matches_exact_marginals() -> None:
 def test_gibbs_is_reproducible_and_keeps_its_input() -> None:
     L, q, nh = 11, 7, 13
     model = make_model(L, q, nh, dtype=torch.float32)
-    start = random_codes(CPU_CHAIN_BLOCK + 37, L, q).to(torch.uint8)
+    start = random_codes(cpu_chain_block(L, q) + 37, L, q).to(torch.uint8)
     copy = start.clone()
     a = model.gibbs(start, 4, generator=torch.Generator().manual_seed(1))
     b = model.gibbs(start, 4, generator=torch.Generator().manual_seed(1))

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from rbmflow import ALPHABET
 
 pytestmark = pytest.mark.slurm
@@ -125,6 +124,23 @@ def _write_tiny_alignment(path: Path, n_sequences: int = 61, length: int = 13) -
             handle.write(f">seq{index}\n{''.join(ALPHABET[c] for c in row)}\n")
 
 
+# Small settings for the stages after training; only the keys the schema knows are used.
+TINY_STAGE_SETTINGS = {
+    "sample": {"chains": 23, "sweeps": 20, "auto_extend": False, "max_sweeps": 20,
+               "data_chains": 23},
+    "report": {"triplets": 5, "nn_samples": 20, "pca_components": 2},
+}
+
+
+def _tiny_stage_settings() -> dict[str, dict]:
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    stages = {}
+    for stage, settings in TINY_STAGE_SETTINGS.items():
+        known = schema["properties"].get(stage, {}).get("properties", {})
+        stages[stage] = {key: value for key, value in settings.items() if key in known}
+    return stages
+
+
 def _snakemake(workdir: Path, config: Path, *args: str) -> list[str]:
     return [
         sys.executable, "-m", "snakemake",
@@ -148,6 +164,7 @@ def pipeline(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Pipe
         "runs": {"small": {"hidden": 3, "updates": 6, "chains": 17, "batch_size": 19,
                            "gibbs_steps": 2, "checkpoints": 2, "seed": 3}},
         "device": "auto",
+        **_tiny_stage_settings(),
     }))
     command = _snakemake(
         workdir, config,
@@ -200,7 +217,7 @@ def test_every_output_exists(pipeline: PipelineRun) -> None:
 
 def test_jobs_carry_the_profile_resources(pipeline: PipelineRun) -> None:
     submitted = _submissions(pipeline.log)
-    for rule, calls in submitted.items():
+    for calls in submitted.values():
         for call in calls:
             assert " -p debug" in call and " -A rbmflow-test" in call, call
             assert re.search(r" -t '?\d+", call) and re.search(r" --mem \d+", call), call

@@ -5,8 +5,9 @@
 #   tests/slurm/cluster.sh stop  [DIR]   stop the daemons started by `start`, by their PIDs
 #
 # Needs root on Debian/Ubuntu; no systemd needed. Everything it writes (config, keys, state,
-# logs, PID files) lives under DIR (default: $SLURM_TEST_DIR or /tmp/rbmflow-slurm). Once
-# started, point the SLURM commands (and snakemake) at it:
+# logs, PID files) lives under DIR (default: $SLURM_TEST_DIR or /tmp/rbmflow-slurm), plus one
+# link, /run/slurm/conf -> DIR, for commands run inside jobs. Once started, point the SLURM
+# commands (and snakemake) at it:
 #
 #   export SLURM_CONF=DIR/slurm.conf
 #   sinfo; snakemake --profile profiles/slurm --workflow-profile none ...
@@ -23,6 +24,8 @@ DIR=${2:-${SLURM_TEST_DIR:-/tmp/rbmflow-slurm}}
 CTLD_PORT=${SLURM_TEST_CTLD_PORT:-16817}
 SLURMD_PORT=${SLURM_TEST_SLURMD_PORT:-16818}
 START_TIMEOUT_S=${SLURM_TEST_START_TIMEOUT_S:-60}
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
@@ -88,6 +91,20 @@ EOF
   printf 'export SLURM_CONF=%s\n' "$DIR/slurm.conf" >"$DIR/env.sh"
 }
 
+# Inside a job, snakemake runs each rule through `srun` with the SLURM_* variables (SLURM_CONF
+# too) removed, so srun looks for the config where SLURM commands look without SLURM_CONF:
+# /etc/slurm/slurm.conf, then /run/slurm/conf/ (where a configless slurmd keeps its copy).
+link_config() {
+  if [ -e /etc/slurm/slurm.conf ]; then
+    die "/etc/slurm/slurm.conf exists: this host has a SLURM of its own; not starting a second"
+  fi
+  if [ -e /run/slurm/conf ] || [ -L /run/slurm/conf ]; then
+    die "/run/slurm/conf exists (another local cluster running?): stop it first"
+  fi
+  mkdir -p /run/slurm
+  ln -s "$DIR" /run/slurm/conf
+}
+
 start_munge() {
   local key="$DIR/munge/munge.key"
   mkdir -p "$DIR/munge"
@@ -134,6 +151,7 @@ start() {
   mkdir -p "$DIR/state" "$DIR/spool" "$DIR/pid" "$DIR/log"
   write_config
   export SLURM_CONF="$DIR/slurm.conf"
+  link_config
   start_munge
   slurmctld -f "$SLURM_CONF" -c
   slurmd -f "$SLURM_CONF"
@@ -158,6 +176,9 @@ stop() {
     fi
     rm -f "$DIR/pid/$name.pid"
   done
+  if [ -L /run/slurm/conf ] && [ "$(readlink /run/slurm/conf)" = "$DIR" ]; then
+    rm -f /run/slurm/conf
+  fi
 }
 
 case "$ACTION" in

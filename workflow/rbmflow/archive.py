@@ -109,6 +109,13 @@ def save_checkpoint(
                 meta["train_log"] = train_log
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(obj: Any) -> Any:

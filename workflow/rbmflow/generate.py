@@ -206,7 +206,8 @@ class _Tracker:
         if self.target_cij is None or codes.shape[0] < 2 or codes.shape[1] < 2:
             return None
         cij = connected_correlations(codes, self.num_states, dtype=torch.float32)
-        return pearson(cij, self.target_cij)
+        value = pearson(cij, self.target_cij)
+        return value if math.isfinite(value) else None
 
 
 def pick_training_starts(codes: Tensor, weights: Tensor | None, num: int,
@@ -238,8 +239,8 @@ def run_sampling(
     Pearson and pool of the data-start chains (without them: no Pearson, no data set).
     metadata: the model's training metadata (mode choice). initial: optional starting codes
     per set name ('random', 'data'), replacing the default starts (used to test the
-    diagnostics from chosen states). Everything runs on the model's device; the samples
-    depend only on the seed, the device and the settings, not on the record times.
+    diagnostics from chosen states). Everything runs on the model's device; a run is
+    reproduced exactly by the same settings (seed included) on the same device.
     """
     device = model.device
     choice = choose_mode(settings.mode, settings.sweeps, metadata)
@@ -404,7 +405,8 @@ def pearson_stderr(codes: Tensor, num_states: int, target_cij: Tensor, folds: in
         pearson(connected_correlations(codes[k * size:(k + 1) * size], num_states,
                                        dtype=torch.float32), target_cij)
         for k in range(folds)], dtype=torch.float64)
-    return float(values.std())
+    values = values[values.isfinite()]
+    return float(values.std()) if values.numel() > 1 else 0.0
 
 
 def _log_record(sweep: int, trackers: dict[str, _Tracker]) -> None:

@@ -18,7 +18,13 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from rbmflow.model import PottsRBM, one_hot
-from rbmflow.stats import connected_correlations, pearson, site_frequencies, slope
+from rbmflow.stats import (
+    connected_correlations,
+    pair_frequencies,
+    pearson,
+    site_frequencies,
+    slope,
+)
 
 # -- three-site connected correlations -------------------------------------------------------
 
@@ -136,12 +142,13 @@ def _embedding_sum(codes: Tensor, table: Tensor, num_states: int) -> Tensor:
 def one_hot_pca(codes: Tensor, num_states: int, weights: Tensor | None = None,
                 num_components: int = 5, iterations: int = 40, oversample: int = 10,
                 seed: int = 0, dtype: torch.dtype = torch.float64,
-                chunk: int = 65536) -> OneHotPCA:
+                chunk: int = 65536, dense_limit: int = 6000) -> OneHotPCA:
     """Weighted PCA of one-hot sequences by block power iteration, without a one-hot matrix.
 
-    The covariance C = sum_m w_m x_m x_m^T - mu mu^T (weights normalised, x_m one-hot of
-    length L q) is applied to a block of vectors through embedding sums and index-adds, so
-    memory is O(M + L q r). Rayleigh-Ritz on the converged block gives the components.
+    C = sum_m w_m x_m x_m^T - mu mu^T (weights normalised, x_m one-hot of length L q). Up to
+    L q = dense_limit, C is built densely (pair frequencies); beyond, it is applied to the
+    block through embedding sums and index-adds, so memory stays O(M + L q r). Rayleigh-Ritz
+    on the converged block gives the components.
     """
     device = codes.device
     M, L = codes.shape
@@ -153,14 +160,21 @@ def one_hot_pca(codes: Tensor, num_states: int, weights: Tensor | None = None,
     rank = min(num_components + oversample, size)
     offsets = torch.arange(L, device=device) * num_states
 
-    def covariance_times(block: Tensor) -> Tensor:
-        out = torch.zeros(size, block.shape[1], device=device, dtype=dtype)
-        for s in range(0, M, chunk):
-            part = codes[s:s + chunk].long()
-            proj = _embedding_sum(part, block, num_states) * w[s:s + chunk, None]
-            flat = (part + offsets).reshape(-1)
-            out.index_add_(0, flat, proj.repeat_interleave(L, dim=0))
-        return out - mean[:, None] * (mean @ block)[None, :]
+    if size <= dense_limit:
+        dense = (pair_frequencies(codes, num_states, w, dtype).reshape(size, size)
+                 - mean[:, None] * mean[None, :])
+
+        def covariance_times(block: Tensor) -> Tensor:
+            return dense @ block
+    else:
+        def covariance_times(block: Tensor) -> Tensor:
+            out = torch.zeros(size, block.shape[1], device=device, dtype=dtype)
+            for s in range(0, M, chunk):
+                part = codes[s:s + chunk].long()
+                proj = _embedding_sum(part, block, num_states) * w[s:s + chunk, None]
+                flat = (part + offsets).reshape(-1)
+                out.index_add_(0, flat, proj.repeat_interleave(L, dim=0))
+            return out - mean[:, None] * (mean @ block)[None, :]
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     block = torch.randn(size, rank, generator=generator, dtype=dtype).to(device)

@@ -25,9 +25,14 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-# Chains per block of a CPU sweep: the (block, L*q) buffers then stay in a core's cache. The
-# block size is fixed (not derived from the machine) so that a seed gives the same draws.
-CPU_CHAIN_BLOCK = 256
+# Logits per block of a CPU sweep: the (chains, L*q) buffers of a block then stay in the
+# caches. Fixed (not derived from the machine) so that a seed gives the same draws everywhere.
+CPU_BLOCK_LOGITS = 2**19
+
+
+def cpu_chain_block(num_visibles: int, num_states: int) -> int:
+    """Number of chains a CPU Gibbs sweep processes at once for L sites and q states."""
+    return max(16, CPU_BLOCK_LOGITS // (num_visibles * num_states))
 
 
 @dataclass
@@ -143,17 +148,20 @@ class PottsRBM:
         """Run `sweeps` alternating block-Gibbs sweeps v -> h -> v from codes (C, L).
 
         Returns the new codes (C, L), int64; the input is not modified. Chains are independent,
-        so on the CPU each block of CPU_CHAIN_BLOCK chains runs all its sweeps in turn while
-        its buffers stay in cache. The draws depend only on the seed of `generator` (or the
+        so on the CPU each block of cpu_chain_block(L, q) chains runs all its sweeps in turn
+        while its buffers stay in cache. The draws depend only on the seed of `generator` (or the
         global one), the device and the sizes.
         """
         codes = codes.long()
         if sweeps <= 0:
             return codes.clone()
         sampler = _VisibleSampler(self, beta)
-        block = CPU_CHAIN_BLOCK if codes.device.type == "cpu" else codes.shape[0]
+        if codes.device.type == "cpu":
+            block = cpu_chain_block(self.num_visibles, self.num_states)
+        else:
+            block = max(codes.shape[0], 1)
         out = torch.empty_like(codes)
-        for start in range(0, codes.shape[0], max(block, 1)):
+        for start in range(0, codes.shape[0], block):
             chunk = codes[start:start + block]
             for _ in range(sweeps):
                 h, _ = self.sample_hiddens(chunk, beta, generator)
@@ -225,9 +233,10 @@ def sample_categorical(logits: Tensor, generator: torch.Generator | None = None)
     u = torch.rand(total.shape, generator=generator, device=rows.device, dtype=rows.dtype)
     codes = torch.searchsorted(cdf, u.mul_(total), right=True).squeeze_(-1)
     info = torch.finfo(rows.dtype)
-    total = total.squeeze(-1)
-    redo = ~((total > info.tiny / info.eps) & (total <= info.max))
-    if bool(redo.any()):
+    smallest, largest = torch.aminmax(total)
+    if not (float(smallest) > info.tiny / info.eps and float(largest) <= info.max):
+        total = total.squeeze(-1)
+        redo = ~((total > info.tiny / info.eps) & (total <= info.max))
         bad = redo.nonzero().squeeze(-1)
         sub = rows[bad]
         sub_cdf = torch.exp(sub - sub.amax(-1, keepdim=True)).cumsum_(-1)
@@ -244,5 +253,6 @@ def random_codes(num: int, length: int, num_states: int, device: torch.device | 
 
 
 def one_hot(codes: Tensor, num_states: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """(C, L) codes to a (C, L, q) one-hot tensor."""
-    return F.one_hot(codes.long(), num_states).to(dtype)
+    """(C, L) codes to a (C, L, q) one-hot tensor, written once in `dtype`."""
+    out = torch.zeros(*codes.shape, num_states, device=codes.device, dtype=dtype)
+    return out.scatter_(-1, codes.long().unsqueeze(-1), 1.0)

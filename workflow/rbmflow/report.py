@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from Bio import SeqIO  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded  # noqa: E402
@@ -296,15 +297,17 @@ def fig_pca(ev: Evaluation) -> Figure:
     lo, hi = everything.min(0), everything.max(0)
     pad = 0.05 * np.maximum(hi - lo, 1e-9)
     extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
-    ax.hexbin(nat[:, 0], nat[:, 1], C=w, reduce_C_function=np.sum, gridsize=60, cmap="Greys",
-              bins="log", extent=extent, mincnt=None)
+    ax.hexbin(nat[:, 0], nat[:, 1], C=w, reduce_C_function=np.sum, gridsize=35, cmap="Blues",
+              norm=LogNorm(), extent=extent, mincnt=1, linewidths=0.1,
+              label="natural (weighted density, log)")
     (shown,) = _plot_subsample(gen, limit=3000)
-    ax.scatter(shown[:, 0], shown[:, 1], s=4, c=SYNTH_COLOUR, alpha=0.5, label="generated")
+    ax.scatter(shown[:, 0], shown[:, 1], s=7, c=SYNTH_COLOUR, alpha=0.6, label="generated",
+               linewidths=0)
     ax.set(xlim=extent[:2], ylim=extent[2:], xlabel=f"PC1 ({100 * ratio[0]:.1f}% of variance)",
            ylabel=f"PC2 ({100 * ratio[1]:.1f}% of variance)")
     ax.legend(loc="lower right", fontsize=8, markerscale=3)
     bins_x, bins_y = np.linspace(*extent[:2], 50), np.linspace(*extent[2:], 50)
-    for data, weights, colour, label in ((nat, w, TRAIN_COLOUR, "natural"),
+    for data, weights, colour, label in ((nat, w, TRUTH_COLOUR, "natural"),
                                          (gen, None, SYNTH_COLOUR, "generated")):
         top.hist(data[:, 0], bins=bins_x, weights=weights, density=True, histtype="step",
                  color=colour, lw=1.5, label=label)
@@ -336,7 +339,7 @@ def fig_hamming(ev: Evaluation) -> Figure:
     ax.set(xlim=(0, min(1.0, top + 0.1)), xlabel="distance to nearest training sequence "
            "(fraction of sites)", ylabel="density",
            title="Nearest training sequence: generated vs natural test")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="center right")
     nnaa = m.get("nnaa") or {}
     _text_box(ax, f"exact copies of training: {100 * m['copy_fraction']:.2f}%\n"
                   f"NN adversarial accuracy: {_fmt(nnaa.get('AA'))} (0.5 ideal)")
@@ -380,6 +383,11 @@ def fig_logos(ev: Evaluation, alphabet: str, natural_freqs: np.ndarray,
     fig, axes = plt.subplots(2 * rows, 1, figsize=(max(6.0, 0.2 * width + 1.5), 2.2 * 2 * rows),
                              squeeze=False)
     top = math.log2(len(alphabet))
+    chemistry = {"GSTYC": "green", "NQ": "purple", "KRH": "blue", "DE": "red",
+                 "PAWFLIMV": "black", "-": "#a0aec0"}
+    colours = {letter: colour for group, colour in chemistry.items() for letter in group
+               if letter in alphabet}
+    colours.update({letter: "#4a5568" for letter in alphabet if letter not in colours})
     for block in range(rows):
         sl = slice(block * per_row, min(L, (block + 1) * per_row))
         for offset, (freqs, label) in enumerate(((natural_freqs, "natural (weighted)"),
@@ -387,7 +395,7 @@ def fig_logos(ev: Evaluation, alphabet: str, natural_freqs: np.ndarray,
             ax = axes[2 * block + offset, 0]
             frame = _information_matrix(freqs[sl], alphabet)
             frame.index = np.arange(sl.start, sl.stop)
-            logomaker.Logo(frame, ax=ax, color_scheme="chemistry", show_spines=False)
+            logomaker.Logo(frame, ax=ax, color_scheme=colours, show_spines=False)
             ax.set(ylim=(0, top), ylabel="bits", xlim=(sl.start - 0.5, sl.start + width - 0.5))
             ax.set_title(f"{label}, positions {sl.start + 1}-{sl.stop}", fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("alignment position (0-based)")
@@ -488,6 +496,15 @@ def fig_sampling(sampling: dict[str, Any]) -> Figure | None:
                  f"{_fmt(mixing)}, equilibrated: {_fmt(eq)}", fontsize=11,
                  color="black" if eq is not False else "#c53030")
     fig.tight_layout()
+    return fig
+
+
+def _placeholder(name: str, reason: str) -> Figure:
+    """A figure that says why there is nothing to show (its file is a declared output)."""
+    fig, ax = plt.subplots(figsize=(6.4, 2.0))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{name.replace('_', ' ')}: not available\n({reason})", ha="center",
+            va="center", fontsize=11)
     return fig
 
 
@@ -711,8 +728,7 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
             return
         fig = maker()
         if fig is None:
-            omitted[name] = "its input holds nothing to draw"
-            return
+            fig = _placeholder(name, "its input holds nothing to draw")
         figures[name] = _save(fig, outdir / f"{name}.png")
 
     natural_freqs = (ev.arrays["fi_train"] * train.weights.sum()
@@ -722,8 +738,7 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
     draw("site_frequencies", lambda: fig_site_frequencies(ev))
     draw("correlations", lambda: fig_correlations(ev))
     draw("pca", lambda: fig_pca(ev))
-    draw("hamming", lambda: fig_hamming(ev),
-         None if "hamming_generated" in ev.arrays else "fewer than 2 training sequences")
+    draw("hamming", lambda: fig_hamming(ev) if "hamming_generated" in ev.arrays else None)
     draw("energy", lambda: fig_energy(ev), None if model is not None else "no model.h5 given")
     draw("logos", lambda: fig_logos(ev, data.alphabet, natural_freqs))
     draw("training", lambda: fig_training(train_log),
@@ -734,6 +749,10 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
          None if sampling is not None else "no sampling.json given")
     if loglik is None:
         metrics["notes"].append("no loglik.json given: log-likelihood rows are empty")
+    if sampling is not None and sampling.get("mode") == "rdm":
+        metrics["notes"].append("samples drawn the way the model was trained (Rdm-k: k sweeps "
+                                "from random starts), not at equilibrium: "
+                                + str(sampling.get("mode_reason") or ""))
 
     present = {role: path for role, path in asdict(inputs).items() if path is not None}
     metrics["figures"] = {name: path.name for name, path in figures.items()}

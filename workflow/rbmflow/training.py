@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -64,9 +65,10 @@ class TrainSettings:
 
     normalize_gradient: divide the gradient by its Euclidean norm over all parameters before
     the step, as the `rbms` package does, so that `learning_rate` is the length of a step in
-    parameter space. lr_decay: ratio of the final to the initial learning rate, reached by exponential decay
-    over `updates` (1.0: constant). checkpoints: number of log-spaced checkpoints, the last
-    update always included. log_every: updates between two rows of train_log.csv.
+    parameter space. lr_decay: ratio of the final to the initial learning rate, reached by
+    exponential decay over `updates` (1.0: constant). checkpoints: number of log-spaced
+    checkpoints, the last update always included. log_every: updates between two rows of
+    train_log.csv.
     pseudocount: mixing weight of the uniform distribution in the site frequencies that
     initialise vbias. init_std: standard deviation of the initial weights.
     """
@@ -317,6 +319,9 @@ def train(
 
     def save(at: int, elapsed: float) -> None:
         nonlocal last_saved
+        if not _finite(*model.tensors()):
+            bar.close()
+            raise _divergence(at, "parameters", partial, last_saved)
         archive.save_checkpoint(partial, model, chains, at, elapsed, generator.get_state(),
                                 hyperparameters, metadata, train_log=_log_text(rows))
         last_saved = at
@@ -366,20 +371,19 @@ def train(
                 d_w = d_w - s.l2 * model.weight_matrix
             if s.l1:
                 d_w = d_w - s.l1 * torch.sign(model.weight_matrix)
-            if not _finite(d_w, d_v, d_h):
+            grad_sq = sum((g * g).sum() for g in (d_w, d_v, d_h))
+            grad_sq_value = float(grad_sq)  # the one host sync of an update
+            if not math.isfinite(grad_sq_value):
                 bar.close()
                 raise _divergence(update + 1, "gradient", partial, last_saved)
-            if s.normalize_gradient:
-                norm = torch.sqrt(sum((g * g).sum() for g in (d_w, d_v, d_h)))
-                if float(norm) > 0:
-                    d_w, d_v, d_h = d_w / norm, d_v / norm, d_h / norm
-            model.weight_matrix.add_(d_w, alpha=lr)
-            model.vbias.add_(d_v, alpha=lr)
-            model.hbias.add_(d_h, alpha=lr)
+            if s.normalize_gradient and grad_sq_value > 0:
+                scale = lr / math.sqrt(grad_sq_value)
+            else:
+                scale = lr
+            model.weight_matrix.add_(d_w, alpha=scale)
+            model.vbias.add_(d_v, alpha=scale)
+            model.hbias.add_(d_h, alpha=scale)
             model.apply_zero_sum_gauge_()
-            if not _finite(*model.tensors()):
-                bar.close()
-                raise _divergence(update + 1, "parameters", partial, last_saved)
             update += 1
             bar.update(1)
             elapsed = time.perf_counter() - t0

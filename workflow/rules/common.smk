@@ -1,6 +1,13 @@
+import re
 import shlex
 
 FAMILIES = list(config["families"])
+for _name, _family in config["families"].items():
+    if _family["source"] == "pfam" and not re.fullmatch(r"PF\d{5}", _family.get("accession", _name)):
+        raise ValueError(
+            f"config families.{_name}: 'source: pfam' needs 'accession: PFnnnnn' "
+            f"(the family name {_name!r} is not a Pfam accession)"
+        )
 RUNS = list(config["runs"])
 
 
@@ -37,4 +44,8 @@ def fetch_pfam_flags(wildcards):
 def all_targets():
     """Final outputs of `rule all`; each stage adds the outputs it ends with."""
     targets = expand("results/{family}/data/alignment.npz", family=FAMILIES)
+    targets += expand("results/{family}/{run}/model.h5", family=FAMILIES, run=RUNS)
+    targets += expand("results/{family}/{run}/samples.fasta", family=FAMILIES, run=RUNS)
+    targets += expand("results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS)
+    targets += ["results/summary.csv", "results/summary.html"]
     return targets

@@ -8,10 +8,11 @@ rule prepare:
         "logs/prepare/{family}.log",
     benchmark:
         "benchmarks/out/prepare/{family}.tsv"
+    threads: 4
     params:
         flags=cli_flags(config["prepare"]),
     conda:
         "../../envs/rbmflow.yaml"
     shell:
         "rbmflow prepare {input} --out {output.data} --summary {output.summary} "
-        "{params.flags} --device {config[device]} 2> {log}"
+        "{params.flags} --device {config[device]} --threads {threads} 2> {log}"

@@ -1,1 +1,69 @@
-# The report rule lands with its stage.
+report: "../report/workflow.rst"
+
+REPORT_FIGURES = ["site_frequencies", "correlations", "pca", "hamming", "energy", "logos",
+                  "training", "sampling"]
+
+
+def report_trajectory(wildcards):
+    """The log-likelihood trajectory CSV when the loglik rule declares one, else nothing."""
+    try:
+        declared = rules.loglik.output.keys()
+    except Exception:  # no loglik rule in this workflow
+        return []
+    if "trajectory" not in declared:
+        return []
+    return f"results/{wildcards.family}/{wildcards.run}/loglik_trajectory.csv"
+
+
+def report_figure(name):
+    return report(f"results/{{family}}/{{run}}/report/{name}.png",
+                  caption=f"../report/{name}.rst", category="{family}", subcategory="{run}",
+                  labels={"family": "{family}", "run": "{run}", "figure": name})
+
+
+rule report:
+    input:
+        data="results/{family}/data/alignment.npz",
+        samples="results/{family}/{run}/samples.fasta",
+        sampling="results/{family}/{run}/sampling.json",
+        model="results/{family}/{run}/model.h5",
+        train_log="results/{family}/{run}/train_log.csv",
+        loglik="results/{family}/{run}/loglik.json",
+        trajectory=report_trajectory,
+    output:
+        metrics="results/{family}/{run}/report/metrics.json",
+        html=report("results/{family}/{run}/report/report.html", caption="../report/report.rst",
+                    category="{family}", subcategory="{run}",
+                    labels={"family": "{family}", "run": "{run}", "figure": "report.html"}),
+        figures=[report_figure(name) for name in REPORT_FIGURES],
+    log:
+        "logs/report/{family}/{run}.log",
+    benchmark:
+        "benchmarks/out/report/{family}/{run}.tsv"
+    params:
+        outdir=subpath(output.metrics, parent=True),
+        trajectory=lambda wildcards, input: (
+            f"--trajectory {input.trajectory}" if input.trajectory else ""
+        ),
+        flags=cli_flags(config["report"]),
+    conda:
+        "../../envs/rbmflow.yaml"
+    shell:
+        "rbmflow report --data {input.data} --samples {input.samples} --sampling {input.sampling} "
+        "--model {input.model} --train-log {input.train_log} --loglik {input.loglik} "
+        "{params.trajectory} --outdir {params.outdir} --family {wildcards.family} "
+        "--run {wildcards.run} {params.flags} --device {config[device]} 2> {log}"
+
+
+rule summary:
+    input:
+        expand("results/{family}/{run}/report/metrics.json", family=FAMILIES, run=RUNS),
+    output:
+        csv=report("results/summary.csv", caption="../report/summary.rst", category="Summary"),
+        html=report("results/summary.html", caption="../report/summary.rst", category="Summary"),
+    log:
+        "logs/report/summary.log",
+    conda:
+        "../../envs/rbmflow.yaml"
+    shell:
+        "rbmflow report --summary {input} --out {output.csv} 2> {log}"

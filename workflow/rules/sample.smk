@@ -1,1 +1,18 @@
-# The sample rule lands with its stage.
+rule sample:
+    input:
+        model="results/{family}/{run}/model.h5",
+        data="results/{family}/data/alignment.npz",
+    output:
+        samples="results/{family}/{run}/samples.fasta",
+        info="results/{family}/{run}/sampling.json",
+    log:
+        "logs/sample/{family}/{run}.log",
+    benchmark:
+        "benchmarks/out/sample/{family}/{run}.tsv"
+    params:
+        flags=cli_flags(config["sample"]),
+    conda:
+        "../../envs/rbmflow.yaml"
+    shell:
+        "rbmflow sample {input.model} {input.data} --out {output.samples} "
+        "--info {output.info} {params.flags} --device {config[device]} 2> {log}"

@@ -1,1 +1,23 @@
-# The train rule lands with its stage.
+rule train:
+    input:
+        "results/{family}/data/alignment.npz",
+    output:
+        model="results/{family}/{run}/model.h5",
+        log="results/{family}/{run}/train_log.csv",
+    log:
+        "logs/train/{family}/{run}.log",
+    benchmark:
+        "benchmarks/out/train/{family}/{run}.tsv"
+    params:
+        flags=lambda wildcards: cli_flags(config["runs"][wildcards.run]),
+    threads: 8
+    resources:
+        gpu=1,
+        runtime=720,
+        mem_mb=8000,
+    conda:
+        "../../envs/rbmflow.yaml"
+    shell:
+        "rbmflow train {input} --out {output.model} --log {output.log} "
+        "--family {wildcards.family} --run-name {wildcards.run} {params.flags} "
+        "--device {config[device]} --threads {threads} 2> {log}"

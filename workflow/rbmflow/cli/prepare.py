@@ -1,15 +1,55 @@
-"""`rbmflow prepare`: not implemented yet."""
+"""`rbmflow prepare SOURCE --out alignment.npz --summary summary.json [options]`.
+
+SOURCE is the `source.json` written by `rbmflow fetch` or an alignment file (Stockholm,
+FASTA or A2M, gzip allowed).
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from rbmflow.errors import RbmflowError
+import torch
+
+from rbmflow.alignment import AMBIGUOUS_RULES, FORMATS
+from rbmflow.device import resolve_device
+from rbmflow.prepare import PrepareSettings, prepare
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    defaults = PrepareSettings()
+    parser.add_argument("source", help="source.json from `rbmflow fetch`, or an alignment file")
+    parser.add_argument("--out", required=True, help="alignment.npz to write")
+    parser.add_argument("--summary", required=True, help="summary.json to write")
+    parser.add_argument("--identity", type=float, default=defaults.identity,
+                        help="sequence identity threshold of the weights, gaps counted "
+                             "(default %(default)s)")
+    parser.add_argument("--max-gap-fraction", type=float, default=defaults.max_gap_fraction,
+                        help="drop sequences with a larger fraction of gaps "
+                             "(default %(default)s)")
+    parser.add_argument("--test-fraction", type=float, default=defaults.test_fraction,
+                        help="fraction of sequences held out as the test part; 0 keeps all "
+                             "in train (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the train/test split (default %(default)s)")
+    parser.add_argument("--ambiguous", choices=AMBIGUOUS_RULES, default=defaults.ambiguous,
+                        help="B, Z, J, X, U, O: encode as gap, or drop the sequence "
+                             "(default %(default)s)")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="input format (default: from source.json, else sniffed)")
+    parser.add_argument("--device", default="auto",
+                        help="auto | cpu | cuda | cuda:N, for the weights (default auto)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> None:
-    raise RbmflowError("the prepare stage is not implemented yet")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = PrepareSettings(identity=args.identity, max_gap_fraction=args.max_gap_fraction,
+                               test_fraction=args.test_fraction, seed=args.seed,
+                               ambiguous=args.ambiguous, format=args.format)
+    summary = prepare(args.source, args.out, args.summary, settings,
+                      device=resolve_device(args.device))
+    print(f"{args.out}: M = {summary['M']} (train {summary['M_train']}, test "
+          f"{summary['M_test']}), L = {summary['L']}, M_eff = {summary['M_eff']:.1f} "
+          f"(train {summary['M_eff_train']:.1f}, test {summary['M_eff_test']:.1f})")

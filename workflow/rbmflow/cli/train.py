@@ -1,15 +1,104 @@
-"""`rbmflow train`: not implemented yet."""
+"""`rbmflow train`: train a Potts RBM on the train split of an alignment.npz.
+
+Writes model.h5 (the `rbms` HDF5 layout, log-spaced checkpoints) and train_log.csv. Rerunning
+the same command after an interruption resumes from the last complete checkpoint.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
-from rbmflow.errors import RbmflowError
+import torch
+
+from rbmflow.dataset import TEST, TRAIN, load_encoded
+from rbmflow.device import resolve_device
+from rbmflow.errors import InputError, RbmflowError
+from rbmflow.provenance import provenance
+from rbmflow.training import METHODS, TrainSettings, train
+
+log = logging.getLogger("rbmflow.train")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    d = TrainSettings()
+    parser.add_argument("alignment", type=Path, help="alignment.npz from `rbmflow prepare`")
+    parser.add_argument("--out", type=Path, required=True, help="model archive to write (.h5)")
+    parser.add_argument("--log", type=Path, required=True, help="train_log.csv to write")
+    parser.add_argument("--family", default=None, help="family name recorded in the archive")
+    parser.add_argument("--run-name", default=None, help="run name recorded in the archive")
+    parser.add_argument("--hidden", type=int, default=d.hidden, help="number of hidden units")
+    parser.add_argument("--updates", type=int, default=d.updates, help="gradient updates")
+    parser.add_argument("--chains", type=int, default=d.chains, help="Markov chains (pcd, rdm)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="training sequences per update (all of them if larger)")
+    parser.add_argument("--gibbs-steps", type=int, default=d.gibbs_steps,
+                        help="Gibbs sweeps per update")
+    parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    parser.add_argument("--lr-decay", type=float, default=d.lr_decay,
+                        help="final / initial learning rate, exponential decay (1: constant)")
+    parser.add_argument("--method", choices=METHODS, default=d.method,
+                        help="pcd: persistent chains; cd: CD-k from the batch; "
+                             "rdm: chains restarted from random each update")
+    parser.add_argument("--l1", type=float, default=d.l1, help="L1 penalty on the weights")
+    parser.add_argument("--l2", type=float, default=d.l2, help="L2 penalty on the weights")
+    parser.add_argument("--centered", type=_bool, default=d.centered, metavar="BOOL",
+                        help="centred gradient (default true)")
+    parser.add_argument("--normalize-gradient", type=_bool, default=d.normalize_gradient,
+                        metavar="BOOL", help="unit-norm gradient steps, as rbms (default true)")
+    parser.add_argument("--checkpoints", type=int, default=d.checkpoints,
+                        help="number of log-spaced checkpoints (the last update is always kept)")
+    parser.add_argument("--log-every", type=int, default=d.log_every,
+                        help="updates between two rows of the training log")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore an interrupted run's partial archive and start over")
+    parser.add_argument("--progress", type=_bool, default=None, metavar="BOOL",
+                        help="progress bar (default: only on a terminal)")
 
 
 def run(args: argparse.Namespace) -> None:
-    raise RbmflowError("the train stage is not implemented yet")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as err:
+        raise RbmflowError(str(err)) from err
+    try:
+        data = load_encoded(args.alignment)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{args.alignment}: {err}") from err
+    settings = TrainSettings(
+        hidden=args.hidden, updates=args.updates, chains=args.chains,
+        batch_size=args.batch_size, gibbs_steps=args.gibbs_steps,
+        learning_rate=args.learning_rate, lr_decay=args.lr_decay, method=args.method,
+        l1=args.l1, l2=args.l2, centered=args.centered,
+        normalize_gradient=args.normalize_gradient, checkpoints=args.checkpoints,
+        log_every=args.log_every, seed=args.seed,
+    )
+    train_part, test_part = data.subset(TRAIN), data.subset(TEST)
+    if train_part.num_sequences == 0:
+        raise InputError(f"{args.alignment}: no sequence in the train split")
+    metadata = {
+        "family": args.family, "run": args.run_name,
+        "provenance": provenance("train", inputs={"alignment": args.alignment},
+                                 settings=vars(settings), seed=settings.seed),
+        "num_train": train_part.num_sequences, "num_test": test_part.num_sequences,
+    }
+    log.info("training on %d sequences (L=%d, q=%d) on %s", train_part.num_sequences,
+             data.length, data.num_states, device)
+    train(train_part, args.out, args.log, settings, device=device, metadata=metadata,
+          test=test_part, restart=args.restart, progress=args.progress)
+    log.info("wrote %s and %s", args.out, args.log)

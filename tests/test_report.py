@@ -1,0 +1,222 @@
+"""The report stage renders for a tiny run: metrics.json, figures, a self-contained report.html."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rbmflow import ALPHABET
+from rbmflow.cli import main
+from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.errors import InputError
+from rbmflow.metrics import EvaluationSettings
+from rbmflow.model import PottsRBM
+from rbmflow.report import ReportInputs, make_report, read_samples, summarize
+
+L, NH, M_NATURAL, M_GENERATED = 11, 3, 67, 43
+
+
+class _Page(HTMLParser):
+    """Collects <img> attributes, warning boxes and the text of the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str | None]] = []
+        self.warnings: list[str] = []
+        self.text: list[str] = []
+        self._in_warning = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "img":
+            self.images.append(attributes)
+        if tag == "div" and attributes.get("class") == "warning":
+            self._in_warning = True
+            self.warnings.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "div":
+            self._in_warning = False
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._in_warning:
+            self.warnings[-1] += data
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    return page
+
+
+def _write_fasta(path: Path, codes: np.ndarray) -> None:
+    path.write_text("".join(f">sample_{c} sweep=100 chain={c}\n"
+                            + "".join(ALPHABET[a] for a in row) + "\n"
+                            for c, row in enumerate(codes)))
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path) -> dict[str, Path]:
+    """A tiny family: alignment.npz, samples.fasta, sampling.json, loglik.json, train_log.csv,
+    and model.h5 written with the archive module."""
+    rng = np.random.default_rng(0)
+    q = len(ALPHABET)
+    motif = rng.integers(0, q, L)
+    natural = np.where(rng.random((M_NATURAL, L)) < 0.7, motif, rng.integers(0, q, (M_NATURAL, L)))
+    split = (np.arange(M_NATURAL) % 4 == 0).astype(np.uint8)
+    weights = (rng.random(M_NATURAL) * 0.5 + 0.5).astype(np.float32)
+    save_encoded(tmp_path / "alignment.npz", EncodedAlignment(
+        natural.astype(np.uint8), weights, split, np.array([f"n{i}" for i in range(M_NATURAL)]),
+        np.arange(L), ALPHABET, {"stage": "prepare"}))
+    generated = np.where(rng.random((M_GENERATED, L)) < 0.6, motif,
+                         rng.integers(0, q, (M_GENERATED, L)))
+    generated[0] = natural[1]  # one exact copy of a training sequence
+    _write_fasta(tmp_path / "samples.fasta", generated)
+    sweeps = [1, 2, 4, 8, 16, 32, 64, 100]
+    (tmp_path / "sampling.json").write_text(json.dumps({
+        "mode": "equilibrium", "sweeps": 100, "equilibrated": False, "not_equilibrated": True,
+        "warning": "chains do not look equilibrated after 100 sweeps", "mixing_time": None,
+        "trajectories": {"random": {
+            "sweep": sweeps, "energy_mean": [-float(np.log(t + 1)) for t in sweeps],
+            "pearson_cij_train": [min(1.0, t / 50) for t in sweeps],
+            "overlap_same": [0.5] * 8, "overlap_different": [0.3] * 7 + [None]}},
+        "provenance": {"stage": "sample"}}))
+    (tmp_path / "loglik.json").write_text(json.dumps({
+        "log_z": 31.5, "log_z_std": 0.4, "loglik_train": -21.25, "loglik_test": -23.5,
+        "method": "ais", "ess": 12.0, "warnings": ["effective sample size 12 is low"]}))
+    with open(tmp_path / "train_log.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["update", "time_s", "learning_rate", "pearson_cij_train",
+                         "pearson_cij_test", "free_energy_data", "free_energy_chains"])
+        for u in (1, 10, 100, 1000):
+            writer.writerow([u, 0.01 * u, 0.01, 1 - 1 / (1 + u), 0.9 - 1 / (1 + u), -u / 100,
+                             -u / 90])
+    paths = {name: tmp_path / name for name in ("alignment.npz", "samples.fasta",
+                                                 "sampling.json", "loglik.json", "train_log.csv")}
+    archive = pytest.importorskip("rbmflow.archive")
+    model = PottsRBM(torch.randn(L, q, NH) * 0.2, torch.randn(L, q) * 0.2, torch.zeros(NH))
+    archive.save_checkpoint(
+        tmp_path / "model.h5", model, torch.randint(0, q, (5, L)), update=10, time_s=1.0,
+        rng_state=None,
+        hyperparameters={"batch_size": 7, "gibbs_steps": 3, "learning_rate": 0.01, "L1": 0.0,
+                         "L2": 0.0, "seed": 0, "num_hiddens": NH, "num_chains": 5},
+        metadata={"alphabet": ALPHABET, "family": "tiny", "method": "pcd"})
+    paths["model.h5"] = tmp_path / "model.h5"
+    paths["generated"] = generated  # type: ignore[assignment]
+    return paths
+
+
+SETTINGS = EvaluationSettings(seed=0, triplets=17, nn_samples=29, pca_components=3)
+
+
+def test_report_renders_with_every_figure_embedded(tiny_run: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    outdir = tmp_path / "results" / "tiny" / "default" / "report"
+    inputs = ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"],
+                          tiny_run["sampling.json"], tiny_run["model.h5"],
+                          tiny_run["train_log.csv"], tiny_run["loglik.json"], None)
+    metrics = make_report(inputs, outdir, SETTINGS, device="cpu")
+
+    written = json.loads((outdir / "metrics.json").read_text())
+    assert written["family"] == "tiny" and written["run"] == "default"
+    for key in ("pearson_fi", "pearson_cij", "slope_cij", "pearson_cij_train_vs_test",
+                "pearson_fi_train_vs_test", "loglik_train", "loglik_test", "n_generated", "pca",
+                "pearson_cijk", "hamming_nn_median", "hamming_nn_median_test", "copy_fraction",
+                "nnaa", "equilibrated", "provenance"):
+        assert key in written, key
+    assert written["n_generated"] == M_GENERATED
+    assert written["loglik_test"] == -23.5
+    assert written["copy_fraction"] == pytest.approx(1 / M_GENERATED)
+    assert set(written["nnaa"]) >= {"AA_truth", "AA_syn", "AA"}
+    assert written["equilibrated"] is False
+    assert written["provenance"]["inputs"]["model"]["sha256"]
+    assert written["energy"]["generated"]["mean"] == pytest.approx(metrics["energy"]["generated"]
+                                                                   ["mean"])
+
+    pngs = sorted(p.name for p in outdir.glob("*.png"))
+    expected = {"site_frequencies", "correlations", "pca", "hamming", "energy", "logos",
+                "training", "sampling"}
+    assert pngs == sorted(f"{name}.png" for name in expected)
+    page = _parse(outdir / "report.html")
+    embedded = {img["data-file"]: img["src"] for img in page.images}
+    assert sorted(embedded) == pngs
+    for name, src in embedded.items():
+        assert src is not None and src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) == (outdir / name).read_bytes()
+    # nothing is fetched from elsewhere: the page opens without a server
+    html_text = (outdir / "report.html").read_text()
+    assert "http://" not in html_text.split("<h2>Settings")[0]
+    # loud warnings: not at equilibrium, and the log-likelihood's own warning
+    assert any("NOT AT EQUILIBRIUM" in w for w in page.warnings)
+    assert any("effective sample size 12 is low" in w for w in page.warnings)
+    text = " ".join(page.text)
+    assert "loglik_trajectory" in text and "no log-likelihood trajectory CSV given" in text
+
+
+def test_report_without_optional_inputs(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    outdir = tmp_path / "bare"
+    metrics = make_report(ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"]),
+                          outdir, SETTINGS, device="cpu", family="tiny", run="bare")
+    assert metrics["loglik_test"] is None and metrics["energy"] is None
+    assert metrics["warnings"] == []
+    assert set(metrics["omitted_figures"]) == {"energy", "training", "loglik_trajectory",
+                                               "sampling"}
+    page = _parse(outdir / "report.html")
+    assert not page.warnings
+    assert len(page.images) == 5
+    text = " ".join(page.text)
+    for reason in metrics["omitted_figures"].values():
+        assert reason in text
+
+
+def test_cli_report_and_summary(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    outdir = tmp_path / "results" / "tiny" / "a" / "report"
+    code = main(["report", "--data", str(tiny_run["alignment.npz"]),
+                 "--samples", str(tiny_run["samples.fasta"]),
+                 "--loglik", str(tiny_run["loglik.json"]), "--outdir", str(outdir),
+                 "--seed", "3", "--triplets", "5", "--nn-samples", "19",
+                 "--pca-components", "2", "--device", "cpu"])
+    assert code == 0
+    runs = {"a": outdir / "metrics.json", "b": tmp_path / "b.json"}
+    other = json.loads(runs["a"].read_text())
+    runs["b"].write_text(json.dumps({**other, "run": "b", "pearson_cij": 0.5, "warnings": []}))
+    assert json.loads(runs["a"].read_text())["settings"]["triplets"] == 5
+    out = tmp_path / "results" / "summary.csv"
+    assert main(["report", "--summary", str(runs["b"]), str(runs["a"]), "--out", str(out)]) == 0
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["run"] for row in rows] == ["a", "b"]
+    assert float(rows[0]["pearson_cij"]) == pytest.approx(
+        json.loads(runs["a"].read_text())["pearson_cij"])
+    assert float(rows[1]["pearson_cij"]) == 0.5
+    assert "LOG-LIKELIHOOD" in rows[0]["warnings"] and not rows[1]["warnings"]
+    page = _parse(out.with_suffix(".html"))
+    assert "pearson_cij" in " ".join(page.text)
+    frame = summarize([runs["a"]], tmp_path / "one.csv")
+    assert len(frame) == 1
+    # a missing input is one clean error, not a traceback
+    assert main(["report", "--data", str(tmp_path / "nope.npz"), "--samples",
+                 str(tiny_run["samples.fasta"]), "--outdir", str(tmp_path / "x")]) == 1
+
+
+def test_read_samples_rejects_bad_records(tmp_path: Path) -> None:
+    good = np.array([[0, 1, 2], [20, 19, 3]])
+    _write_fasta(tmp_path / "ok.fasta", good)
+    np.testing.assert_array_equal(read_samples(tmp_path / "ok.fasta", ALPHABET, 3), good)
+    (tmp_path / "short.fasta").write_text(">a\nACD\n>b\nAC\n")
+    with pytest.raises(InputError, match=r"short.fasta: record 2 \(b\) has length 2"):
+        read_samples(tmp_path / "short.fasta", ALPHABET, 3)
+    (tmp_path / "odd.fasta").write_text(">a\nACD\n>b\nAXD\n")
+    with pytest.raises(InputError, match=r"record 2 \(b\) has symbols \['X'\]"):
+        read_samples(tmp_path / "odd.fasta", ALPHABET, 3)
+    (tmp_path / "empty.fasta").write_text("")
+    with pytest.raises(InputError, match="no sequences"):
+        read_samples(tmp_path / "empty.fasta", ALPHABET, 3)

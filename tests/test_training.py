@@ -1,0 +1,256 @@
+"""Training: the gradient against autograd, learning a known RBM, resume, divergence, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from rbmflow import archive, training
+from rbmflow.cli import main as cli_main
+from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.errors import RbmflowError
+from rbmflow.model import PottsRBM
+from rbmflow.partition import log_partition_exact
+from rbmflow.training import TrainSettings, checkpoint_schedule, gradient, moments, train
+
+L, Q = 5, 3  # q^L = 243 visible configurations: everything below is exact
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: thread start-up costs more than the work, above all on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _all_codes() -> torch.Tensor:
+    return torch.tensor(list(itertools.product(range(Q), repeat=L)))
+
+
+def _random_model(nh: int, seed: int, scale: float = 1.0, dtype=torch.float64) -> PottsRBM:
+    g = torch.Generator().manual_seed(seed)
+    return PottsRBM(scale * torch.randn(L, Q, nh, generator=g, dtype=dtype),
+                    torch.randn(L, Q, generator=g, dtype=dtype),
+                    torch.randn(nh, generator=g, dtype=dtype))
+
+
+def _exact_probabilities(model: PottsRBM, codes: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(-model.free_energy(codes), dim=0)
+
+
+def _exact_loglik(model: PottsRBM, codes: torch.Tensor) -> float:
+    m = model.to(dtype=torch.float64)
+    return float((-m.free_energy(codes)).mean()) - log_partition_exact(m)
+
+
+def _alignment(codes: np.ndarray, weights: np.ndarray | None = None) -> EncodedAlignment:
+    m = codes.shape[0]
+    return EncodedAlignment(
+        codes=codes.astype(np.uint8),
+        weights=np.ones(m, np.float32) if weights is None else weights.astype(np.float32),
+        split=np.zeros(m, np.uint8), names=np.array([f"s{i}" for i in range(m)]),
+        columns=np.arange(codes.shape[1]), alphabet="ACD"[:Q])
+
+
+def _teacher() -> PottsRBM:
+    """Two hidden units, each pulling every site to one state: strongly correlated sites."""
+    weight_matrix = torch.zeros(L, Q, 2, dtype=torch.float64)
+    weight_matrix[:, 0, 0] = weight_matrix[:, 1, 1] = 2.5
+    vbias = 0.3 * torch.randn(L, Q, generator=torch.Generator().manual_seed(0),
+                              dtype=torch.float64)
+    return PottsRBM(weight_matrix, vbias, torch.full((2,), -6.0, dtype=torch.float64))
+
+
+def _teacher_data(num: int, seed: int) -> np.ndarray:
+    teacher = _teacher()
+    allv = _all_codes()
+    p = _exact_probabilities(teacher, allv)
+    g = torch.Generator().manual_seed(seed)
+    return allv[torch.multinomial(p, num, replacement=True, generator=g)].numpy()
+
+
+def test_gradient_equals_autograd_of_exact_loglik():
+    model = _random_model(7, seed=3)
+    params = [t.requires_grad_() for t in model.tensors()]
+    allv = _all_codes()
+    g = torch.Generator().manual_seed(4)
+    data = torch.randint(0, Q, (11, L), generator=g)
+    weights = torch.rand(11, generator=g, dtype=torch.float64)
+    log_z = torch.logsumexp(-model.free_energy(allv), dim=0)
+    assert float(log_z.detach()) == pytest.approx(log_partition_exact(model.clone()), abs=1e-10)
+    loglik = (-model.free_energy(data) * weights).sum() / weights.sum() - log_z
+    expected = torch.autograd.grad(loglik, params)
+    with torch.no_grad():
+        model_moments = moments(model, allv, _exact_probabilities(model, allv))
+        data_moments = moments(model, data, weights)
+        plain = gradient(data_moments, model_moments, centered=False)
+        centered = gradient(data_moments, model_moments, centered=True)
+    for ours, ref in zip(plain, expected, strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    # the centred direction is the documented linear map of the plain gradient
+    d_w, d_v, d_h = expected
+    v_bar, h_bar = data_moments.v, data_moments.h
+    c_w = d_w - v_bar[:, :, None] * d_h - d_v[:, :, None] * h_bar
+    torch.testing.assert_close(centered[0], c_w)
+    torch.testing.assert_close(centered[1], d_v - c_w @ h_bar)
+    torch.testing.assert_close(centered[2], d_h - torch.einsum("ia,iam->m", v_bar, c_w))
+
+
+def test_initial_model_reproduces_weighted_frequencies_in_zero_sum_gauge():
+    codes = torch.from_numpy(_teacher_data(97, seed=1)).long()
+    weights = torch.rand(97, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(0)
+    model = training.init_model(codes, weights, Q, 7, g, pseudocount=1e-3, init_std=0.0)
+    freq = training.site_moments(codes, weights / weights.sum(), Q)
+    torch.testing.assert_close(torch.softmax(model.vbias, -1), (1 - 1e-3) * freq + 1e-3 / Q)
+    assert model.vbias.sum(-1).abs().max() < 1e-5
+    assert model.weight_matrix.shape == (L, Q, 7) and float(model.hbias.abs().max()) == 0.0
+
+
+def test_checkpoint_schedule_is_log_spaced_and_ends_at_last():
+    points = checkpoint_schedule(1009, 13)
+    assert points[0] == 1 and points[-1] == 1009 and points == sorted(set(points))
+    ratios = np.diff(np.log([p for p in points if p >= 10]))
+    assert np.allclose(ratios, ratios.mean(), atol=0.05)
+    assert checkpoint_schedule(7, 50) == list(range(1, 8))
+
+
+def test_training_on_rbm_data_raises_exact_test_loglik(tmp_path):
+    train_codes, test_codes = _teacher_data(613, seed=5), _teacher_data(401, seed=6)
+    settings = TrainSettings(hidden=7, updates=300, chains=211, batch_size=128, gibbs_steps=3,
+                             learning_rate=0.03, checkpoints=5, log_every=50, seed=2)
+    out = tmp_path / "model.h5"
+    model = train(_alignment(train_codes), out, tmp_path / "log.csv", settings, progress=False)
+    test = torch.from_numpy(test_codes).long()
+    first = archive.load_rbm(out, 1)
+    teacher = _teacher()
+    ll_first, ll_final = _exact_loglik(first, test), _exact_loglik(model, test)
+    ll_teacher = _exact_loglik(teacher, test)
+    assert ll_final > ll_first + 0.6 * (ll_teacher - ll_first), (ll_first, ll_final, ll_teacher)
+    assert ll_final == pytest.approx(_exact_loglik(archive.load_rbm(out), test), abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["cd", "rdm"])
+def test_other_methods_learn_and_write_rbms_archives(tmp_path, method):
+    rbms_io = pytest.importorskip("rbms.io")
+    train_codes = _teacher_data(307, seed=7)
+    settings = TrainSettings(hidden=7, updates=60, chains=89, batch_size=64, gibbs_steps=2,
+                             learning_rate=0.05, method=method, checkpoints=4, log_every=20)
+    out = tmp_path / "model.h5"
+    train(_alignment(train_codes), out, tmp_path / "log.csv", settings, progress=False)
+    test = torch.from_numpy(_teacher_data(211, seed=8)).long()
+    updates = archive.list_updates(out)
+    assert updates[-1] == 60
+    assert _exact_loglik(archive.load_rbm(out), test) > _exact_loglik(
+        archive.load_rbm(out, 1), test)
+    for u in updates:
+        rbms_io.load_params(str(out), u, torch.device("cpu"), torch.float32)
+    meta = archive.read_metadata(out)
+    assert meta["method"] == method and meta["gibbs_steps"] == 2
+
+
+def _interrupt_after(monkeypatch, update: int) -> None:
+    """Send ourselves SIGTERM once checkpoint `update` is written."""
+    real = archive.save_checkpoint
+
+    def save_then_signal(path, model, chains, at, *args, **kwargs):
+        real(path, model, chains, at, *args, **kwargs)
+        if at == update:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(archive, "save_checkpoint", save_then_signal)
+
+
+def test_sigterm_then_rerun_resumes_to_the_same_model(tmp_path, monkeypatch):
+    data = _alignment(_teacher_data(151, seed=9), np.linspace(0.5, 1.5, 151))
+    settings = TrainSettings(hidden=7, updates=40, chains=53, batch_size=31, gibbs_steps=2,
+                             learning_rate=0.05, checkpoints=6, log_every=3, seed=11)
+    ref = train(data, tmp_path / "ref.h5", tmp_path / "ref.csv", settings, progress=False)
+
+    out, log_path = tmp_path / "model.h5", tmp_path / "log.csv"
+    _interrupt_after(monkeypatch, 9)
+    with pytest.raises(RbmflowError, match="signal .* at update 9"):
+        train(data, out, log_path, settings, progress=False)
+    monkeypatch.undo()
+    assert not out.exists() and not log_path.exists()
+    partial = training.partial_path(out)
+    assert archive.list_updates(partial) == [1, 2, 4, 9]
+
+    model = train(data, out, log_path, settings, progress=False)
+    assert not partial.exists()
+    for ours, theirs in zip(model.tensors(), ref.tensors(), strict=True):
+        assert torch.equal(ours, theirs)
+    assert archive.list_updates(out) == archive.list_updates(tmp_path / "ref.h5")
+    with open(log_path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["update"]) for r in rows] == [0, *range(3, 40, 3), 40]
+    times = [float(r["time_s"]) for r in rows]
+    assert times == sorted(times)
+    assert set(rows[0]) >= {"update", "time_s", "learning_rate", "pearson_cij_train",
+                            "free_energy_data", "free_energy_chains"}
+
+
+def test_divergence_names_the_update_and_keeps_a_loadable_archive(tmp_path, monkeypatch):
+    rbms_io = pytest.importorskip("rbms.io")
+    data = _alignment(_teacher_data(101, seed=10))
+    settings = TrainSettings(hidden=7, updates=30, chains=29, batch_size=101, gibbs_steps=1,
+                             learning_rate=0.05, checkpoints=30, log_every=5)
+    real = training.gradient
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        d_w, d_v, d_h = real(*args, **kwargs)
+        if calls["n"] == 13:
+            d_w = d_w.clone()
+            d_w[0, 0, 0] = float("nan")
+        return d_w, d_v, d_h
+
+    monkeypatch.setattr(training, "gradient", poisoned)
+    out = tmp_path / "model.h5"
+    with pytest.raises(RbmflowError, match="diverged at update 13.*update_12"):
+        train(data, out, tmp_path / "log.csv", settings, progress=False)
+    assert not out.exists()
+    partial = training.partial_path(out)
+    assert archive.list_updates(partial)[-1] == 12
+    assert _finite(archive.load_rbm(partial))
+    rbms_io.load_params(str(partial), 12, torch.device("cpu"), torch.float32)
+
+
+def _finite(model: PottsRBM) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.tensors())
+
+
+def test_cli_trains_and_a_second_run_is_a_no_op(tmp_path, capsys):
+    codes = _teacher_data(173, seed=12)
+    split = (np.arange(173) % 5 == 0).astype(np.uint8)
+    data = EncodedAlignment(codes.astype(np.uint8), np.ones(173, np.float32), split,
+                            np.array([f"s{i}" for i in range(173)]), np.arange(L), "ACD")
+    save_encoded(tmp_path / "alignment.npz", data)
+    out, log_path = tmp_path / "run" / "model.h5", tmp_path / "run" / "train_log.csv"
+    argv = ["train", str(tmp_path / "alignment.npz"), "--out", str(out), "--log", str(log_path),
+            "--hidden", "7", "--updates", "23", "--chains", "37", "--batch-size", "64",
+            "--gibbs-steps", "2", "--learning-rate", "0.05", "--centered", "false",
+            "--checkpoints", "4", "--log-every", "5", "--seed", "3", "--device", "cpu",
+            "--family", "toy"]
+    assert cli_main(argv) == 0
+    meta = archive.read_metadata(out)
+    assert meta["family"] == "toy" and meta["alphabet"] == "ACD" and meta["num_test"] == 35
+    assert meta["settings"]["centered"] is False and meta["updates"][-1] == 23
+    assert meta["provenance"]["inputs"]["alignment"]["sha256"]
+    first = out.read_bytes()
+    assert cli_main(argv) == 0
+    assert archive.list_updates(out) == meta["updates"]
+    assert torch.equal(archive.load_rbm(out).weight_matrix,
+                       archive.load_rbm(tmp_path / "run" / "model.h5").weight_matrix)
+    assert len(first) > 0
+    with open(log_path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[-1]["update"] == "23" and rows[-1]["pearson_cij_test"] != ""

@@ -1,0 +1,422 @@
+"""The `loglik` stage: log Z and the log-likelihood of the train and test sequences.
+
+log p(v) = -F(v) - log Z, in nats; loglik_train and loglik_test are its means over the
+sequences of each split, weighted by the sequence weights. log Z comes from one or several
+estimators of `rbmflow.partition`:
+
+- exact: enumeration of the hidden layer (Nh <= `exact_max_hiddens`);
+- ais: forward AIS by temperature from an independent-site base fitted to the training
+  data's weighted frequencies (in expectation a lower bound on log Z);
+- reverse: reverse AIS from equilibrium samples of the model back to the base (in
+  expectation an upper bound);
+- trajectory: AIS along the training checkpoints, giving log Z at every checkpoint.
+
+The estimates are cross-checked: a low effective sample size, or two estimates further
+apart than `tolerance` nats, produce warnings that loglik.json carries and the report shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rbmflow import archive
+from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
+from rbmflow.errors import InputError, RbmflowError
+from rbmflow.model import PottsRBM
+from rbmflow.partition import (
+    SCHEDULES,
+    AISResult,
+    IndependentSites,
+    TrajectoryResult,
+    ais_log_partition,
+    log_partition_exact,
+    mean_log_likelihood,
+    reverse_ais_log_partition,
+    sample_exact,
+    trajectory_ais,
+)
+from rbmflow.provenance import atomic_path, provenance, write_json
+
+log = logging.getLogger(__name__)
+
+METHODS = ("auto", "exact", "ais", "reverse", "trajectory")
+TRAJECTORY_COLUMNS = ("update", "log_z", "log_z_std", "loglik_train", "loglik_test",
+                      "ess_fraction", "method")
+
+
+@dataclass(frozen=True)
+class LoglikSettings:
+    """Options of the stage (the `loglik:` section of the config; CLI flags of the same name).
+
+    methods: estimators to run, in order of preference for the reported log_z (exact always
+    wins when computed); "auto" means exact when Nh <= exact_max_hiddens, else ais, reverse
+    and (with more than one checkpoint) trajectory. betas: inverse temperatures of the
+    temperature paths; chains: chains per repeat; repeats: independent groups of chains;
+    sweeps: Gibbs sweeps per temperature; trajectory_steps: annealing steps shared among
+    the intervals between checkpoints; trajectory_betas: temperatures from the base to the
+    first checkpoint; equilibration_sweeps: Gibbs sweeps from the training sequences that
+    give the reverse AIS its model samples; pseudocount: mixing weight of the uniform
+    distribution in the base's site frequencies; tolerance (nats): largest difference
+    between two estimates without a warning; min_ess: smallest ESS / chains without one.
+    """
+
+    methods: tuple[str, ...] = ("auto",)
+    checkpoint: int | None = None
+    betas: int = 5000
+    chains: int = 1000
+    schedule: str = "sigmoid"
+    sweeps: int = 1
+    repeats: int = 1
+    trajectory_steps: int = 5000
+    trajectory_betas: int = 1000
+    equilibration_sweeps: int = 200
+    pseudocount: float = 0.01
+    tolerance: float = 0.5
+    min_ess: float = 0.1
+    exact_max_hiddens: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise RbmflowError(f"unknown loglik method(s) {unknown}; choose from "
+                               f"{', '.join(METHODS)}")
+        if self.schedule not in SCHEDULES:
+            raise RbmflowError(f"schedule must be one of {', '.join(SCHEDULES)}, "
+                               f"got {self.schedule!r}")
+        for key in ("betas", "trajectory_betas"):
+            if getattr(self, key) < 2:
+                raise RbmflowError(f"{key} must be at least 2, got {getattr(self, key)}")
+        for key in ("chains", "sweeps", "repeats", "trajectory_steps"):
+            if getattr(self, key) < 1:
+                raise RbmflowError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.equilibration_sweeps < 0 or not 0 <= self.pseudocount < 1:
+            raise RbmflowError("equilibration_sweeps must be >= 0 and pseudocount in [0, 1)")
+        if not self.tolerance > 0 or not 0 <= self.min_ess <= 1:
+            raise RbmflowError("tolerance must be > 0 and min_ess in [0, 1]")
+
+    def resolved_methods(self, num_hiddens: int, num_checkpoints: int) -> list[str]:
+        """The estimators to run for a model with `num_hiddens` and that many checkpoints."""
+        out: list[str] = []
+        for method in self.methods:
+            if method == "auto":
+                if num_hiddens <= self.exact_max_hiddens:
+                    expanded = ["exact"]
+                else:
+                    expanded = ["ais", "reverse"] + (["trajectory"] if num_checkpoints > 1
+                                                     else [])
+            else:
+                expanded = [method]
+            out += [m for m in expanded if m not in out]
+        return out
+
+
+@dataclass
+class Checkpoint:
+    """One saved model of a training run."""
+
+    update: int
+    model: PottsRBM
+
+
+@dataclass
+class LoglikResult:
+    """What the stage computed: the summary (loglik.json without provenance) and the
+    per-checkpoint rows of the trajectory table (empty when not computed)."""
+
+    summary: dict[str, Any]
+    trajectory: list[dict[str, Any]]
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _split(data: EncodedAlignment, part: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    sub = data.subset(part)
+    return sub.codes_tensor(device), sub.weights_tensor(device, torch.float64)
+
+
+def model_samples(model: PottsRBM, train_codes: Tensor, train_weights: Tensor, num: int,
+                  sweeps: int, generator: torch.Generator,
+                  exact_max_hiddens: int = 16) -> tuple[Tensor, str]:
+    """`num` (near-)equilibrium samples of the model for reverse AIS, and how they were made.
+
+    Exact draws when Nh <= exact_max_hiddens; otherwise training sequences drawn in
+    proportion to their weights, then `sweeps` Gibbs sweeps of the model.
+    """
+    if model.num_hiddens <= exact_max_hiddens:
+        return sample_exact(model, num, generator), "exact"
+    picks = torch.multinomial(train_weights.double().cpu(), num, replacement=True,
+                              generator=_cpu_generator(generator)).to(train_codes.device)
+    codes = train_codes[picks]
+    with torch.no_grad():
+        codes = model.gibbs(codes, sweeps, generator=generator)
+    return codes, f"training sequences + {sweeps} Gibbs sweeps"
+
+
+def _cpu_generator(generator: torch.Generator) -> torch.Generator:
+    if generator.device.type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator().manual_seed(seed)
+
+
+def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,
+                    min_ess: float) -> list[str]:
+    """Warnings about the estimates of log Z: low effective sample sizes, and pairs of
+    estimates further apart than `tolerance` nats (the forward/reverse pair brackets log Z
+    in expectation, so a wide gap means that at least one of them missed part of the
+    distribution: a first-order transition, or chains that do not mix)."""
+    warnings = []
+    for name, est in estimates.items():
+        frac = est.get("ess_fraction")
+        if frac is not None and frac < min_ess:
+            warnings.append(
+                f"{name}: effective sample size {est['ess']:.1f} of {est['n_chains_total']} "
+                f"chains ({frac:.1%} < {min_ess:.0%}): this log Z is not to be trusted; "
+                "use more chains or temperatures")
+    names = [n for n in ("exact", "ais", "reverse", "trajectory") if n in estimates]
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            a, b = estimates[first]["log_z"], estimates[second]["log_z"]
+            if abs(a - b) > tolerance:
+                hint = ""
+                if {first, second} == {"ais", "reverse"}:
+                    hint = (" Forward AIS is in expectation a lower bound and reverse AIS an "
+                            "upper bound: the true log Z lies between them, and the gap says "
+                            "the annealing missed part of the distribution (a first-order "
+                            "transition or slow mixing).")
+                warnings.append(
+                    f"log Z estimates disagree: {first} {a:.3f} vs {second} {b:.3f} "
+                    f"(difference {abs(a - b):.3f} nats > tolerance {tolerance} nats).{hint}")
+    return warnings
+
+
+def _ais_summary(result: AISResult) -> dict[str, Any]:
+    out = result.summary()
+    out["n_chains_total"] = result.log_weights.shape[0]
+    return out
+
+
+def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
+             settings: LoglikSettings, device: torch.device | str = "cpu",
+             trajectory_table: bool = False) -> LoglikResult:
+    """Estimate log Z of the last of `checkpoints` (earlier ones: the training trajectory)
+    and the mean log-likelihoods of the train and test splits of `data`.
+
+    With `trajectory_table`, also log Z and the log-likelihoods at every checkpoint, from
+    exact enumeration when it is used, else from trajectory AIS (run if not requested).
+    """
+    started = time.perf_counter()
+    device = torch.device(device)
+    if not checkpoints:
+        raise RbmflowError("no checkpoint to evaluate")
+    final = checkpoints[-1]
+    model = final.model.to(device)
+    if model.num_visibles != data.length or model.num_states != data.num_states:
+        raise InputError(f"the model has L={model.num_visibles}, q={model.num_states} but the "
+                         f"alignment has L={data.length}, q={data.num_states}")
+    train_codes, train_weights = _split(data, TRAIN, device)
+    test_codes, test_weights = _split(data, TEST, device)
+    if train_codes.shape[0] == 0 or not float(train_weights.sum()) > 0:
+        raise InputError("the alignment has no weighted training sequence")
+    s = settings
+    methods = s.resolved_methods(model.num_hiddens, len(checkpoints))
+    if trajectory_table and "exact" not in methods and "trajectory" not in methods:
+        methods.append("trajectory")
+    generator = torch.Generator(device=device)
+    generator.manual_seed(s.seed)
+    base = IndependentSites.from_codes(train_codes, data.num_states, train_weights,
+                                       s.pseudocount)
+    log.info("log Z of update %d (Nh=%d) by %s", final.update, model.num_hiddens,
+             ", ".join(methods))
+
+    estimates: dict[str, dict[str, Any]] = {}
+    trajectory: TrajectoryResult | None = None
+    for method in methods:
+        t0 = time.perf_counter()
+        if method == "exact":
+            if model.num_hiddens > 24:
+                raise RbmflowError(f"exact log Z needs Nh <= 24 (the model has "
+                                   f"{model.num_hiddens}); use --method ais")
+            estimates["exact"] = {"log_z": log_partition_exact(model), "log_z_std": 0.0,
+                                  "time_s": time.perf_counter() - t0}
+        elif method == "ais":
+            result = ais_log_partition(model, base, s.chains, s.betas, s.schedule, s.sweeps,
+                                       s.repeats, generator)
+            estimates["ais"] = _ais_summary(result)
+        elif method == "reverse":
+            samples, how = model_samples(model, train_codes, train_weights,
+                                         s.chains * s.repeats, s.equilibration_sweeps,
+                                         generator, s.exact_max_hiddens)
+            result = reverse_ais_log_partition(model, base, samples, s.betas, s.schedule,
+                                               s.sweeps, s.repeats, generator)
+            estimates["reverse"] = _ais_summary(result) | {"model_samples": how,
+                                                           "time_s": time.perf_counter() - t0}
+        elif method == "trajectory":
+            models = [c.model.to(device) for c in checkpoints]
+            trajectory = trajectory_ais(models, base, s.chains, s.trajectory_steps,
+                                        s.trajectory_betas, s.schedule, s.sweeps, s.repeats,
+                                        train_codes, train_weights, generator)
+            estimates["trajectory"] = _ais_summary(trajectory.final) | {
+                "n_checkpoints": len(checkpoints), "steps": trajectory.steps,
+                "n_betas": trajectory.final.n_betas, "time_s": trajectory.time_s}
+        log.info("%s: log Z = %.4f +- %.4f (%.1f s)", method, estimates[method]["log_z"],
+                 estimates[method]["log_z_std"], time.perf_counter() - t0)
+
+    primary = "exact" if "exact" in estimates else methods[0]
+    chosen = estimates[primary]
+    log_z = chosen["log_z"]
+    warnings = check_estimates(estimates, s.tolerance, s.min_ess)
+    for message in warnings:
+        log.warning(message)
+    summary: dict[str, Any] = {
+        "log_z": log_z,
+        "log_z_std": chosen["log_z_std"],
+        "method": primary,
+        "checkpoint": final.update,
+        "n_betas": chosen.get("n_betas"),
+        "n_chains": chosen.get("n_chains"),
+        "repeats": chosen.get("repeats"),
+        "ess": chosen.get("ess"),
+        "ess_fraction": chosen.get("ess_fraction"),
+        "loglik_train": _nan_to_none(
+            mean_log_likelihood(model, train_codes, log_z, train_weights)),
+        "loglik_test": _nan_to_none(mean_log_likelihood(model, test_codes, log_z, test_weights)),
+        "log_z_exact": estimates.get("exact", {}).get("log_z"),
+        "log_z_forward": estimates.get("ais", {}).get("log_z"),
+        "log_z_reverse": estimates.get("reverse", {}).get("log_z"),
+        "log_z_trajectory": estimates.get("trajectory", {}).get("log_z"),
+        "estimates": estimates,
+        "warning": " | ".join(warnings) if warnings else None,
+        "warnings": warnings,
+        "num_hiddens": model.num_hiddens,
+        "n_train": int(train_codes.shape[0]),
+        "n_test": int(test_codes.shape[0]),
+        "meff_train": float(train_weights.sum()),
+        "meff_test": float(test_weights.sum()),
+        "units": "nats per sequence (loglik), nats (log_z)",
+        "time_s": time.perf_counter() - started,
+    }
+    rows: list[dict[str, Any]] = []
+    if trajectory_table:
+        rows = _trajectory_rows(checkpoints, trajectory, "exact" in estimates, train_codes,
+                                train_weights, test_codes, test_weights, device)
+    summary["time_s"] = time.perf_counter() - started
+    return LoglikResult(summary, rows)
+
+
+def _trajectory_rows(checkpoints: Sequence[Checkpoint], trajectory: TrajectoryResult | None,
+                     exact: bool, train_codes: Tensor, train_weights: Tensor,
+                     test_codes: Tensor, test_weights: Tensor,
+                     device: torch.device) -> list[dict[str, Any]]:
+    rows = []
+    for k, checkpoint in enumerate(checkpoints):
+        m = checkpoint.model.to(device)
+        if exact:
+            log_z, std, ess, method = log_partition_exact(m), 0.0, None, "exact"
+        else:
+            assert trajectory is not None
+            log_z, std = trajectory.log_z[k], trajectory.log_z_std[k]
+            ess, method = trajectory.ess[k] / trajectory.final.log_weights.shape[0], "trajectory"
+        rows.append({
+            "update": checkpoint.update, "log_z": log_z, "log_z_std": std,
+            "loglik_train": mean_log_likelihood(m, train_codes, log_z, train_weights),
+            "loglik_test": mean_log_likelihood(m, test_codes, log_z, test_weights),
+            "ess_fraction": ess, "method": method,
+        })
+    return rows
+
+
+def write_trajectory_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
+    """One row per checkpoint: TRAJECTORY_COLUMNS; numbers with 6 decimals, NaN as empty."""
+    def fmt(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return "" if not math.isfinite(value) else f"{value:.6f}"
+        return str(value)
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(TRAJECTORY_COLUMNS)
+        for row in rows:
+            writer.writerow([fmt(row[c]) for c in TRAJECTORY_COLUMNS])
+
+
+def load_checkpoints(model_path: str | os.PathLike[str], up_to: int | None,
+                     with_trajectory: bool, device: torch.device) -> list[Checkpoint]:
+    """The checkpoints of the archive up to update `up_to` (None: the last); only that one
+    unless `with_trajectory`."""
+    updates = archive.list_updates(model_path)
+    if not updates:
+        raise InputError(f"{model_path}: no complete checkpoint")
+    if up_to is None:
+        up_to = updates[-1]
+    if up_to not in updates:
+        raise InputError(f"{model_path}: no checkpoint update_{up_to} (have {updates})")
+    chosen = [u for u in updates if u <= up_to] if with_trajectory else [up_to]
+    return [Checkpoint(u, archive.load_rbm(model_path, u, device=device, dtype=torch.float32))
+            for u in chosen]
+
+
+def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str],
+              out: str | os.PathLike[str], settings: LoglikSettings,
+              device: torch.device | str = "cpu",
+              trajectory_csv: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Load model.h5 and alignment.npz, estimate, write loglik.json (and the trajectory CSV).
+
+    Returns the JSON document written.
+    """
+    device = torch.device(device)
+    try:
+        data = load_encoded(data_path)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    probe = archive.list_updates(model_path)
+    num_hiddens = archive.load_rbm(model_path, probe[-1] if probe else None).num_hiddens
+    methods = settings.resolved_methods(num_hiddens, len(probe))
+    need_all = trajectory_csv is not None or "trajectory" in methods
+    checkpoints = load_checkpoints(model_path, settings.checkpoint, need_all, device)
+    result = estimate(checkpoints, data, settings, device,
+                      trajectory_table=trajectory_csv is not None)
+    settings_record = asdict(settings) | {"methods": list(settings.methods),
+                                          "device": str(device)}
+    document = result.summary | {
+        "model": str(model_path), "data": str(data_path),
+        "provenance": provenance("loglik", {"model": model_path, "alignment": data_path},
+                                 settings_record, settings.seed),
+    }
+    if trajectory_csv is not None:
+        write_trajectory_csv(trajectory_csv, result.trajectory)
+    write_json(out, _json_safe(document))
+    return document
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and infinities as null (JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def settings_from_mapping(values: dict[str, Any]) -> LoglikSettings:
+    """LoglikSettings from a mapping with the field names (e.g. parsed CLI options)."""
+    known = {f for f in LoglikSettings.__dataclass_fields__}
+    return LoglikSettings(**{k: v for k, v in values.items() if k in known})
+

@@ -1,0 +1,234 @@
+"""The prepare stage: from an alignment file to the encoded, weighted, split `alignment.npz`.
+
+Steps, in order (conventions of parsing and encoding: `rbmflow.alignment`):
+
+1. read the alignment (Stockholm, FASTA or A2M, gzip allowed), remove insert columns and
+   encode to the gap-first alphabet; ambiguous letters become gaps (or, with
+   `ambiguous="drop"`, remove their sequences);
+2. drop the sequences whose fraction of gap symbols exceeds `max_gap_fraction`;
+3. split at random, seeded: round(test_fraction * M) sequences go to the test part (0 < that
+   number < M whenever test_fraction > 0);
+4. compute the sequence weights within each part separately (`rbmflow.weights`), so that no
+   test sequence lowers the weight of a train sequence or the reverse;
+5. write `alignment.npz` (`rbmflow.dataset`) and `summary.json`, both atomically; if the
+   second write fails the first is removed, so a failed run leaves neither.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rbmflow import ALPHABET
+from rbmflow.alignment import AMBIGUOUS_RULES, FORMATS, encode_alignment, read_alignment
+from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, save_encoded
+from rbmflow.errors import InputError
+from rbmflow.provenance import provenance, sha256_file, write_json
+from rbmflow.weights import sequence_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """The stage's options (config section `prepare:`)."""
+
+    identity: float = 0.8
+    max_gap_fraction: float = 0.2
+    test_fraction: float = 0.2
+    seed: int = 0
+    ambiguous: str = "gap"
+    format: str | None = None  # None: from source.json, else sniffed from the content
+
+    def check(self) -> None:
+        if not 0.0 < self.identity <= 1.0:
+            raise InputError(f"identity must lie in (0, 1], got {self.identity}")
+        if not 0.0 <= self.max_gap_fraction <= 1.0:
+            raise InputError(f"max_gap_fraction must lie in [0, 1], got {self.max_gap_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise InputError(f"test_fraction must lie in [0, 1), got {self.test_fraction}")
+        if self.seed < 0:
+            raise InputError(f"seed must be >= 0, got {self.seed}")
+        if self.ambiguous not in AMBIGUOUS_RULES:
+            raise InputError(f"ambiguous must be one of {', '.join(AMBIGUOUS_RULES)}, "
+                             f"got {self.ambiguous!r}")
+        if self.format is not None and self.format not in FORMATS:
+            raise InputError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the alignment is: the file, its declared format and, from fetch, its record."""
+
+    alignment: Path
+    format: str | None
+    record: Path | None  # source.json, when given one
+
+
+def resolve_source(source: str | Path) -> Source:
+    """Accept a fetch `source.json` (keys alignment_path, format, sha256) or an alignment file.
+
+    A relative `alignment_path` is looked up from the working directory, then beside
+    source.json. The file's sha256 must equal the one fetch recorded.
+    """
+    source = Path(source)
+    if not source.is_file():
+        raise InputError(f"{source}: input not found")
+    if source.name != "source.json":
+        return Source(alignment=source, format=None, record=None)
+    try:
+        record = json.loads(source.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{source}: not a valid source.json ({err})") from err
+    if not isinstance(record, dict) or not record.get("alignment_path"):
+        raise InputError(f"{source}: no 'alignment_path' in this source record")
+    declared = Path(record["alignment_path"])
+    candidates = [declared]
+    if not declared.is_absolute():
+        candidates += [source.parent / declared, source.parent / declared.name]
+    if record.get("resolved_path"):
+        candidates.append(Path(record["resolved_path"]))
+    alignment = next((path for path in candidates if path.is_file()), None)
+    if alignment is None:
+        raise InputError(f"{source}: alignment_path {declared} does not exist; rerun fetch")
+    expected = record.get("sha256")
+    if expected and sha256_file(alignment) != expected:
+        raise InputError(f"{source}: {alignment} has changed since it was fetched (sha256 "
+                         f"differs from the record); rerun fetch")
+    fmt = record.get("format")
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"{source}: unknown format {fmt!r} (expected {', '.join(FORMATS)})")
+    return Source(alignment=alignment, format=fmt, record=source)
+
+
+def random_split(num_sequences: int, test_fraction: float, seed: int) -> np.ndarray:
+    """uint8 (M,) with TEST for round(test_fraction * M) sequences drawn at random, else TRAIN.
+
+    With test_fraction > 0 both parts get at least one sequence (M >= 2 is then required).
+    numpy's PCG64 generator seeded with `seed`, so the split is the same on every machine.
+    """
+    split = np.full(num_sequences, TRAIN, dtype=np.uint8)
+    if test_fraction <= 0.0:
+        return split
+    if num_sequences < 2:
+        raise ValueError(f"cannot split {num_sequences} sequence(s) into train and test")
+    num_test = int(np.floor(test_fraction * num_sequences + 0.5))
+    num_test = min(max(num_test, 1), num_sequences - 1)
+    order = np.random.default_rng(seed).permutation(num_sequences)
+    split[order[:num_test]] = TEST
+    return split
+
+
+def weights_within_parts(codes: np.ndarray, split: np.ndarray, identity: float,
+                         device: torch.device | str = "cpu") -> np.ndarray:
+    """float64 (M,): the weights of each part computed on that part alone."""
+    weights = np.zeros(codes.shape[0], dtype=np.float64)
+    for part in (TRAIN, TEST):
+        members = np.flatnonzero(split == part)
+        if members.size:
+            weights[members] = sequence_weights(codes[members], identity, len(ALPHABET),
+                                                device=device)
+    return weights
+
+
+def prepare(
+    source: str | Path,
+    out: str | Path,
+    summary_path: str | Path,
+    settings: PrepareSettings,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Run the stage; returns the summary written to `summary_path`."""
+    settings.check()
+    device = torch.device(device)
+    started = time.perf_counter()
+    src = resolve_source(source)
+    raw = read_alignment(src.alignment, settings.format or src.format)
+    encoded = encode_alignment(raw, settings.ambiguous)
+    path = src.alignment
+    num_input, length = encoded.codes.shape
+    log.info("%s: %d sequences x %d match columns (%s)", path, num_input, length, raw.format)
+
+    keep = np.ones(num_input, dtype=bool)
+    removed: dict[str, int] = {}
+    if settings.ambiguous == "drop":
+        with_ambiguous = encoded.ambiguous > 0
+        removed["ambiguous_letters"] = int(with_ambiguous.sum())
+        keep &= ~with_ambiguous
+    gap_fraction = (encoded.codes == 0).mean(axis=1)
+    too_gapped = keep & (gap_fraction > settings.max_gap_fraction)
+    removed[f"gap_fraction_above_{settings.max_gap_fraction:g}"] = int(too_gapped.sum())
+    keep &= ~too_gapped
+    if not keep.any():
+        reasons = ", ".join(f"{count} {reason.replace('_', ' ')}"
+                            for reason, count in removed.items() if count)
+        raise InputError(f"{path}: all {num_input} sequences were filtered away ({reasons}); "
+                         f"raise max_gap_fraction (now {settings.max_gap_fraction:g})")
+    codes = encoded.codes[keep]
+    names = encoded.names[keep]
+    num_kept = codes.shape[0]
+    try:
+        split = random_split(num_kept, settings.test_fraction, settings.seed)
+    except ValueError as err:
+        raise InputError(f"{path}: {err} (test_fraction {settings.test_fraction:g})") from err
+
+    parsed = time.perf_counter()
+    weights = weights_within_parts(codes, split, settings.identity, device)
+    weighted = time.perf_counter()
+    log.info("weights on %s: %.1f s, M_eff = %.1f", device, weighted - parsed, weights.sum())
+
+    inputs: dict[str, str | Path] = {"alignment": path}
+    if src.record is not None:
+        inputs["source"] = src.record
+    prov = provenance("prepare", inputs=inputs, settings={**asdict(settings),
+                      "format_used": raw.format}, seed=settings.seed)
+    parts = {name: split == part for name, part in (("train", TRAIN), ("test", TEST))}
+    summary: dict[str, Any] = {
+        "input": {"path": str(path), "format": raw.format,
+                  "sha256": prov["inputs"]["alignment"]["sha256"],
+                  "sequences": num_input, "columns": encoded.input_columns},
+        "M": num_kept,
+        "L": length,
+        "q": len(ALPHABET),
+        "alphabet": ALPHABET,
+        "M_eff": float(weights.sum()),
+        "M_train": int(parts["train"].sum()),
+        "M_test": int(parts["test"].sum()),
+        "M_eff_train": float(weights[parts["train"]].sum()),
+        "M_eff_test": float(weights[parts["test"]].sum()),
+        "removed_sequences": {"total": num_input - num_kept, **removed},
+        "removed_columns": {"insert": encoded.insert_columns},
+        "ambiguous_letters": {"rule": settings.ambiguous,
+                              "residues": int(encoded.ambiguous.sum()),
+                              "sequences": int((encoded.ambiguous > 0).sum())},
+        "weights": {"identity_threshold": settings.identity, "gaps_counted": True,
+                    "computed": "within each split part" if settings.test_fraction > 0
+                    else "over all sequences",
+                    "device": str(device)},
+        "split": {"test_fraction": settings.test_fraction, "seed": settings.seed,
+                  "generator": "numpy PCG64 permutation"},
+        "timing_s": {"read_encode_filter": round(parsed - started, 3),
+                     "weights": round(weighted - parsed, 3)},
+        "provenance": prov,
+    }
+    data = EncodedAlignment(codes=codes, weights=weights.astype(np.float32), split=split,
+                            names=names, columns=encoded.columns, alphabet=ALPHABET,
+                            provenance={**prov, "summary": {
+                                key: summary[key] for key in
+                                ("M", "L", "M_eff", "M_train", "M_test", "M_eff_train",
+                                 "M_eff_test")}})
+    out = Path(out)
+    save_encoded(out, data)
+    try:
+        write_json(summary_path, summary)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return summary
