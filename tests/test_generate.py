@@ -108,7 +108,7 @@ def test_sample_stage_writes_fasta_and_sampling_json(tmp_path: Path) -> None:
     out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
     code = main(["sample", str(model_path), str(data_path), "--out", str(out), "--info",
                  str(info), "--chains", "101", "--sweeps", "40", "--seed", "3",
-                 "--device", "cpu"])
+                 "--device", "cpu", "--auto-extend", "True", "--max-sweeps", "160"])
     assert code == 0
     records = read_fasta(out)
     assert len(records) == 101
@@ -118,6 +118,7 @@ def test_sample_stage_writes_fasta_and_sampling_json(tmp_path: Path) -> None:
     report = json.loads(info.read_text())
     assert report["mode"] == "equilibrium" and report["sweeps"] == 40
     assert report["n_samples"] == 101 and report["alphabet"] == ALPHABET
+    assert report["auto_extend"] == [{"sweeps": 40, "equilibrated": True, "failed_checks": []}]
     assert report["equilibrated"] is True and report["warning"] is None
     assert report["not_equilibrated"] is False
     assert report["mixing_time"] is not None and report["mixing_time"] <= 20
@@ -128,6 +129,10 @@ def test_sample_stage_writes_fasta_and_sampling_json(tmp_path: Path) -> None:
     assert traj["sweep"] == [0] + record_times(40)
     assert len(traj["energy_mean"]) == len(traj["sweep"]) == len(traj["pearson_cij_train"])
     assert report["trajectories"]["data"]["sweep"] == traj["sweep"]
+    meeting = report["trajectories"]["random_vs_data"]
+    assert meeting["sweep"] == traj["sweep"] and meeting["energy_passed"][-1] is True
+    assert report["mixing_time"] == max(report["equilibrium"]["decorrelation_time"],
+                                        report["equilibrium"]["relaxation_time"])
     prov = report["provenance"]
     assert prov["format_version"] == report["format_version"] == 1
     assert set(prov["inputs"]) == {"model", "data"} and prov["seed"] == 3

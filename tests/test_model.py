@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,6 +163,7 @@ def test_sample_categorical_is_reproducible_from_its_generator() -> None:
     other = sample_categorical(logits, torch.Generator().manual_seed(6))
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
+    assert sample_categorical(torch.randn(0, 3, 13)).shape == (0, 3)
 
 
 def test_sample_hiddens_follows_the_sigmoid() -> None:
@@ -267,3 +270,21 @@ def test_gibbs_is_reproducible_and_keeps_its_input() -> None:
     assert torch.equal(a, b) and torch.equal(start, copy)
     assert torch.equal(model.gibbs(start, 0), start.long())
     assert int(a.min()) >= 0 and int(a.max()) < q
+
+
+def test_one_hot_marks_exactly_the_codes() -> None:
+    codes = random_codes(13, 7, 5).to(torch.uint8)
+    x = one_hot(codes, 5, torch.float64)
+    assert x.shape == (13, 7, 5) and x.dtype == torch.float64
+    assert torch.equal(x.sum(-1), torch.ones(13, 7, dtype=torch.float64))
+    assert torch.equal(x.argmax(-1), codes.long())
+
+
+def test_gpu_sweep_benchmark_runs_on_the_cpu() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_sweeps.py"
+    bench = runpy.run_path(str(script))
+    result = bench["run"](bench["parse_args"](
+        ["--device", "cpu", "--length", "7", "--chains", "31", "--hidden", "5",
+         "--sweeps", "3", "--repeats", "2"]))
+    assert result["sweeps_per_s"] > 0 and result["matmul_tflops"] > 0
+    assert math.isfinite(result["fraction_of_matmul"])

@@ -37,7 +37,13 @@ from rbmflow.archive import load_rbm, read_metadata
 from rbmflow.dataset import TRAIN, load_encoded
 from rbmflow.device import resolve_device
 from rbmflow.errors import InputError, RbmflowError
-from rbmflow.mixing import Criteria, compare_energies, compare_sets, mixing_test
+from rbmflow.mixing import (
+    Criteria,
+    compare_energies,
+    compare_sets,
+    first_stable_pass,
+    mixing_test,
+)
 from rbmflow.mixing import mixing_time as estimate_mixing_time
 from rbmflow.model import PottsRBM, random_codes
 from rbmflow.provenance import FORMAT_VERSION, atomic_path, provenance, write_json
@@ -149,6 +155,20 @@ class ChainSetTrajectory:
 
 
 @dataclass
+class MeetingTrajectory:
+    """Random-start against data-start chains at each record: mean energies and their test."""
+
+    sweep: list[int] = field(default_factory=list)
+    energy_gap: list[float] = field(default_factory=list)
+    energy_z: list[float | None] = field(default_factory=list)
+    energy_passed: list[bool] = field(default_factory=list)
+
+    def relaxation_time(self) -> int | None:
+        """First record sweep from which the two sets' mean energies agree at every record."""
+        return first_stable_pass(self.sweep, self.energy_passed) if self.sweep else None
+
+
+@dataclass
 class SamplingResult:
     """Final chains and everything `sampling.json` reports about how they were obtained."""
 
@@ -156,13 +176,31 @@ class SamplingResult:
     mode: ModeChoice
     sweeps: int
     trajectories: dict[str, ChainSetTrajectory]
+    meeting: MeetingTrajectory | None
     checks: dict[str, dict[str, Any]]
     equilibrated: bool | None
-    mixing_time: int | None
+    decorrelation_time: int | None
+    relaxation_time: int | None
     extensions: list[dict[str, Any]]
     elapsed_s: float
     sweep_seconds: float
     chain_counts: dict[str, int]
+
+    @property
+    def mixing_time(self) -> int | None:
+        """Sweeps after which the random-start chains are mixed, on both evidences.
+
+        The larger of the decorrelation time (t vs t/2 test) and, when data-start chains ran,
+        the relaxation time (sweeps until both sets' mean energies agree for good); None when
+        either was not reached.
+        """
+        if self.decorrelation_time is None:
+            return None
+        if self.meeting is None:
+            return self.decorrelation_time
+        if self.relaxation_time is None:
+            return None
+        return max(self.decorrelation_time, self.relaxation_time)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -182,7 +220,8 @@ class _Tracker:
         self.last_mixing: dict[str, Any] | None = None
 
     def record(self, model: PottsRBM, sweep: int, codes: Tensor, earlier: Tensor | None,
-               diag_generator: torch.Generator) -> None:
+               diag_generator: torch.Generator) -> Tensor:
+        """Append the diagnostics at `sweep`; returns the chains' free energies (C,)."""
         traj = self.trajectory
         energy = model.free_energy(codes).double()
         traj.sweep.append(sweep)
@@ -193,7 +232,7 @@ class _Tracker:
             for values in (traj.overlap_same, traj.overlap_different, traj.mixing_z,
                            traj.mixing_effect, traj.mixing_passed):
                 values.append(None)
-            return
+            return energy
         test = mixing_test(codes, earlier.long(), self.criteria, diag_generator)
         self.last_mixing = test
         traj.overlap_same.append(test["overlap_same"])
@@ -201,6 +240,7 @@ class _Tracker:
         traj.mixing_z.append(test["z"])
         traj.mixing_effect.append(test["effect"])
         traj.mixing_passed.append(test["passed"])
+        return energy
 
     def _pearson(self, codes: Tensor) -> float | None:
         if self.target_cij is None or codes.shape[0] < 2 or codes.shape[1] < 2:
@@ -296,9 +336,22 @@ def run_sampling(
         if sweep in needed_snapshots:
             snapshots[sweep] = state.to(snapshot_dtype).clone()
 
+    meeting = MeetingTrajectory() if DATA in starts else None
+
+    def record(sweep: int, earlier: dict[str, Tensor] | None) -> None:
+        energies = {name: trackers[name].record(model, sweep, codes,
+                                                None if earlier is None else earlier[name],
+                                                diag_generator)
+                    for name, codes in split(state).items()}
+        if meeting is not None:
+            test = compare_energies(energies[RANDOM], energies[DATA], criteria)
+            meeting.sweep.append(sweep)
+            meeting.energy_gap.append(test["gap"])
+            meeting.energy_z.append(test["z"])
+            meeting.energy_passed.append(test["passed"])
+
     take_snapshot(0)
-    for name, codes in split(state).items():
-        trackers[name].record(model, 0, codes, None, diag_generator)
+    record(0, None)
 
     extensions: list[dict[str, Any]] = []
     checks: dict[str, dict[str, Any]] = {}
@@ -320,9 +373,7 @@ def run_sampling(
                 sweep = event
                 take_snapshot(sweep)
                 if sweep in records:
-                    earlier = split(snapshots[sweep // 2])
-                    for name, codes in split(state).items():
-                        trackers[name].record(model, sweep, codes, earlier[name], diag_generator)
+                    record(sweep, split(snapshots[sweep // 2]))
                     _log_record(sweep, trackers)
                 for done in [s for s in snapshots if all(t // 2 != s or t <= sweep
                                                          for t in records)]:
@@ -345,9 +396,11 @@ def run_sampling(
         mode=choice,
         sweeps=sweep,
         trajectories=trajectories,
+        meeting=meeting,
         checks=checks,
         equilibrated=equilibrated,
-        mixing_time=trajectories[RANDOM].mixing_time(),
+        decorrelation_time=trajectories[RANDOM].mixing_time(),
+        relaxation_time=None if meeting is None else meeting.relaxation_time(),
         extensions=extensions if settings.auto_extend else [],
         elapsed_s=time.perf_counter() - started,
         sweep_seconds=sweep_seconds,
@@ -431,8 +484,10 @@ def result_summary(result: SamplingResult) -> dict[str, Any]:
         "checked": mode.mode == "equilibrium",
         "equilibrated": result.equilibrated,
         "mixing_time": result.mixing_time,
-        "mixing_time_data": (result.trajectories[DATA].mixing_time()
-                             if DATA in result.trajectories else None),
+        "decorrelation_time": result.decorrelation_time,
+        "relaxation_time": result.relaxation_time,
+        "decorrelation_time_data": (result.trajectories[DATA].mixing_time()
+                                    if DATA in result.trajectories else None),
         "failed_checks": result.failed_checks,
         "checks": result.checks,
     }
@@ -446,14 +501,16 @@ def result_summary(result: SamplingResult) -> dict[str, Any]:
         "mode": mode.mode,
         "mode_reason": mode.reason,
         "sweeps": result.sweeps,
-        "sweeps_requested": mode.sweeps,
+        "sweeps_planned": mode.sweeps,
         "equilibrated": result.equilibrated,
         "not_equilibrated": mode.mode == "equilibrium" and not result.equilibrated,
         "warning": warning,
         "mixing_time": result.mixing_time,
         "equilibrium": equilibrium,
         "auto_extend": result.extensions,
-        "trajectories": {name: asdict(traj) for name, traj in result.trajectories.items()},
+        "trajectories": {
+            **{name: asdict(traj) for name, traj in result.trajectories.items()},
+            **({} if result.meeting is None else {"random_vs_data": asdict(result.meeting)})},
         "timing": {"elapsed_s": result.elapsed_s, "sweep_s": seconds,
                    "sweeps_per_s": result.sweeps / seconds if seconds > 0 else None,
                    "chains": result.chain_counts},
@@ -501,10 +558,13 @@ def sample_stage(
     if model_alphabet and model_alphabet != data.alphabet:
         raise InputError(f"{data_path}: alphabet {data.alphabet!r} differs from the model's "
                          f"{model_alphabet!r} ({model_path})")
-    try:
-        choose_mode(settings.mode, settings.sweeps, metadata)
-    except ValueError as err:
-        raise InputError(f"{model_path}: {err}") from err
+    if settings.mode == "rdm" and metadata.get("gibbs_steps") is None:
+        raise InputError(f"{model_path}: rdm sampling needs the model's training gibbs_steps, "
+                         "which its metadata lacks")
+    choice = choose_mode(settings.mode, settings.sweeps, metadata)
+    if choice.mode == "rdm" and choice.sweeps != settings.sweeps:
+        log.info("rdm mode: %d sweeps, the model's training gibbs_steps, not --sweeps %d",
+                 choice.sweeps, settings.sweeps)
     train = data.subset(TRAIN)
     log.info("sampling %s: L=%d q=%d Nh=%d on %s, %d chains, mode %s", model_path,
              model.num_visibles, model.num_states, model.num_hiddens, torch_device,

@@ -72,7 +72,7 @@ class LoglikSettings:
 
     methods: tuple[str, ...] = ("auto",)
     checkpoint: int | None = None
-    betas: int = 5000
+    betas: int = 3000
     chains: int = 1000
     schedule: str = "sigmoid"
     sweeps: int = 1

@@ -10,7 +10,10 @@ its own earlier state no more than the earlier state of any other chain. Per cha
     different_c = q(x_c(t), x_{pi(c)}(t/2))      pi a random permutation without fixed points
 
 and the chains have mixed over the lag t - t/2 when mean(same - different) is zero within its
-statistical error. The mixing time is the smallest such lag from which the test keeps passing.
+statistical error. The decorrelation time is the smallest such lag from which the test keeps
+passing. From a uniformly random start the test is weak at first (a uniform x(t/2) overlaps
+anything by about 1/q), so the relaxation of the energy towards the chains started from the
+data is tracked beside it (rbmflow.generate).
 
 Two sets (chains started from random, chains started from natural sequences) sample the same
 distribution only if they end alike: equal mean energies, and a mean overlap between the sets
@@ -133,16 +136,22 @@ def compare_sets(codes_a: Tensor, codes_b: Tensor, criteria: Criteria = Criteria
     return out
 
 
-def mixing_time(sweeps: list[int], passed: list[bool]) -> int | None:
-    """Lag t - t//2 at the first record t from which the mixing test passes at every record.
-
-    sweeps: record times (increasing, > 0); passed: the test's outcome at each. None when the
-    test fails at the last record.
-    """
+def first_stable_pass(sweeps: list[int], passed: list[bool]) -> int | None:
+    """The first record sweep from which a test passes at every later record (None: fails last)."""
     first = None
     for t, ok in zip(sweeps, passed, strict=True):
         if ok and first is None:
             first = t
         elif not ok:
             first = None
+    return first
+
+
+def mixing_time(sweeps: list[int], passed: list[bool]) -> int | None:
+    """Lag t - t//2 at the first record t from which the mixing test passes at every record.
+
+    sweeps: record times (increasing, > 0); passed: the test's outcome at each. None when the
+    test fails at the last record.
+    """
+    first = first_stable_pass(sweeps, passed)
     return None if first is None else first - first // 2

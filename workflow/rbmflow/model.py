@@ -225,6 +225,8 @@ def sample_categorical(logits: Tensor, generator: torch.Generator | None = None)
     """
     q = logits.shape[-1]
     rows = logits.reshape(-1, q)
+    if rows.shape[0] == 0:
+        return torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
     if rows.device.type != "cpu":
         # No host synchronisation for the overflow check: one max pass is cheap there.
         rows = rows - rows.amax(-1, keepdim=True)

@@ -390,7 +390,7 @@ def _temperature_path(model: PottsRBM, betas: Tensor) -> list[PathPoint]:
 
 
 def ais_log_partition(model: PottsRBM, base: IndependentSites, n_chains: int = 1000,
-                      n_betas: int = 10000, schedule: str = "sigmoid", sweeps: int = 1,
+                      n_betas: int = 3000, schedule: str = "sigmoid", sweeps: int = 1,
                       repeats: int = 1,
                       generator: torch.Generator | None = None) -> AISResult:
     """Forward AIS: chains drawn exactly from the base, annealed to the RBM by temperature.
@@ -409,7 +409,7 @@ def ais_log_partition(model: PottsRBM, base: IndependentSites, n_chains: int = 1
 
 
 def reverse_ais_log_partition(model: PottsRBM, base: IndependentSites, model_samples: Tensor,
-                              n_betas: int = 10000, schedule: str = "sigmoid", sweeps: int = 1,
+                              n_betas: int = 3000, schedule: str = "sigmoid", sweeps: int = 1,
                               repeats: int = 1,
                               generator: torch.Generator | None = None) -> AISResult:
     """Reverse AIS: chains started at samples of the RBM, annealed back to the base.
@@ -494,7 +494,7 @@ def _trajectory_path(models: Sequence[PottsRBM], steps: Sequence[int], n_betas_f
 
 
 def trajectory_ais(models: Sequence[PottsRBM], base: IndependentSites, n_chains: int = 1000,
-                   n_steps: int = 10000, n_betas_first: int = 1000, schedule: str = "sigmoid",
+                   n_steps: int = 5000, n_betas_first: int = 1000, schedule: str = "sigmoid",
                    sweeps: int = 1, repeats: int = 1,
                    reference_codes: Tensor | None = None,
                    reference_weights: Tensor | None = None,

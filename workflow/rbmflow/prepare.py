@@ -73,7 +73,7 @@ class Source:
 
 
 def resolve_source(source: str | Path) -> Source:
-    """Accept a fetch `source.json` (keys alignment_path, format, sha256) or an alignment file.
+    """Accept a fetch record (`source.json`: alignment_path, format, sha256) or an alignment file.
 
     A relative `alignment_path` is looked up from the working directory, then beside
     source.json. The file's sha256 must equal the one fetch recorded.
@@ -81,7 +81,7 @@ def resolve_source(source: str | Path) -> Source:
     source = Path(source)
     if not source.is_file():
         raise InputError(f"{source}: input not found")
-    if source.name != "source.json":
+    if source.suffix.lower() != ".json":
         return Source(alignment=source, format=None, record=None)
     try:
         record = json.loads(source.read_text())

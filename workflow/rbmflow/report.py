@@ -404,6 +404,19 @@ def fig_logos(ev: Evaluation, alphabet: str, natural_freqs: np.ndarray,
     return fig
 
 
+def _log_axis(ax: plt.Axes, steps: np.ndarray) -> None:
+    """Log-scaled x axis for log-spaced steps (symmetric-log when step 0 is recorded)."""
+    steps = np.asarray(steps, dtype=float)
+    if steps.size < 3 or steps.min() < 0:
+        return
+    positive = steps[steps > 0]
+    if positive.size and positive.max() / positive.min() > 20:
+        if steps.min() == 0:
+            ax.set_xscale("symlog", linthresh=max(1.0, float(positive.min())))
+        else:
+            ax.set_xscale("log")
+
+
 def fig_training(frame: pd.DataFrame) -> Figure:
     numeric = [c for c in frame.columns if c != "update" and pd.api.types.is_numeric_dtype(frame[c])
                and frame[c].notna().any()]
@@ -417,7 +430,6 @@ def fig_training(frame: pd.DataFrame) -> Figure:
     rows = max(1, math.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
     updates = frame["update"].to_numpy()
-    logx = updates.min() > 0 and updates.max() / max(updates.min(), 1) > 50
     for ax, (key, columns) in zip(axes.ravel(), panels, strict=False):
         for column in columns:
             ax.plot(updates, frame[column], lw=1.4, label=column)
@@ -425,8 +437,7 @@ def fig_training(frame: pd.DataFrame) -> Figure:
         ax.set(xlabel="gradient updates", ylabel=key, title=f"last: {last}"
                if len(last) < 60 else key)
         ax.title.set_fontsize(8)
-        if logx:
-            ax.set_xscale("log")
+        _log_axis(ax, updates)
         if len(columns) > 1:
             ax.legend(fontsize=7)
     for ax in axes.ravel()[len(panels):]:
@@ -453,8 +464,7 @@ def fig_loglik_trajectory(frame: pd.DataFrame) -> Figure:
     else:
         right.axis("off")
     for ax in (left, right):
-        if updates.size and updates.min() > 0 and updates.max() / updates.min() > 50:
-            ax.set_xscale("log")
+        _log_axis(ax, updates)
     fig.tight_layout()
     return fig
 
@@ -485,8 +495,7 @@ def fig_sampling(sampling: dict[str, Any]) -> Figure | None:
                     ax.plot(sweeps, other, ls="--", color=colour,
                             label=f"{name} start: different chains")
             ax.set(xlabel="Gibbs sweeps", ylabel=label)
-            if sweeps.size and sweeps.min() > 0 and sweeps.max() / sweeps.min() > 20:
-                ax.set_xscale("log")
+            _log_axis(ax, sweeps)
     for ax in axes:
         if ax.lines:
             ax.legend(fontsize=7)

@@ -329,11 +329,12 @@ def train(
     def health(at: int, elapsed: float) -> None:
         lr = s.learning_rate_at(max(at - 1, 0))
         f_data = float((model.free_energy(codes_all) * weights_all).sum() / weights_all.sum())
+        cij_chains = connected_correlations(chains, q)
         row = {
             "update": at, "time_s": round(elapsed, 3), "learning_rate": f"{lr:.6g}",
-            "pearson_cij_train": f"{pearson(connected_correlations(chains, q), cij_train):.5f}",
+            "pearson_cij_train": f"{pearson(cij_chains, cij_train):.5f}",
             "pearson_cij_test": ("" if cij_test is None else
-                                 f"{pearson(connected_correlations(chains, q), cij_test):.5f}"),
+                                 f"{pearson(cij_chains, cij_test):.5f}"),
             "free_energy_data": f"{f_data:.5f}",
             "free_energy_chains": f"{float(model.free_energy(chains).mean()):.5f}",
         }
@@ -405,6 +406,10 @@ def train(
     with atomic_path(log_path) as tmp:
         tmp.write_text(_log_text(rows))
     os.replace(partial, out)
+    if rows:
+        log.info("update %s: %s s, Pearson C_ij chains vs train %s, vs test %s",
+                 rows[-1]["update"], rows[-1]["time_s"], rows[-1]["pearson_cij_train"],
+                 rows[-1]["pearson_cij_test"] or "-")
     return model
 
 

@@ -73,10 +73,12 @@ def neighbour_counts(
     num_states: int = 21,
     device: torch.device | str = "cpu",
     block_size: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """#{m' : identity(m, m') >= threshold} for every sequence m (itself included).
 
     `codes` (M, L) integer alphabet indices in [0, num_states). Returns int64 (M,).
+    `dtype` of the one-hot products: None picks `product_dtype(device, L)`.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"identity threshold must lie in (0, 1], got {threshold}")
@@ -100,7 +102,7 @@ def neighbour_counts(
     compact = torch.cumsum(present, 0) - 1
     onehot_index = compact[flat]
     width = int(present.sum())
-    dtype = product_dtype(device, length)
+    dtype = dtype or product_dtype(device, length)
     block = block_size or DEFAULT_BLOCK_SIZE.get(device.type, DEFAULT_BLOCK_SIZE["cpu"])
 
     def one_hot(start: int, stop: int) -> torch.Tensor:

@@ -41,10 +41,29 @@ def fetch_pfam_flags(wildcards):
     return cli_flags(settings)
 
 
+def report_trajectory(wildcards):
+    """The log-likelihood trajectory CSV when the loglik rule declares one, else nothing."""
+    try:
+        declared = rules.loglik.output.keys()
+    except Exception:  # no loglik rule in this workflow
+        return []
+    if "trajectory" not in declared:
+        return []
+    return f"results/{wildcards.family}/{wildcards.run}/loglik_trajectory.csv"
+
+
+def report_figure(name):
+    """A report figure of one family and run, tagged for `snakemake --report`."""
+    return report(f"results/{{family}}/{{run}}/report/{name}.png",
+                  caption=f"../report/{name}.rst", category="{family}", subcategory="{run}",
+                  labels={"family": "{family}", "run": "{run}", "figure": name})
+
+
 def all_targets():
     """Final outputs of `rule all`; each stage adds the outputs it ends with."""
     targets = expand("results/{family}/data/alignment.npz", family=FAMILIES)
     targets += expand("results/{family}/{run}/model.h5", family=FAMILIES, run=RUNS)
+    targets += expand("results/{family}/{run}/loglik.json", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/samples.fasta", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS)
     targets += ["results/summary.csv", "results/summary.html"]

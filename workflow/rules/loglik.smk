@@ -1,1 +1,24 @@
-# The loglik rule lands with its stage.
+rule loglik:
+    input:
+        model="results/{family}/{run}/model.h5",
+        data="results/{family}/data/alignment.npz",
+    output:
+        loglik="results/{family}/{run}/loglik.json",
+        trajectory="results/{family}/{run}/loglik_trajectory.csv",
+    log:
+        "logs/loglik/{family}/{run}.log",
+    benchmark:
+        "benchmarks/out/loglik/{family}/{run}.tsv"
+    params:
+        flags=cli_flags(config["loglik"]),
+    threads: 2
+    resources:
+        gpu=1,
+        runtime=240,
+        mem_mb=4000,
+    conda:
+        "../../envs/rbmflow.yaml"
+    shell:
+        "rbmflow loglik {input.model} {input.data} --out {output.loglik} "
+        "--trajectory-csv {output.trajectory} {params.flags} "
+        "--device {config[device]} --threads {threads} 2> {log}"

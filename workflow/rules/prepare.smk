@@ -11,8 +11,9 @@ rule prepare:
     threads: 4
     params:
         flags=cli_flags(config["prepare"]),
+        device=config["device"],
     conda:
         "../../envs/rbmflow.yaml"
     shell:
         "rbmflow prepare {input} --out {output.data} --summary {output.summary} "
-        "{params.flags} --device {config[device]} --threads {threads} 2> {log}"
+        "{params.flags} --device {params.device} --threads {threads} 2> {log}"

@@ -4,23 +4,6 @@ REPORT_FIGURES = ["site_frequencies", "correlations", "pca", "hamming", "energy"
                   "training", "sampling"]
 
 
-def report_trajectory(wildcards):
-    """The log-likelihood trajectory CSV when the loglik rule declares one, else nothing."""
-    try:
-        declared = rules.loglik.output.keys()
-    except Exception:  # no loglik rule in this workflow
-        return []
-    if "trajectory" not in declared:
-        return []
-    return f"results/{wildcards.family}/{wildcards.run}/loglik_trajectory.csv"
-
-
-def report_figure(name):
-    return report(f"results/{{family}}/{{run}}/report/{name}.png",
-                  caption=f"../report/{name}.rst", category="{family}", subcategory="{run}",
-                  labels={"family": "{family}", "run": "{run}", "figure": name})
-
-
 rule report:
     input:
         data="results/{family}/data/alignment.npz",
@@ -46,13 +29,14 @@ rule report:
             f"--trajectory {input.trajectory}" if input.trajectory else ""
         ),
         flags=cli_flags(config["report"]),
+        device=config["device"],
     conda:
         "../../envs/rbmflow.yaml"
     shell:
         "rbmflow report --data {input.data} --samples {input.samples} --sampling {input.sampling} "
         "--model {input.model} --train-log {input.train_log} --loglik {input.loglik} "
         "{params.trajectory} --outdir {params.outdir} --family {wildcards.family} "
-        "--run {wildcards.run} {params.flags} --device {config[device]} 2> {log}"
+        "--run {wildcards.run} {params.flags} --device {params.device} 2> {log}"
 
 
 rule summary:

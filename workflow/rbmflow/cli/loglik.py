@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> None:
         raise RbmflowError(str(err)) from err
     settings = settings_from_mapping(vars(args))
     doc = run_stage(args.model, args.data, args.out, settings, device, args.trajectory_csv)
-    std = doc["log_z_std"]
-    print(f"log Z = {doc['log_z']:.4f} +- {std:.4f} ({doc['method']}); "
-          f"loglik train {doc['loglik_train']:.4f}, test {doc['loglik_test']} nats/sequence")
+    test = doc["loglik_test"]
+    print(f"log Z = {doc['log_z']:.4f} +- {doc['log_z_std']:.4f} ({doc['method']}); loglik "
+          f"train {doc['loglik_train']:.4f}, test {'n/a' if test is None else f'{test:.4f}'} "
+          "nats/sequence")
     for message in doc["warnings"]:
         print(f"warning: {message}")

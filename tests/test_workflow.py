@@ -1,0 +1,156 @@
+"""The Snakemake workflow itself, run through `python -m snakemake` in temporary directories.
+
+`Workflow` runs the repository's Snakefile with its working directory in a tmp folder; a
+stage's test asks for its outputs with `workflow.run(targets)` on the tiny config
+(`tiny_config`), which later stages extend with their own settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rbmflow.dataset import load_encoded
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+TINY_STOCKHOLM = """# STOCKHOLM 1.0
+#=GF ID tiny
+s1/1-12   MKV.LWAcRGTHD-Y
+s2/1-12   MKI.LWAcRGSHD-Y
+s3/3-14   MRVkLWA.RGTHEKY
+s4/1-12   AKV.LWG.RGTHDKY
+s5/1-11   MKV.LWA.-GTHD-Y
+s6/1-11   MKV.-----GTHD-Y
+s7/1-12   WCE.PQR.STVWD-A
+s8/2-13   MKV.LWA.RGTHDKF
+#=GC seq_cons MKV.LWA.RGTHD+Y
+//
+"""
+"""8 sequences, 13 match columns, 2 insert columns; s6 has 5 gaps (> 0.2 x 13)."""
+
+
+def tiny_config() -> dict:
+    """A config on the tiny alignment, with runs small enough for a test."""
+    return {
+        "families": {"tiny": {"source": "tiny.sto"}},
+        "runs": {"quick": {"hidden": 3, "updates": 20, "chains": 16, "batch_size": 4,
+                           "gibbs_steps": 2, "checkpoints": 2}},
+        "device": "cpu",
+        "prepare": {"identity": 0.8, "max_gap_fraction": 0.2, "test_fraction": 0.25,
+                    "seed": 0},
+    }
+
+
+@dataclass
+class Workflow:
+    """The repository's Snakefile run in `directory` with the config written to config.yaml."""
+
+    directory: Path
+
+    def write_config(self, config: dict) -> Path:
+        path = self.directory / "config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def run(self, *args: str, configfile: Path | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        command = [sys.executable, "-m", "snakemake", *args,
+                   "--snakefile", str(REPO / "Snakefile"), "--directory", str(self.directory),
+                   "--cores", "2",
+                   f"--configfile={configfile or self.directory / 'config.yaml'}"]
+        return subprocess.run(command, cwd=self.directory, env=env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def created(self) -> set[str]:
+        """Top-level entries a run made (snakemake's own .snakemake excluded)."""
+        return {p.name for p in self.directory.iterdir()} - {".snakemake", "config.yaml",
+                                                             "tiny.sto"}
+
+
+@pytest.fixture
+def workflow(tmp_path: Path) -> Workflow:
+    (tmp_path / "tiny.sto").write_text(TINY_STOCKHOLM)
+    flow = Workflow(tmp_path)
+    flow.write_config(tiny_config())
+    return flow
+
+
+def explain(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n" \
+           f"--- stderr\n{result.stderr[-6000:]}"
+
+
+@pytest.mark.slow
+def test_prepare_outputs(workflow: Workflow) -> None:
+    target = "results/tiny/data/alignment.npz"
+    result = workflow.run(target)
+    assert result.returncode == 0, explain(result)
+    data = load_encoded(workflow.directory / target)
+    summary = json.loads((workflow.directory / "results/tiny/data/summary.json").read_text())
+    assert data.codes.shape == (7, 13) and (summary["M"], summary["L"]) == (7, 13)
+    assert summary["removed_sequences"]["total"] == 1 and "s6/1-11" not in data.names
+    assert summary["removed_columns"]["insert"] == 2
+    assert (summary["M_train"], summary["M_test"]) == (5, 2)
+    assert np.all((data.weights > 0) & (data.weights <= 1))
+    source = json.loads((workflow.directory / "resources/msa/tiny/source.json").read_text())
+    assert summary["input"]["sha256"] == source["sha256"]
+    for stage in ("fetch", "prepare"):
+        assert (workflow.directory / f"logs/{stage}/tiny.log").is_file()
+        assert (workflow.directory / f"benchmarks/out/{stage}/tiny.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_bad_alignment_fails_and_leaves_no_output(workflow: Workflow) -> None:
+    (workflow.directory / "tiny.sto").write_text(
+        "<!DOCTYPE html>\n<html><body>502 Bad Gateway</body></html>\n")
+    result = workflow.run("results/tiny/data/alignment.npz")
+    assert result.returncode != 0
+    log = (workflow.directory / "logs/prepare/tiny.log").read_text()
+    assert "tiny.sto: line 1 starts an HTML" in log
+    assert not (workflow.directory / "results/tiny/data").exists() or not any(
+        (workflow.directory / "results/tiny/data").iterdir())
+
+
+def test_dry_run_of_default_config(tmp_path: Path) -> None:
+    result = Workflow(tmp_path).run("-n", configfile=REPO / "config.yaml")
+    assert result.returncode == 0, explain(result)
+    assert "prepare" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(("section", "key", "wrong"), [("prepare", "identity", "identiy"),
+                                                      (None, "device", "devices")])
+def test_misspelled_key_stops_before_any_job(workflow: Workflow, section: str | None,
+                                             key: str, wrong: str) -> None:
+    config = tiny_config()
+    where = config[section] if section else config
+    where[wrong] = where.pop(key)
+    workflow.write_config(config)
+    result = workflow.run("results/tiny/data/alignment.npz")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"'{wrong}' was unexpected" in output
+    assert "rule prepare" not in output and "Job " not in output
+    assert workflow.created() == set()
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc", ".hidden", "a/b"])
+def test_family_names_that_escape_results_are_refused(workflow: Workflow, name: str) -> None:
+    config = tiny_config()
+    config["families"] = {name: {"source": "tiny.sto"}}
+    workflow.write_config(config)
+    result = workflow.run("-n")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "propertyNames" in output and repr(name) in output
+    assert workflow.created() == set()
