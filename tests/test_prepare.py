@@ -53,8 +53,8 @@ def test_artifacts_and_invariants(tmp_path: Path) -> None:
 
     gappy = [index for index, row in enumerate(rows) if row.count("-") / LENGTH > 0.2]
     kept = [index for index in range(len(rows)) if index not in gappy]
-    assert summary["removed_sequences"] == {"total": len(gappy),
-                                            "gap_fraction_above_0.2": len(gappy)}
+    assert summary["removed_sequences"] == {"total": len(gappy), "ambiguous_letters": 0,
+                                            "too_many_gaps": len(gappy)}
     assert summary["removed_columns"] == {"insert": 4}
     assert data.names.tolist() == [f"seq{index}" for index in kept]
     assert data.codes.tolist() == [[ALPHABET.index(c) for c in rows[i]] for i in kept]

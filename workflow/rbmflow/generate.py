@@ -74,9 +74,15 @@ class SamplingSettings:
     mode: str = "auto"
     record_every: int = 0
     auto_extend: bool = False
-    max_sweeps: int = 16000
+    max_sweeps: int = 8000
     data_chains: int | None = None
     criteria: Criteria = field(default_factory=Criteria)
+
+    def __post_init__(self) -> None:
+        if self.chains < 2:
+            raise ValueError("the equilibrium tests need at least 2 chains")
+        if self.data_chains == 1:
+            raise ValueError("data_chains must be 0 (none) or at least 2")
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -299,8 +305,9 @@ def run_sampling(
             starts[DATA] = initial[DATA].to(device).long()
         elif train_codes is not None and train_codes.shape[0] > 0 and settings.data_chains != 0:
             num = settings.data_chains or min(settings.chains, train_codes.shape[0])
-            starts[DATA] = pick_training_starts(train_codes.to(device), train_weights, num,
-                                                diag_generator)
+            if num >= 2:
+                starts[DATA] = pick_training_starts(train_codes.to(device), train_weights, num,
+                                                    diag_generator)
     for name, codes in starts.items():
         if codes.shape[1] != L or int(codes.min()) < 0 or int(codes.max()) >= q:
             raise ValueError(f"{name} starting codes do not fit the model (L={L}, q={q})")
@@ -381,7 +388,7 @@ def run_sampling(
             if not equilibrium:
                 break
             checks = _final_checks(model, split(state), trackers, criteria, diag_generator)
-            equilibrated = all(check["passed"] for check in checks.values())
+            equilibrated = all(check["passed"] for check in checks.values()) if checks else None
             extensions.append({"sweeps": sweep, "equilibrated": equilibrated,
                                "failed_checks": [n for n, c in checks.items() if not c["passed"]]})
             if equilibrated or target_index == len(targets) - 1:
@@ -417,7 +424,7 @@ def _final_checks(model: PottsRBM, final: dict[str, Tensor], trackers: dict[str,
             check = dict(tracker.last_mixing)
             check["sweep"] = tracker.trajectory.sweep[-1]
             checks[f"mixing_{name}"] = check
-    if RANDOM in final and DATA in final:
+    if RANDOM in final and DATA in final and min(len(final[RANDOM]), len(final[DATA])) >= 2:
         energies = compare_energies(model.free_energy(final[RANDOM]),
                                     model.free_energy(final[DATA]), criteria)
         checks["energy_random_vs_data"] = {

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 # Logits per block of a CPU sweep: the (chains, L*q) buffers of a block then stay in the
 # caches. Fixed (not derived from the machine) so that a seed gives the same draws everywhere.
-CPU_BLOCK_LOGITS = 2**19
+CPU_BLOCK_LOGITS = 2**20
 
 
 def cpu_chain_block(num_visibles: int, num_states: int) -> int:
@@ -123,9 +123,10 @@ class PottsRBM:
         """beta * (vbias + W h) for hiddens (C, Nh); returns (C, L, q). One fused product."""
         L, q, nh = self.weight_matrix.shape
         h = hiddens.to(self.dtype)
-        logits = torch.addmm(self.vbias.reshape(1, L * q), h,
-                             self.weight_matrix.reshape(L * q, nh).T, beta=beta, alpha=beta)
-        return logits.view(-1, L, q)
+        weight, bias = self.weight_matrix.reshape(L * q, nh), self.vbias.reshape(L * q)
+        if beta == 1.0:
+            return F.linear(h, weight, bias).view(-1, L, q)
+        return torch.addmm(bias, h, weight.T, beta=beta, alpha=beta).view(-1, L, q)
 
     # -- conditional sampling ---------------------------------------------------------------
 
@@ -199,13 +200,16 @@ class _VisibleSampler:
         self.beta = beta
         centre = model.vbias + 0.5 * model.weight_matrix.sum(-1)
         shifted = model.vbias - centre.amax(-1, keepdim=True)
-        self.bias = shifted.reshape(1, L * q)
-        self.weight_t = model.weight_matrix.reshape(L * q, nh).T
+        self.bias = shifted.reshape(L * q)
+        self.weight = model.weight_matrix.reshape(L * q, nh)
 
     def sample(self, hiddens: Tensor, generator: torch.Generator | None) -> Tensor:
         m = self.model
-        logits = torch.addmm(self.bias, hiddens.to(m.dtype), self.weight_t,
-                             beta=self.beta, alpha=self.beta)
+        h = hiddens.to(m.dtype)
+        if self.beta == 1.0:
+            logits = F.linear(h, self.weight, self.bias)
+        else:
+            logits = torch.addmm(self.bias, h, self.weight.T, beta=self.beta, alpha=self.beta)
         return sample_categorical(logits.view(-1, m.num_visibles, m.num_states), generator)
 
 

@@ -157,20 +157,18 @@ def prepare(
     log.info("%s: %d sequences x %d match columns (%s)", path, num_input, length, raw.format)
 
     keep = np.ones(num_input, dtype=bool)
-    removed: dict[str, int] = {}
     if settings.ambiguous == "drop":
-        with_ambiguous = encoded.ambiguous > 0
-        removed["ambiguous_letters"] = int(with_ambiguous.sum())
-        keep &= ~with_ambiguous
+        keep &= encoded.ambiguous == 0
+    removed = {"ambiguous_letters": int(num_input - keep.sum())}
     gap_fraction = (encoded.codes == 0).mean(axis=1)
     too_gapped = keep & (gap_fraction > settings.max_gap_fraction)
-    removed[f"gap_fraction_above_{settings.max_gap_fraction:g}"] = int(too_gapped.sum())
+    removed["too_many_gaps"] = int(too_gapped.sum())
     keep &= ~too_gapped
     if not keep.any():
-        reasons = ", ".join(f"{count} {reason.replace('_', ' ')}"
-                            for reason, count in removed.items() if count)
-        raise InputError(f"{path}: all {num_input} sequences were filtered away ({reasons}); "
-                         f"raise max_gap_fraction (now {settings.max_gap_fraction:g})")
+        raise InputError(
+            f"{path}: all {num_input} sequences were filtered away ({removed['too_many_gaps']} "
+            f"with a gap fraction above max_gap_fraction = {settings.max_gap_fraction:g}, "
+            f"{removed['ambiguous_letters']} with ambiguous letters under ambiguous = drop)")
     codes = encoded.codes[keep]
     names = encoded.names[keep]
     num_kept = codes.shape[0]
@@ -204,6 +202,8 @@ def prepare(
         "M_eff_train": float(weights[parts["train"]].sum()),
         "M_eff_test": float(weights[parts["test"]].sum()),
         "removed_sequences": {"total": num_input - num_kept, **removed},
+        "filters": {"max_gap_fraction": settings.max_gap_fraction,
+                    "ambiguous": settings.ambiguous},
         "removed_columns": {"insert": encoded.insert_columns},
         "ambiguous_letters": {"rule": settings.ambiguous,
                               "residues": int(encoded.ambiguous.sum()),

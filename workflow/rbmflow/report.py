@@ -10,6 +10,7 @@ figures and rows that need it; the HTML says which and why.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import logging
@@ -29,8 +30,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from Bio import SeqIO  # noqa: E402
+from matplotlib.collections import PatchCollection  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
+from matplotlib.patches import PathPatch  # noqa: E402
+from matplotlib.path import Path as Path2D  # noqa: E402
+from matplotlib.textpath import TextPath  # noqa: E402
+from matplotlib.transforms import Affine2D  # noqa: E402
 
 from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded  # noqa: E402
 from rbmflow.device import resolve_device  # noqa: E402
@@ -366,17 +373,55 @@ def fig_energy(ev: Evaluation) -> Figure:
     return fig
 
 
-def _information_matrix(freqs: np.ndarray, alphabet: str) -> pd.DataFrame:
+def information_heights(freqs: np.ndarray) -> np.ndarray:
+    """Letter heights of an information logo: f_i(a) * (log2 q - H_i), in bits; (L, q)."""
     q = freqs.shape[1]
     safe = np.where(freqs > 0, freqs, 1.0)
     info = np.log2(q) + (freqs * np.log2(safe)).sum(1, keepdims=True)
-    return pd.DataFrame(freqs * info, columns=list(alphabet))
+    return freqs * info
+
+
+@functools.cache
+def _letter_path(letter: str) -> tuple[Path2D, float, float]:
+    """The outline of a bold letter moved to the origin, with its width and height."""
+    font = FontProperties(family="DejaVu Sans", weight="bold")
+    path = TextPath((0, 0), letter, size=1, prop=font)
+    box = path.get_extents()
+    moved = Affine2D().translate(-box.xmin, -box.ymin).transform_path(path)
+    return moved, max(box.width, 1e-6), max(box.height, 1e-6)
+
+
+def _draw_logo(ax: plt.Axes, heights: np.ndarray, first: int, alphabet: str,
+               colours: dict[str, str], min_height: float = 0.01, width: float = 0.9) -> None:
+    """Stacked letters, the tallest on top, each stretched to its height in bits.
+
+    Letters are scaled like sequence-logo glyphs: full column width, but never stretched
+    wider than an 'E' would be, so narrow letters stay narrow. Letters under min_height bits
+    (invisible at any readable size) are skipped; outlines are computed once per letter and
+    drawn as one collection, so long alignments stay fast.
+    """
+    _, widest, _ = _letter_path("E")
+    patches, colours_used = [], []
+    for offset, column in enumerate(heights):
+        floor = 0.0
+        for index in np.argsort(column, kind="stable"):
+            height = float(column[index])
+            if height < min_height:
+                continue
+            letter = alphabet[index]
+            path, letter_width, letter_height = _letter_path(letter)
+            stretch = min(width / letter_width, width / widest)
+            shift = (width - stretch * letter_width) / 2
+            place = (Affine2D().scale(stretch, height / letter_height)
+                     .translate(first + offset - width / 2 + shift, floor))
+            patches.append(PathPatch(place.transform_path(path)))
+            colours_used.append(colours[letter])
+            floor += height
+    ax.add_collection(PatchCollection(patches, facecolors=colours_used, edgecolors="none"))
 
 
 def fig_logos(ev: Evaluation, alphabet: str, natural_freqs: np.ndarray,
               per_row: int = 60) -> Figure:
-    import logomaker
-
     L = natural_freqs.shape[0]
     rows = math.ceil(L / per_row)
     width = min(per_row, L)
@@ -393,12 +438,11 @@ def fig_logos(ev: Evaluation, alphabet: str, natural_freqs: np.ndarray,
         for offset, (freqs, label) in enumerate(((natural_freqs, "natural (weighted)"),
                                                  (ev.arrays["fi_generated"], "generated"))):
             ax = axes[2 * block + offset, 0]
-            frame = _information_matrix(freqs[sl], alphabet)
-            frame.index = np.arange(sl.start, sl.stop)
-            logomaker.Logo(frame, ax=ax, color_scheme=colours, show_spines=False)
-            ax.set(ylim=(0, top), ylabel="bits", xlim=(sl.start - 0.5, sl.start + width - 0.5))
+            _draw_logo(ax, information_heights(freqs[sl]), sl.start + 1, alphabet, colours)
+            ax.set(ylim=(0, top), ylabel="bits", xlim=(sl.start + 0.5, sl.start + width + 0.5))
+            ax.spines[["top", "right"]].set_visible(False)
             ax.set_title(f"{label}, positions {sl.start + 1}-{sl.stop}", fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("alignment position (0-based)")
+    axes[-1, 0].set_xlabel("position in the encoded alignment (1-based)")
     fig.suptitle("Sequence logos: natural vs generated", fontsize=11)
     fig.tight_layout()
     return fig
@@ -417,7 +461,9 @@ def _log_axis(ax: plt.Axes, steps: np.ndarray) -> None:
             ax.set_xscale("log")
 
 
-def fig_training(frame: pd.DataFrame) -> Figure:
+def fig_training(frame: pd.DataFrame) -> Figure | None:
+    if frame.empty:
+        return None
     numeric = [c for c in frame.columns if c != "update" and pd.api.types.is_numeric_dtype(frame[c])
                and frame[c].notna().any()]
     groups: dict[str, list[str]] = {}
@@ -447,7 +493,9 @@ def fig_training(frame: pd.DataFrame) -> Figure:
     return fig
 
 
-def fig_loglik_trajectory(frame: pd.DataFrame) -> Figure:
+def fig_loglik_trajectory(frame: pd.DataFrame) -> Figure | None:
+    if frame.empty:
+        return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.4, 4.2))
     updates = frame["update"].to_numpy()
     for column, colour in (("loglik_train", TRAIN_COLOUR), ("loglik_test", TRUTH_COLOUR)):
@@ -632,6 +680,7 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
         ("log-likelihood test (nats/sequence)", metrics.get("loglik_test")),
         ("log Z", metrics.get("log_z")), ("log Z std", metrics.get("log_z_std")),
         ("log Z method", metrics.get("loglik_method")),
+        ("effective sample size (AIS)", metrics.get("loglik_ess")),
         ("sampling mode", metrics.get("sampling_mode")),
         ("sweeps", metrics.get("sampling_sweeps")),
         ("mixing time (sweeps)", metrics.get("mixing_time")),
@@ -720,6 +769,7 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
         "log_z": _scalar_or_none(lookup(loglik, "log_z")),
         "log_z_std": _scalar_or_none(lookup(loglik, "log_z_std")),
         "loglik_method": lookup(loglik, "method"),
+        "loglik_ess": _scalar_or_none(lookup(loglik, "ess")),
         "equilibrated": lookup(sampling, "equilibrated"),
         "mixing_time": lookup(sampling, "mixing_time"),
         "sampling_sweeps": lookup(sampling, "sweeps"),

@@ -74,11 +74,11 @@ class TrainSettings:
     """
 
     hidden: int = 100
-    updates: int = 10000
+    updates: int = 600
     chains: int = 2000
     batch_size: int = 2000
     gibbs_steps: int = 10
-    learning_rate: float = 0.01
+    learning_rate: float = 0.05
     lr_decay: float = 1.0
     method: str = "pcd"
     l1: float = 0.0
@@ -86,7 +86,7 @@ class TrainSettings:
     centered: bool = True
     normalize_gradient: bool = True
     checkpoints: int = 50
-    log_every: int = 100
+    log_every: int = 50
     seed: int = 0
     pseudocount: float = 1e-3
     init_std: float = 0.01
@@ -432,6 +432,8 @@ def _initial_chains(model: PottsRBM, s: TrainSettings, codes: Tensor,
 def _resume_point(out: Path, partial: Path, key: str, s: TrainSettings, restart: bool
                   ) -> tuple[int | None, float, list[dict[str, Any]]]:
     """Last complete checkpoint of a compatible partial (or finished, shorter) archive."""
+    for stale in partial.parent.glob(f".{partial.name}.*.tmp{partial.suffix}"):
+        stale.unlink(missing_ok=True)  # a checkpoint copy cut short by a kill
     if restart:
         partial.unlink(missing_ok=True)
     candidates = [partial] if partial.exists() else []

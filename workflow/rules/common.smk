@@ -41,13 +41,17 @@ def fetch_pfam_flags(wildcards):
     return cli_flags(settings)
 
 
+def loglik_declares_trajectory():
+    """Whether the loglik rule writes a log-likelihood trajectory CSV."""
+    try:
+        return "trajectory" in rules.loglik.output.keys()
+    except Exception:  # no loglik rule in this workflow
+        return False
+
+
 def report_trajectory(wildcards):
     """The log-likelihood trajectory CSV when the loglik rule declares one, else nothing."""
-    try:
-        declared = rules.loglik.output.keys()
-    except Exception:  # no loglik rule in this workflow
-        return []
-    if "trajectory" not in declared:
+    if not loglik_declares_trajectory():
         return []
     return f"results/{wildcards.family}/{wildcards.run}/loglik_trajectory.csv"
 

@@ -11,6 +11,7 @@ rule loglik:
         "benchmarks/out/loglik/{family}/{run}.tsv"
     params:
         flags=cli_flags(config["loglik"]),
+        device=config["device"],
     threads: 2
     resources:
         gpu=1,
@@ -21,4 +22,4 @@ rule loglik:
     shell:
         "rbmflow loglik {input.model} {input.data} --out {output.loglik} "
         "--trajectory-csv {output.trajectory} {params.flags} "
-        "--device {config[device]} --threads {threads} 2> {log}"
+        "--device {params.device} --threads {threads} 2> {log}"

@@ -19,6 +19,7 @@ rule report:
                     category="{family}", subcategory="{run}",
                     labels={"family": "{family}", "run": "{run}", "figure": "report.html"}),
         figures=[report_figure(name) for name in REPORT_FIGURES],
+        trajectory_figure=[report_figure("loglik_trajectory")] if loglik_declares_trajectory() else [],
     log:
         "logs/report/{family}/{run}.log",
     benchmark:

@@ -18,6 +18,8 @@ rule train:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
+        # Passive OpenMP waiting: on a shared machine, spinning threads slow every job.
+        "OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}} "
         "rbmflow train {input} --out {output.model} --log {output.log} "
         "--family {wildcards.family} --run-name {wildcards.run} {params.flags} "
         "--device {config[device]} --threads {threads} 2> {log}"

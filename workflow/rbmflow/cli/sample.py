@@ -24,6 +24,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2, not {value}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -45,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="encoded alignment (alignment.npz): alphabet, training set")
     parser.add_argument("--out", required=True, help="FASTA of the generated sequences")
     parser.add_argument("--info", required=True, help="sampling.json: settings, diagnostics")
-    parser.add_argument("--chains", type=_positive_int, default=defaults.chains,
+    parser.add_argument("--chains", type=_at_least_two, default=defaults.chains,
                         help="independent chains started from random = sequences written "
                              "(default %(default)s)")
     parser.add_argument("--sweeps", type=_positive_int, default=defaults.sweeps,
