@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow import ALPHABET
+from rbmflow import ALPHABET, archive
 from rbmflow.cli import main
 from rbmflow.dataset import EncodedAlignment, save_encoded
 from rbmflow.errors import InputError
@@ -101,7 +101,6 @@ def tiny_run(tmp_path: Path) -> dict[str, Path]:
                              -u / 90])
     paths = {name: tmp_path / name for name in ("alignment.npz", "samples.fasta",
                                                  "sampling.json", "loglik.json", "train_log.csv")}
-    archive = pytest.importorskip("rbmflow.archive")
     model = PottsRBM(torch.randn(L, q, NH) * 0.2, torch.randn(L, q) * 0.2, torch.zeros(NH))
     archive.save_checkpoint(
         tmp_path / "model.h5", model, torch.randint(0, q, (5, L)), update=10, time_s=1.0,

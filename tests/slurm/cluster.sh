@@ -98,9 +98,16 @@ link_config() {
   if [ -e /etc/slurm/slurm.conf ]; then
     die "/etc/slurm/slurm.conf exists: this host has a SLURM of its own; not starting a second"
   fi
-  if [ -e /run/slurm/conf ] || [ -L /run/slurm/conf ]; then
-    die "/run/slurm/conf exists (another local cluster running?): stop it first"
+  if [ -L /run/slurm/conf ]; then
+    local other
+    other=$(readlink /run/slurm/conf)
+    if [ -f "$other/pid/slurmctld.pid" ] && kill -0 "$(cat "$other/pid/slurmctld.pid")" 2>/dev/null
+    then
+      die "a local cluster is running from $other: stop it first ($0 stop $other)"
+    fi
+    rm -f /run/slurm/conf  # left behind by a cluster that was not stopped
   fi
+  [ -e /run/slurm/conf ] && die "/run/slurm/conf exists and is not a link of this script"
   mkdir -p /run/slurm
   ln -s "$DIR" /run/slurm/conf
 }
@@ -147,6 +154,7 @@ start() {
   fi
   mkdir -p "$DIR"
   chmod 0755 "$DIR"
+  trap 'status=$?; [ "$status" -eq 0 ] || stop; exit "$status"' EXIT  # half-started: undo
   install_packages
   mkdir -p "$DIR/state" "$DIR/spool" "$DIR/pid" "$DIR/log"
   write_config
@@ -166,6 +174,10 @@ start() {
 
 stop() {
   local name pid
+  # jobs still running on this private cluster go first
+  if [ -f "$DIR/pid/slurmctld.pid" ] && kill -0 "$(cat "$DIR/pid/slurmctld.pid")" 2>/dev/null; then
+    SLURM_CONF="$DIR/slurm.conf" timeout 10 scancel --quiet --full --partition=debug || true
+  fi
   for name in slurmd slurmctld munged; do
     [ -f "$DIR/pid/$name.pid" ] || continue
     pid=$(cat "$DIR/pid/$name.pid")

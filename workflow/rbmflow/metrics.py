@@ -463,8 +463,12 @@ def evaluate(train: Tensor, train_weights: Tensor, test: Tensor, test_weights: T
         t_idx = torch.as_tensor(subsample(train.shape[0], n_aa, seed + 4), device=train.device)
         g_idx = torch.as_tensor(subsample(generated.shape[0], n_aa, seed + 5),
                                 device=generated.device)
-        m["nnaa"] = {**adversarial_accuracy(train[t_idx], generated[g_idx], q),
-                     "n": int(n_aa), "truth": "train"}
+        if n_aa >= 2:
+            m["nnaa"] = {**adversarial_accuracy(train[t_idx], generated[g_idx], q),
+                         "n": int(n_aa), "truth": "train"}
+        else:
+            m["nnaa"] = None
+            notes.append("fewer than 2 generated sequences: no adversarial accuracy")
         if has_test and test.shape[0] >= 2:
             n_ref = min(settings.nn_samples, train.shape[0], test.shape[0])
             t_idx = torch.as_tensor(subsample(train.shape[0], n_ref, seed + 4), device=train.device)

@@ -64,8 +64,8 @@ FIGURES = {
                     "model would score; right: connected three-site correlations on a fixed "
                     "random set of site triplets.",
     "pca": "Natural sequences (one-hot, weighted) on their first two principal components "
-           "(grey density), with the generated sequences projected on the same components "
-           "(red). Margins: weighted histograms along each component. A good model covers "
+           "(blue density), with the generated sequences projected on the same components "
+           "(red points). Margins: weighted histograms along each component. A good model covers "
            "the same clusters with the same weights.",
     "hamming": "Distance from each generated sequence to its nearest training sequence "
                "(fraction of differing sites), beside the same for natural test sequences. "
@@ -335,7 +335,9 @@ def fig_pca(ev: Evaluation) -> Figure:
 def fig_hamming(ev: Evaluation) -> Figure:
     m, a = ev.metrics, ev.arrays
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    bins = np.linspace(0, 1, 51)
+    L = m["length"]
+    step = max(1, math.ceil(L / 60))
+    bins = (np.arange(0, L + step + 1, step) - 0.5) / L  # one bin per distance (or a few)
     ax.hist(a["hamming_generated"], bins=bins, density=True, alpha=0.6, color=SYNTH_COLOUR,
             label=f"generated (median {_fmt(m['hamming_nn_median'])})")
     if "hamming_test" in a:
@@ -343,7 +345,7 @@ def fig_hamming(ev: Evaluation) -> Figure:
                 color=TRUTH_COLOUR,
                 label=f"natural test (median {_fmt(m['hamming_nn_median_test'])})")
     top = max(a["hamming_generated"].max(), a.get("hamming_test", np.zeros(1)).max())
-    ax.set(xlim=(0, min(1.0, top + 0.1)), xlabel="distance to nearest training sequence "
+    ax.set(xlim=(bins[0], min(1.0, top + 0.1)), xlabel="distance to nearest training sequence "
            "(fraction of sites)", ylabel="density",
            title="Nearest training sequence: generated vs natural test")
     ax.legend(fontsize=8, loc="center right")

@@ -11,8 +11,15 @@ rule sample:
         "benchmarks/out/sample/{family}/{run}.tsv"
     params:
         flags=cli_flags(config["sample"]),
+        device=config["device"],
+    threads: 2
+    resources:
+        gpu=1,
+        runtime=240,
+        mem_mb=4000,
     conda:
         "../../envs/rbmflow.yaml"
     shell:
         "rbmflow sample {input.model} {input.data} --out {output.samples} "
-        "--info {output.info} {params.flags} --device {config[device]} 2> {log}"
+        "--info {output.info} {params.flags} --device {params.device} "
+        "--threads {threads} 2> {log}"

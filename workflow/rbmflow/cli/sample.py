@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+import torch
+
+from rbmflow.errors import InputError
 from rbmflow.generate import MODES, SamplingSettings, sample_stage
 from rbmflow.mixing import Criteria
 
@@ -75,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-chains", type=_non_negative_int, default=None,
                         help="chains started from training sequences (default: as many as "
                              "--chains, at most the training set; 0: none)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--update", type=_non_negative_int, default=None,
                         help="checkpoint to sample (default: the last)")
     parser.add_argument("--z-max", type=_positive_float, default=criteria.z_max,
@@ -88,6 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    for role, path in (("model", args.model), ("alignment", args.data)):
+        if not Path(path).is_file():
+            raise InputError(f"{path}: {role} file not found")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     settings = SamplingSettings(
         chains=args.chains, sweeps=args.sweeps, beta=args.beta, seed=args.seed, mode=args.mode,
         record_every=args.record_every, auto_extend=args.auto_extend,
