@@ -124,12 +124,13 @@ def test_sample_stage_writes_fasta_and_sampling_json(tmp_path: Path) -> None:
     assert report["mixing_time"] is not None and report["mixing_time"] <= 20
     assert set(report["equilibrium"]["checks"]) == {
         "mixing_random", "mixing_data", "energy_random_vs_data", "overlap_random_vs_data",
-        "pearson_random_vs_data"}
+        "pearson_random_vs_data", "mixing_time"}
     traj = report["trajectories"]["random"]
     assert traj["sweep"] == [0] + record_times(40)
     assert len(traj["energy_mean"]) == len(traj["sweep"]) == len(traj["pearson_cij_train"])
+    assert set(report["trajectories"]) == {"random", "data"}
     assert report["trajectories"]["data"]["sweep"] == traj["sweep"]
-    meeting = report["trajectories"]["random_vs_data"]
+    meeting = report["equilibrium"]["energy_random_vs_data"]
     assert meeting["sweep"] == traj["sweep"] and meeting["energy_passed"][-1] is True
     assert report["mixing_time"] == max(report["equilibrium"]["decorrelation_time"],
                                         report["equilibrium"]["relaxation_time"])

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from rbmflow.generate import DATA, RANDOM, SamplingSettings, run_sampling
+from rbmflow.generate import DATA, RANDOM, SamplingSettings, combined_mixing_time, run_sampling
 from rbmflow.mixing import (
     Criteria,
     compare_energies,
@@ -169,3 +169,27 @@ def test_auto_extend_doubles_until_equilibrated_or_cap() -> None:
     easy = run_sampling(independent_model(), settings,
                         exact_independent_sample(independent_model(), 300, seed=1))
     assert easy.equilibrated is True and easy.sweeps == 8
+
+
+def test_mixing_time_needs_both_decorrelation_and_relaxation() -> None:
+    assert combined_mixing_time(3, 12, with_data=True) == 12
+    assert combined_mixing_time(16, 12, with_data=True) == 16
+    assert combined_mixing_time(3, None, with_data=True) is None
+    assert combined_mixing_time(None, 2, with_data=True) is None
+    assert combined_mixing_time(3, None, with_data=False) == 3
+
+
+def test_slow_mode_switching_needs_a_longer_run() -> None:
+    """A weaker two-mode model switches modes every few tens of sweeps: chains started all in
+    one mode fail the checks after a few sweeps and pass after many, the mixing time between."""
+    model = two_mode_model(strength=1.6)
+    g = torch.Generator().manual_seed(3)
+    train = model.gibbs(torch.randint(0, Q, (401, L), generator=g), 600, 1.0, g)
+    start = {RANDOM: PATTERN_B.repeat(293, 1)}
+    short = run_sampling(model, SamplingSettings(chains=293, sweeps=8, seed=0), train,
+                         initial=start)
+    assert short.equilibrated is False
+    long = run_sampling(model, SamplingSettings(chains=293, sweeps=256, seed=0), train,
+                        initial=start)
+    assert long.equilibrated is True, long.failed_checks
+    assert 8 < long.mixing_time <= 128

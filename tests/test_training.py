@@ -97,6 +97,9 @@ def test_gradient_equals_autograd_of_exact_loglik():
         centered = gradient(data_moments, model_moments, centered=True)
     for ours, ref in zip(plain, expected, strict=True):
         torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    chunked = moments(model.clone(), allv, _exact_probabilities(model, allv).detach(), chunk=7)
+    for name in ("v", "h", "vh"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(model_moments, name))
     # the centred direction is the documented linear map of the plain gradient
     d_w, d_v, d_h = expected
     v_bar, h_bar = data_moments.v, data_moments.h
@@ -286,3 +289,31 @@ def test_kill9_during_training_then_rerun_finishes_the_run(tmp_path):
     with open(log_path) as handle:
         logged = [int(row["update"]) for row in csv.DictReader(handle)]
     assert logged == [0, *range(300, 1201, 300), 1201]
+
+
+def test_a_longer_run_extends_a_finished_one_exactly(tmp_path):
+    data = _alignment(_teacher_data(127, seed=14))
+    short = TrainSettings(hidden=7, updates=19, chains=41, batch_size=43, gibbs_steps=2,
+                          checkpoints=5, log_every=4, seed=5)
+    longer = TrainSettings(**{**short.__dict__, "updates": 37})
+    direct = train(data, tmp_path / "direct.h5", tmp_path / "direct.csv", longer,
+                   progress=False)
+    out, log_path = tmp_path / "model.h5", tmp_path / "log.csv"
+    train(data, out, log_path, short, progress=False)
+    first = archive.list_updates(out)
+    extended = train(data, out, log_path, longer, progress=False)
+    for ours, ref in zip(extended.tensors(), direct.tensors(), strict=True):
+        assert torch.equal(ours, ref)
+    updates = archive.list_updates(out)
+    assert updates[:len(first)] == first and updates[-1] == 37
+
+
+def test_learning_rate_decays_exponentially_to_the_final_ratio():
+    settings = TrainSettings(updates=29, learning_rate=0.2, lr_decay=0.1)
+    assert settings.learning_rate_at(0) == pytest.approx(0.2)
+    assert settings.learning_rate_at(29) == pytest.approx(0.02)
+    rates = [settings.learning_rate_at(u) for u in range(30)]
+    assert np.allclose(np.diff(np.log(rates)), np.log(0.1) / 29)
+    assert settings.resume_key() != TrainSettings(updates=31, learning_rate=0.2,
+                                                  lr_decay=0.1).resume_key()
+    assert TrainSettings(updates=29).resume_key() == TrainSettings(updates=31).resume_key()

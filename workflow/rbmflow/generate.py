@@ -10,9 +10,10 @@ temperature beta:
 At log-spaced record times (1, 2, 3, 4, 6, 8, 12, 16, ... and the final sweep) each set
 records its mean free energy F(v) (nats, at beta = 1), the Pearson of its connected
 correlations against the training data, and the t versus t/2 mixing test (rbmflow.mixing).
-At the end the two sets are compared (energies, overlaps, correlations Pearson). The verdict
-`equilibrated` needs every one of those checks to pass; with `auto_extend` the sweeps double
-until it does or a cap is reached.
+At the end the two sets are compared (energies, overlaps, correlations Pearson), and the
+mixing time must be at most half the sweeps run (the chains spent the second half mixed).
+The verdict `equilibrated` needs every one of those checks to pass; with `auto_extend` the
+sweeps double until it does or a cap is reached.
 
 A model trained with Rdm-k (chains restarted from random, k sweeps per update) is fitted so
 that k sweeps from a random start reproduce the data, not the equilibrium distribution
@@ -174,6 +175,19 @@ class MeetingTrajectory:
         return first_stable_pass(self.sweep, self.energy_passed) if self.sweep else None
 
 
+def combined_mixing_time(decorrelation: int | None, relaxation: int | None,
+                         with_data: bool) -> int | None:
+    """Sweeps after which the random-start chains are mixed, on both evidences.
+
+    The larger of the decorrelation time (t vs t/2 test) and, when data-start chains ran,
+    the relaxation time (sweeps until both sets' mean energies agree for good); None when
+    either was not reached.
+    """
+    if decorrelation is None or (with_data and relaxation is None):
+        return None
+    return decorrelation if not with_data else max(decorrelation, relaxation or 0)
+
+
 @dataclass
 class SamplingResult:
     """Final chains and everything `sampling.json` reports about how they were obtained."""
@@ -194,19 +208,8 @@ class SamplingResult:
 
     @property
     def mixing_time(self) -> int | None:
-        """Sweeps after which the random-start chains are mixed, on both evidences.
-
-        The larger of the decorrelation time (t vs t/2 test) and, when data-start chains ran,
-        the relaxation time (sweeps until both sets' mean energies agree for good); None when
-        either was not reached.
-        """
-        if self.decorrelation_time is None:
-            return None
-        if self.meeting is None:
-            return self.decorrelation_time
-        if self.relaxation_time is None:
-            return None
-        return max(self.decorrelation_time, self.relaxation_time)
+        return combined_mixing_time(self.decorrelation_time, self.relaxation_time,
+                                    self.meeting is not None)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -388,6 +391,12 @@ def run_sampling(
             if not equilibrium:
                 break
             checks = _final_checks(model, split(state), trackers, criteria, diag_generator)
+            mixed_after = combined_mixing_time(
+                trackers[RANDOM].trajectory.mixing_time(),
+                None if meeting is None else meeting.relaxation_time(), meeting is not None)
+            checks["mixing_time"] = {
+                "mixing_time": mixed_after, "sweeps": sweep,
+                "passed": mixed_after is not None and 2 * mixed_after <= sweep}
             equilibrated = all(check["passed"] for check in checks.values()) if checks else None
             extensions.append({"sweeps": sweep, "equilibrated": equilibrated,
                                "failed_checks": [n for n, c in checks.items() if not c["passed"]]})
@@ -497,6 +506,7 @@ def result_summary(result: SamplingResult) -> dict[str, Any]:
                                     if DATA in result.trajectories else None),
         "failed_checks": result.failed_checks,
         "checks": result.checks,
+        "energy_random_vs_data": None if result.meeting is None else asdict(result.meeting),
     }
     warning = None
     if mode.mode == "equilibrium" and not result.equilibrated:
@@ -515,9 +525,7 @@ def result_summary(result: SamplingResult) -> dict[str, Any]:
         "mixing_time": result.mixing_time,
         "equilibrium": equilibrium,
         "auto_extend": result.extensions,
-        "trajectories": {
-            **{name: asdict(traj) for name, traj in result.trajectories.items()},
-            **({} if result.meeting is None else {"random_vs_data": asdict(result.meeting)})},
+        "trajectories": {name: asdict(traj) for name, traj in result.trajectories.items()},
         "timing": {"elapsed_s": result.elapsed_s, "sweep_s": seconds,
                    "sweeps_per_s": result.sweeps / seconds if seconds > 0 else None,
                    "chains": result.chain_counts},

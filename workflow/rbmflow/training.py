@@ -154,10 +154,12 @@ class Moments:
     vh: Tensor
 
 
-def moments(model: PottsRBM, codes: Tensor, weights: Tensor | None = None) -> Moments:
+def moments(model: PottsRBM, codes: Tensor, weights: Tensor | None = None,
+            chunk: int = 8192) -> Moments:
     """Weighted averages of 1[v_i = a], m(v) and 1[v_i = a] m(v) over codes (C, L).
 
-    weights (C,) are normalised here; None means a plain mean.
+    weights (C,) are normalised here; None means a plain mean. One-hot blocks of at most
+    `chunk` rows are built, so memory stays bounded on large families.
     """
     C = codes.shape[0]
     L, q, nh = model.weight_matrix.shape
@@ -166,11 +168,14 @@ def moments(model: PottsRBM, codes: Tensor, weights: Tensor | None = None) -> Mo
     else:
         w = weights.to(device=model.device, dtype=model.dtype)
         w = w / w.sum()
-    mag = torch.sigmoid(model.hidden_inputs(codes))
-    weighted_mag = mag * w[:, None]
-    x = one_hot(codes, q, model.dtype).view(C, L * q)
-    vh = (x.T @ weighted_mag).view(L, q, nh)
-    return Moments(v=site_moments(codes, w, q), h=weighted_mag.sum(0), vh=vh)
+    vh = torch.zeros(L * q, nh, device=model.device, dtype=model.dtype)
+    h = torch.zeros(nh, device=model.device, dtype=model.dtype)
+    for start in range(0, C, chunk):
+        part = codes[start:start + chunk]
+        weighted_mag = torch.sigmoid(model.hidden_inputs(part)) * w[start:start + chunk, None]
+        vh.addmm_(one_hot(part, q, model.dtype).view(-1, L * q).T, weighted_mag)
+        h += weighted_mag.sum(0)
+    return Moments(v=site_moments(codes, w, q), h=h, vh=vh.view(L, q, nh))
 
 
 def gradient(data: Moments, chains: Moments, centered: bool = True
