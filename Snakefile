@@ -21,6 +21,13 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/report.smk"
 
 
+# Run on the submitting host under a cluster profile: fetch needs the network that compute
+# nodes often lack, and summary is a few milliseconds of table-making.
+localrules:
+    fetch,
+    summary,
+
+
 rule all:
     input:
         all_targets(),
