@@ -270,6 +270,18 @@ def test_gibbs_is_reproducible_and_keeps_its_input() -> None:
     assert torch.equal(a, b) and torch.equal(start, copy)
     assert torch.equal(model.gibbs(start, 0), start.long())
     assert int(a.min()) >= 0 and int(a.max()) < q
+    # The same draws whatever the number of threads, and independent draws in every block.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = model.gibbs(start, 4, generator=torch.Generator().manual_seed(1))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a, serial)
+    block = cpu_chain_block(L, q)
+    same = start[:1].expand(2 * block, -1)
+    out = model.gibbs(same, 1, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(out[:block], out[block:])
 
 
 def test_one_hot_marks_exactly_the_codes() -> None:

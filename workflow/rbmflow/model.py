@@ -13,26 +13,41 @@ embedding-bag over the rows of W picked by the codes (no one-hot is built); the 
 logits are one matrix product with the biases added by the same call; the categorical draw is
 an inverse CDF over exp(logits) with no max-subtraction pass (a per-site constant folded into
 the biases keeps the exponentials in range, and the rare rows that still overflow or underflow
-are redrawn exactly); on the CPU a sweep runs over blocks of chains small enough to stay in
-cache.
+are redrawn exactly); on the CPU the chains run in blocks small enough to stay in a core's
+cache, one single-threaded block per worker thread, so no operation waits on a barrier.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-# Logits per block of a CPU sweep: the (chains, L*q) buffers of a block then stay in the
-# caches. Fixed (not derived from the machine) so that a seed gives the same draws everywhere.
-CPU_BLOCK_LOGITS = 2**20
+# Logits per block of a CPU sweep: the (chains, L*q) buffers of a block then stay in a core's
+# cache. Fixed (not derived from the machine) so that a seed gives the same draws everywhere.
+CPU_BLOCK_LOGITS = 2**18
 
 
 def cpu_chain_block(num_visibles: int, num_states: int) -> int:
     """Number of chains a CPU Gibbs sweep processes at once for L sites and q states."""
     return max(16, CPU_BLOCK_LOGITS // (num_visibles * num_states))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] = (0, 0)
+
+
+def _block_pool(workers: int) -> ThreadPoolExecutor:
+    """Worker threads for independent blocks of chains (recreated after a fork)."""
+    global _pool, _pool_key
+    if _pool is None or _pool_key != (os.getpid(), workers):
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rbmflow-gibbs")
+        _pool_key = (os.getpid(), workers)
+    return _pool
 
 
 @dataclass
@@ -148,27 +163,55 @@ class PottsRBM:
               generator: torch.Generator | None = None) -> Tensor:
         """Run `sweeps` alternating block-Gibbs sweeps v -> h -> v from codes (C, L).
 
-        Returns the new codes (C, L), int64; the input is not modified. Chains are independent,
-        so on the CPU each block of cpu_chain_block(L, q) chains runs all its sweeps in turn
-        while its buffers stay in cache. The draws depend only on the seed of `generator` (or the
-        global one), the device and the sizes.
+        Returns the new codes (C, L), int64; the input is not modified. On the CPU the chains
+        are cut into blocks of cpu_chain_block(L, q); each block runs all its sweeps with
+        single-threaded operations whose buffers stay in cache, on torch.get_num_threads()
+        worker threads at once, and draws from its own generator seeded from `generator` (or
+        the global one). The result thus depends on the seed, L, q and C, not on the number
+        of threads.
         """
         codes = codes.long()
         if sweeps <= 0:
             return codes.clone()
         sampler = _VisibleSampler(self, beta)
-        if codes.device.type == "cpu":
-            block = cpu_chain_block(self.num_visibles, self.num_states)
-        else:
-            block = max(codes.shape[0], 1)
+        if codes.device.type != "cpu":
+            return self._gibbs_block(codes, sweeps, beta, sampler, generator)
+        block = cpu_chain_block(self.num_visibles, self.num_states)
+        starts = list(range(0, codes.shape[0], block))
+        seeds = torch.randint(0, 2**62, (len(starts),), generator=generator).tolist()
         out = torch.empty_like(codes)
-        for start in range(0, codes.shape[0], block):
-            chunk = codes[start:start + block]
-            for _ in range(sweeps):
-                h, _ = self.sample_hiddens(chunk, beta, generator)
-                chunk = sampler.sample(h, generator)
-            out[start:start + block] = chunk
+        threads = torch.get_num_threads()
+
+        def run(start: int, seed: int) -> None:
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(seed)
+                out[start:start + block] = self._gibbs_block(codes[start:start + block], sweeps,
+                                                             beta, sampler, g)
+
+        def run_single_threaded(start: int, seed: int) -> None:
+            if torch.get_num_threads() != 1:
+                torch.set_num_threads(1)
+            run(start, seed)
+
+        if threads == 1 or len(starts) == 1:
+            for start, seed in zip(starts, seeds, strict=True):
+                run(start, seed)
+            return out
+        try:
+            pool = _block_pool(threads)
+            for done in [pool.submit(run_single_threaded, start, seed)
+                         for start, seed in zip(starts, seeds, strict=True)]:
+                done.result()
+        finally:
+            torch.set_num_threads(threads)
         return out
+
+    def _gibbs_block(self, codes: Tensor, sweeps: int, beta: float, sampler: _VisibleSampler,
+                     generator: torch.Generator | None) -> Tensor:
+        for _ in range(sweeps):
+            h, _ = self.sample_hiddens(codes, beta, generator)
+            codes = sampler.sample(h, generator)
+        return codes
 
     # -- gauge ------------------------------------------------------------------------------
 
