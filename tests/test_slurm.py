@@ -133,15 +133,6 @@ TINY_STAGE_SETTINGS = {
 }
 
 
-def _tiny_stage_settings() -> dict[str, dict]:
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    stages = {}
-    for stage, settings in TINY_STAGE_SETTINGS.items():
-        known = schema["properties"].get(stage, {}).get("properties", {})
-        stages[stage] = {key: value for key, value in settings.items() if key in known}
-    return stages
-
-
 def _snakemake(workdir: Path, config: Path, *args: str) -> list[str]:
     return [
         sys.executable, "-m", "snakemake",
@@ -165,7 +156,7 @@ def pipeline(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Pipe
         "runs": {"small": {"hidden": 3, "updates": 6, "chains": 17, "batch_size": 19,
                            "gibbs_steps": 2, "checkpoints": 2, "seed": 3}},
         "device": "auto",
-        **_tiny_stage_settings(),
+        **TINY_STAGE_SETTINGS,
     }))
     command = _snakemake(
         workdir, config,

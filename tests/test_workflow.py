@@ -47,6 +47,8 @@ def tiny_config() -> dict:
         "device": "cpu",
         "prepare": {"identity": 0.8, "max_gap_fraction": 0.2, "test_fraction": 0.25,
                     "seed": 0},
+        "sample": {"chains": 23, "sweeps": 20, "auto_extend": False, "data_chains": 23},
+        "report": {"triplets": 5, "nn_samples": 20, "pca_components": 2},
     }
 
 
@@ -107,6 +109,26 @@ def test_prepare_outputs(workflow: Workflow) -> None:
     for stage in ("fetch", "prepare"):
         assert (workflow.directory / f"logs/{stage}/tiny.log").is_file()
         assert (workflow.directory / f"benchmarks/out/{stage}/tiny.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_whole_pipeline_ends_with_a_report(workflow: Workflow) -> None:
+    result = workflow.run()
+    assert result.returncode == 0, explain(result)
+    run = workflow.directory / "results/tiny/quick"
+    for name in ("model.h5", "train_log.csv", "loglik.json", "loglik_trajectory.csv",
+                 "samples.fasta", "sampling.json", "report/metrics.json", "report/report.html"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "report/metrics.json").read_text())
+    loglik = json.loads((run / "loglik.json").read_text())
+    assert metrics["n_generated"] == 23
+    assert metrics["loglik_test"] == loglik["loglik_test"] < 0
+    assert -1 <= metrics["pearson_cij"] <= 1
+    summary = (workflow.directory / "results/summary.csv").read_text().splitlines()
+    assert len(summary) == 2 and "quick" in summary[1]
+    # a second run finds everything done
+    again = workflow.run("-n")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
 @pytest.mark.slow
