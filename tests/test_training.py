@@ -308,6 +308,27 @@ def test_a_longer_run_extends_a_finished_one_exactly(tmp_path):
     assert updates[:len(first)] == first and updates[-1] == 37
 
 
+def test_a_shorter_run_or_restart_trains_from_scratch(tmp_path):
+    data = _alignment(_teacher_data(127, seed=14))
+    longer = TrainSettings(hidden=7, updates=23, chains=41, batch_size=43, gibbs_steps=2,
+                           checkpoints=5, log_every=4, seed=5)
+    shorter = TrainSettings(**{**longer.__dict__, "updates": 11})
+    direct = train(data, tmp_path / "short.h5", tmp_path / "short.csv", shorter, progress=False)
+    out, log_path = tmp_path / "model.h5", tmp_path / "log.csv"
+    trained = train(data, out, log_path, longer, progress=False)
+    fresh_checkpoints = archive.list_updates(out)
+    shortened = train(data, out, log_path, shorter, progress=False)
+    assert archive.list_updates(out) == archive.list_updates(tmp_path / "short.h5")
+    for ours, ref in zip(shortened.tensors(), direct.tensors(), strict=True):
+        assert torch.equal(ours, ref)
+    train(data, out, log_path, longer, progress=False)  # extends 11 -> 23, keeps update_11
+    assert archive.list_updates(out) != fresh_checkpoints
+    again = train(data, out, log_path, longer, restart=True, progress=False)
+    assert archive.list_updates(out) == fresh_checkpoints
+    for ours, ref in zip(again.tensors(), trained.tensors(), strict=True):
+        assert torch.equal(ours, ref)
+
+
 def test_learning_rate_decays_exponentially_to_the_final_ratio():
     settings = TrainSettings(updates=29, learning_rate=0.2, lr_decay=0.1)
     assert settings.learning_rate_at(0) == pytest.approx(0.2)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from rbmflow.errors import InputError
 from rbmflow.model import PottsRBM
-from rbmflow.provenance import FORMAT_VERSION, atomic_path
+from rbmflow.provenance import FORMAT_VERSION, atomic_path, json_default
 
 MODEL_TYPE = "PBRBM"
 METADATA_GROUP = "rbmflow"
@@ -102,30 +102,13 @@ def save_checkpoint(
                 f["parallel_chains"] = chain_array
             meta = f.require_group(METADATA_GROUP)
             meta.attrs["format_version"] = FORMAT_VERSION
-            meta.attrs["metadata_json"] = json.dumps(metadata, default=_json_default)
+            meta.attrs["metadata_json"] = json.dumps(metadata, default=json_default)
             if train_log is not None:
                 if "train_log" in meta:
                     del meta["train_log"]
                 meta["train_log"] = train_log
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _open(path: str | os.PathLike[str]) -> h5py.File:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from rbmflow.errors import RbmflowError
+
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """`auto` picks CUDA when available, else the CPU; `cpu`, `cuda`, `cuda:N` are taken as is.
@@ -14,5 +16,5 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine")
+        raise RbmflowError(f"device {spec!r} requested but CUDA is not available on this machine")
     return device

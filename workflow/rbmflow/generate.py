@@ -37,7 +37,7 @@ from torch import Tensor
 from rbmflow.archive import load_rbm, read_metadata
 from rbmflow.dataset import TRAIN, load_encoded
 from rbmflow.device import resolve_device
-from rbmflow.errors import InputError, RbmflowError
+from rbmflow.errors import InputError
 from rbmflow.mixing import (
     Criteria,
     compare_energies,
@@ -555,10 +555,7 @@ def sample_stage(
     The model's training metadata chooses the mode (see choose_mode); the alignment gives
     the alphabet and the training sequences (correlations target, data-start chains).
     """
-    try:
-        torch_device = resolve_device(device)
-    except RuntimeError as err:
-        raise RbmflowError(str(err)) from err
+    torch_device = resolve_device(device)
     metadata = read_metadata(model_path)
     model = load_rbm(model_path, update=update, device=torch_device, dtype=torch.float32)
     try:

@@ -56,10 +56,11 @@ def _umask() -> int:
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """`default=` for json.dumps: numpy/torch scalars and arrays, and paths."""
     if hasattr(obj, "item"):
         return obj.item()
     if hasattr(obj, "tolist"):

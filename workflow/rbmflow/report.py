@@ -10,7 +10,6 @@ figures and rows that need it; the HTML says which and why.
 from __future__ import annotations
 
 import base64
-import functools
 import html
 import json
 import logging
@@ -25,19 +24,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import logomaker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from Bio import SeqIO  # noqa: E402
-from matplotlib.collections import PatchCollection  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.font_manager import FontProperties  # noqa: E402
-from matplotlib.patches import PathPatch  # noqa: E402
-from matplotlib.path import Path as Path2D  # noqa: E402
-from matplotlib.textpath import TextPath  # noqa: E402
-from matplotlib.transforms import Affine2D  # noqa: E402
 
 from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded  # noqa: E402
 from rbmflow.device import resolve_device  # noqa: E402
@@ -383,53 +377,14 @@ def information_heights(freqs: np.ndarray) -> np.ndarray:
     return freqs * info
 
 
-@functools.cache
-def _letter_path(letter: str) -> tuple[Path2D, float, float]:
-    """The outline of a bold letter moved to the origin, with its width and height."""
-    font = FontProperties(family="DejaVu Sans", weight="bold")
-    path = TextPath((0, 0), letter, size=1, prop=font)
-    box = path.get_extents()
-    moved = Affine2D().translate(-box.xmin, -box.ymin).transform_path(path)
-    return moved, max(box.width, 1e-6), max(box.height, 1e-6)
-
-
-def _draw_logo(ax: plt.Axes, heights: np.ndarray, first: int, alphabet: str,
-               colours: dict[str, str], min_height: float = 0.01, width: float = 0.9) -> None:
-    """Stacked letters, the tallest on top, each stretched to its height in bits.
-
-    Letters are scaled like sequence-logo glyphs: full column width, but never stretched
-    wider than an 'E' would be, so narrow letters stay narrow. Letters under min_height bits
-    (invisible at any readable size) are skipped; outlines are computed once per letter and
-    drawn as one collection, so long alignments stay fast.
-    """
-    _, widest, _ = _letter_path("E")
-    patches, colours_used = [], []
-    for offset, column in enumerate(heights):
-        floor = 0.0
-        for index in np.argsort(column, kind="stable"):
-            height = float(column[index])
-            if height < min_height:
-                continue
-            letter = alphabet[index]
-            path, letter_width, letter_height = _letter_path(letter)
-            stretch = min(width / letter_width, width / widest)
-            shift = (width - stretch * letter_width) / 2
-            place = (Affine2D().scale(stretch, height / letter_height)
-                     .translate(first + offset - width / 2 + shift, floor))
-            patches.append(PathPatch(place.transform_path(path)))
-            colours_used.append(colours[letter])
-            floor += height
-    ax.add_collection(PatchCollection(patches, facecolors=colours_used, edgecolors="none"))
-
-
 def fig_logos(ev: Evaluation, alphabet: str, natural_freqs: np.ndarray,
               per_row: int = 60) -> Figure:
+    """Information logos (logomaker) of the natural and generated sequences, per_row sites a row."""
     L = natural_freqs.shape[0]
     rows = math.ceil(L / per_row)
     width = min(per_row, L)
     fig, axes = plt.subplots(2 * rows, 1, figsize=(max(6.0, 0.2 * width + 1.5), 2.2 * 2 * rows),
                              squeeze=False)
-    top = math.log2(len(alphabet))
     chemistry = {"GSTYC": "green", "NQ": "purple", "KRH": "blue", "DE": "red",
                  "PAWFLIMV": "black", "-": "#a0aec0"}
     colours = {letter: colour for group, colour in chemistry.items() for letter in group
@@ -440,8 +395,11 @@ def fig_logos(ev: Evaluation, alphabet: str, natural_freqs: np.ndarray,
         for offset, (freqs, label) in enumerate(((natural_freqs, "natural (weighted)"),
                                                  (ev.arrays["fi_generated"], "generated"))):
             ax = axes[2 * block + offset, 0]
-            _draw_logo(ax, information_heights(freqs[sl]), sl.start + 1, alphabet, colours)
-            ax.set(ylim=(0, top), ylabel="bits", xlim=(sl.start + 0.5, sl.start + width + 0.5))
+            heights = pd.DataFrame(information_heights(freqs[sl]), columns=list(alphabet),
+                                   index=range(sl.start + 1, sl.stop + 1))
+            logomaker.Logo(heights, ax=ax, color_scheme=colours, font_name="DejaVu Sans")
+            ax.set(ylim=(0, math.log2(len(alphabet))), ylabel="bits",
+                   xlim=(sl.start + 0.5, sl.start + width + 0.5))
             ax.spines[["top", "right"]].set_visible(False)
             ax.set_title(f"{label}, positions {sl.start + 1}-{sl.stop}", fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("position in the encoded alignment (1-based)")

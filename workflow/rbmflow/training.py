@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -398,6 +399,7 @@ def train(
                 bar.set_postfix(pearson=rows[-1]["pearson_cij_train"], refresh=False)
             if update in schedule:
                 save(update, elapsed)
+            t0 += time.perf_counter() - t0 - elapsed  # time_s counts training, not logging/saving
             if flag["signal"] is not None:
                 if last_saved != update:
                     save(update, elapsed)
@@ -441,18 +443,23 @@ def _resume_point(out: Path, partial: Path, key: str, s: TrainSettings, restart:
         stale.unlink(missing_ok=True)  # a checkpoint copy cut short by a kill
     if restart:
         partial.unlink(missing_ok=True)
+        return None, 0.0, []
     candidates = [partial] if partial.exists() else []
     if not candidates and out.exists():
         candidates = [out]
     for source in candidates:
         try:
             meta = archive.read_metadata(source)
-            updates = [u for u in meta["updates"] if u <= s.updates]
+            updates = meta["updates"]
         except RbmflowError as err:
             log.warning("ignoring unreadable archive %s (%s)", source, err)
             continue
         if meta.get("resume_key") != key or not updates:
             log.warning("%s was written with other settings; training from scratch", source)
+            continue
+        if updates[-1] > s.updates:
+            log.warning("%s already goes past update %d; training from scratch", source,
+                        s.updates)
             continue
         if source == out:
             archive_copy(out, partial)
@@ -466,4 +473,4 @@ def _resume_point(out: Path, partial: Path, key: str, s: TrainSettings, restart:
 
 def archive_copy(source: Path, target: Path) -> None:
     with atomic_path(target) as tmp:
-        tmp.write_bytes(source.read_bytes())
+        shutil.copyfile(source, tmp)

@@ -12,8 +12,8 @@ RUNS = list(config["runs"])
 
 
 wildcard_constraints:
-    family="|".join(FAMILIES),
-    run="|".join(RUNS),
+    family="|".join(map(re.escape, FAMILIES)),
+    run="|".join(map(re.escape, RUNS)),
 
 
 def cli_flags(settings):

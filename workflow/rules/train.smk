@@ -10,6 +10,7 @@ rule train:
         "benchmarks/out/train/{family}/{run}.tsv"
     params:
         flags=lambda wildcards: cli_flags(config["runs"][wildcards.run]),
+        device=config["device"],
     threads: 8
     resources:
         gpu=1,
@@ -18,8 +19,6 @@ rule train:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        # Passive OpenMP waiting: on a shared machine, spinning threads slow every job.
-        "OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}} "
         "rbmflow train {input} --out {output.model} --log {output.log} "
         "--family {wildcards.family} --run-name {wildcards.run} {params.flags} "
-        "--device {config[device]} --threads {threads} 2> {log}"
+        "--device {params.device} --threads {threads} 2> {log}"

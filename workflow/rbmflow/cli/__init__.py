@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning: on a shared machine or cluster node, spinning
+# threads slow every job down. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rbmflow import __version__
 from rbmflow.errors import RbmflowError

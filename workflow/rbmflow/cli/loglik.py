@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from rbmflow.device import resolve_device
-from rbmflow.errors import InputError, RbmflowError
+from rbmflow.errors import InputError
 from rbmflow.loglik import METHODS, LoglikSettings, run_stage, settings_from_mapping
 from rbmflow.partition import SCHEDULES
 
@@ -86,10 +86,7 @@ def run(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as err:
-        raise RbmflowError(str(err)) from err
+    device = resolve_device(args.device)
     settings = settings_from_mapping(vars(args))
     doc = run_stage(args.model, args.data, args.out, settings, device, args.trajectory_csv)
     test = doc["loglik_test"]

@@ -14,7 +14,7 @@ import torch
 
 from rbmflow.dataset import TEST, TRAIN, load_encoded
 from rbmflow.device import resolve_device
-from rbmflow.errors import InputError, RbmflowError
+from rbmflow.errors import InputError
 from rbmflow.provenance import provenance
 from rbmflow.training import METHODS, TrainSettings, train
 
@@ -72,10 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as err:
-        raise RbmflowError(str(err)) from err
+    device = resolve_device(args.device)
     try:
         data = load_encoded(args.alignment)
     except (OSError, ValueError) as err:
