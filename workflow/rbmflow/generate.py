@@ -47,7 +47,7 @@ from rbmflow.mixing import (
 )
 from rbmflow.mixing import mixing_time as estimate_mixing_time
 from rbmflow.model import PottsRBM, random_codes
-from rbmflow.provenance import FORMAT_VERSION, atomic_path, provenance, write_json
+from rbmflow.provenance import FORMAT_VERSION, atomic_paths, provenance, write_json
 from rbmflow.stats import connected_correlations, pearson
 
 log = logging.getLogger(__name__)
@@ -596,8 +596,6 @@ def sample_stage(
     else:
         log.info("rdm sampling: %s", result.mode.reason)
 
-    with atomic_path(out_path) as tmp:
-        tmp.write_text(fasta_records(result.codes, data.alphabet, result.sweeps))
     record = {
         "format_version": FORMAT_VERSION,
         "samples": str(out_path),
@@ -615,5 +613,7 @@ def sample_stage(
             settings={**settings.as_dict(), "device": device, "update": update},
             seed=settings.seed),
     }
-    write_json(info_path, record)
+    with atomic_paths(out_path, info_path) as (fasta_tmp, info_tmp):
+        fasta_tmp.write_text(fasta_records(result.codes, data.alphabet, result.sweeps))
+        write_json(info_tmp, record)
     return result

@@ -45,7 +45,7 @@ from rbmflow.partition import (
     sample_exact,
     trajectory_ais,
 )
-from rbmflow.provenance import atomic_path, provenance, write_json
+from rbmflow.provenance import atomic_path, atomic_paths, provenance, write_json
 
 log = logging.getLogger(__name__)
 
@@ -398,9 +398,10 @@ def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[s
         "provenance": provenance("loglik", {"model": model_path, "alignment": data_path},
                                  settings_record, settings.seed),
     }
-    if trajectory_csv is not None:
-        write_trajectory_csv(trajectory_csv, result.trajectory)
-    write_json(out, _json_safe(document))
+    with atomic_paths(out, *([trajectory_csv] if trajectory_csv is not None else [])) as tmps:
+        write_json(tmps[0], _json_safe(document))
+        if trajectory_csv is not None:
+            write_trajectory_csv(tmps[1], result.trajectory)
     return document
 
 

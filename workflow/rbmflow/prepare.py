@@ -30,7 +30,7 @@ from rbmflow import ALPHABET
 from rbmflow.alignment import AMBIGUOUS_RULES, FORMATS, encode_alignment, read_alignment
 from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, save_encoded
 from rbmflow.errors import InputError
-from rbmflow.provenance import provenance, sha256_file, write_json
+from rbmflow.provenance import atomic_paths, provenance, sha256_file, write_json
 from rbmflow.weights import sequence_weights
 
 log = logging.getLogger(__name__)
@@ -224,11 +224,7 @@ def prepare(
                                 key: summary[key] for key in
                                 ("M", "L", "M_eff", "M_train", "M_test", "M_eff_train",
                                  "M_eff_test")}})
-    out = Path(out)
-    save_encoded(out, data)
-    try:
-        write_json(summary_path, summary)
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+    with atomic_paths(out, summary_path) as (out_tmp, summary_tmp):
+        save_encoded(out_tmp, data)
+        write_json(summary_tmp, summary)
     return summary

@@ -47,6 +47,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[list[Path]]:
+    """Temporary paths for several outputs of one job: all renamed into place if the block
+    succeeds, none otherwise (so a job never leaves one of its outputs without the others)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(path)) for path in paths]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -41,6 +41,7 @@ from rbmflow.model import PottsRBM  # noqa: E402
 from rbmflow.provenance import (  # noqa: E402
     FORMAT_VERSION,
     atomic_path,
+    atomic_paths,
     now_utc,
     provenance,
     write_json,
@@ -780,7 +781,6 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
     metrics["provenance"] = provenance("report", inputs=present,
                                        settings={**asdict(settings), "device": device},
                                        seed=settings.seed)
-    write_json(outdir / "metrics.json", metrics)
     page = render_html(metrics, figures, omitted, model_meta, {
         "report": metrics["provenance"],
         "alignment (alignment.npz)": data.provenance,
@@ -788,8 +788,9 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
         "log-likelihood (loglik.json)": lookup(loglik, "provenance"),
         "model (model.h5 metadata)": lookup(model_meta, "provenance"),
     })
-    with atomic_path(outdir / "report.html") as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    with atomic_paths(outdir / "metrics.json", outdir / "report.html") as (metrics_tmp, page_tmp):
+        write_json(metrics_tmp, metrics)
+        page_tmp.write_text(page, encoding="utf-8")
     log.info("report written to %s (pearson_cij %s, ceiling %s)", outdir / "report.html",
              _fmt(metrics["pearson_cij"]), _fmt(metrics["pearson_cij_train_vs_test"]))
     return metrics
