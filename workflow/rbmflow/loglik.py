@@ -45,7 +45,7 @@ from rbmflow.partition import (
     sample_exact,
     trajectory_ais,
 )
-from rbmflow.provenance import atomic_path, atomic_paths, provenance, write_json
+from rbmflow.provenance import FORMAT_VERSION, atomic_path, atomic_paths, provenance, write_json
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[s
                       trajectory_table=trajectory_csv is not None)
     settings_record = asdict(settings) | {"methods": list(settings.methods),
                                           "device": str(device)}
-    document = result.summary | {
+    document = {"format_version": FORMAT_VERSION} | result.summary | {
         "model": str(model_path), "data": str(data_path),
         "provenance": provenance("loglik", {"model": model_path, "alignment": data_path},
                                  settings_record, settings.seed),
