@@ -39,6 +39,7 @@ from rbmflow.partition import (
     IndependentSites,
     TrajectoryResult,
     ais_log_partition,
+    cpu_generator,
     log_partition_exact,
     mean_log_likelihood,
     reverse_ais_log_partition,
@@ -158,18 +159,11 @@ def model_samples(model: PottsRBM, train_codes: Tensor, train_weights: Tensor, n
     if model.num_hiddens <= exact_max_hiddens:
         return sample_exact(model, num, generator), "exact"
     picks = torch.multinomial(train_weights.double().cpu(), num, replacement=True,
-                              generator=_cpu_generator(generator)).to(train_codes.device)
+                              generator=cpu_generator(generator)).to(train_codes.device)
     codes = train_codes[picks]
     with torch.no_grad():
         codes = model.gibbs(codes, sweeps, generator=generator)
     return codes, f"training sequences + {sweeps} Gibbs sweeps"
-
-
-def _cpu_generator(generator: torch.Generator) -> torch.Generator:
-    if generator.device.type == "cpu":
-        return generator
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    return torch.Generator().manual_seed(seed)
 
 
 def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,

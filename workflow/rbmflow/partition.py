@@ -117,11 +117,11 @@ def sample_exact(model: PottsRBM, num_samples: int,
                        for s in range(0, hiddens.shape[0], 4096)])
     probs = torch.softmax(log_p, dim=0)
     picks = torch.multinomial(probs.cpu(), num_samples, replacement=True,
-                              generator=_cpu_generator(generator)).to(m.device)
+                              generator=cpu_generator(generator)).to(m.device)
     return sample_categorical(m.visible_logits(hiddens[picks]), generator)
 
 
-def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
+def cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
     """A CPU generator seeded from `generator` (torch.multinomial wants one on the CPU)."""
     if generator is None or generator.device.type == "cpu":
         return generator
@@ -325,7 +325,7 @@ def bootstrap_std(log_w: Tensor, num_resamples: int = 200,
                   generator: torch.Generator | None = None) -> float:
     """Bootstrap standard deviation of log mean w over the chains."""
     n = log_w.shape[0]
-    gen = _cpu_generator(generator)
+    gen = cpu_generator(generator)
     picks = torch.randint(0, n, (num_resamples, n), generator=gen).to(log_w.device)
     estimates = torch.logsumexp(log_w.double()[picks], dim=1)
     return float(estimates.std())

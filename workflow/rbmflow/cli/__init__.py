@@ -29,6 +29,16 @@ STAGES = {
 }
 
 
+def parse_bool(text: str) -> bool:
+    """argparse type for true/false flags (true, 1, yes, on / false, 0, no, off)."""
+    value = text.strip().lower()
+    if value in {"true", "1", "yes", "on"}:
+        return True
+    if value in {"false", "0", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rbmflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rbmflow {__version__}")

@@ -7,18 +7,10 @@ from pathlib import Path
 
 import torch
 
+from rbmflow.cli import parse_bool
 from rbmflow.errors import InputError
 from rbmflow.generate import MODES, SamplingSettings, sample_stage
 from rbmflow.mixing import Criteria
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
 def _positive_int(text: str) -> int:
@@ -70,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: rdm for models trained with rdm, else equilibrium")
     parser.add_argument("--record-every", type=_non_negative_int, default=defaults.record_every,
                         help="also record diagnostics every K sweeps (0: log-spaced only)")
-    parser.add_argument("--auto-extend", type=_bool, nargs="?", const=True,
+    parser.add_argument("--auto-extend", type=parse_bool, nargs="?", const=True,
                         default=defaults.auto_extend,
                         help="double the sweeps until the chains look equilibrated, up to "
                              "--max-sweeps")

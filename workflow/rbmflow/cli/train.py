@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from rbmflow.cli import parse_bool
 from rbmflow.dataset import TEST, TRAIN, load_encoded
 from rbmflow.device import resolve_device
 from rbmflow.errors import InputError
@@ -19,15 +20,6 @@ from rbmflow.provenance import provenance
 from rbmflow.training import METHODS, TrainSettings, train
 
 log = logging.getLogger("rbmflow.train")
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "rdm: chains restarted from random each update")
     parser.add_argument("--l1", type=float, default=d.l1, help="L1 penalty on the weights")
     parser.add_argument("--l2", type=float, default=d.l2, help="L2 penalty on the weights")
-    parser.add_argument("--centered", type=_bool, default=d.centered, metavar="BOOL",
+    parser.add_argument("--centered", type=parse_bool, default=d.centered, metavar="BOOL",
                         help="centred gradient (default true)")
-    parser.add_argument("--normalize-gradient", type=_bool, default=d.normalize_gradient,
+    parser.add_argument("--normalize-gradient", type=parse_bool, default=d.normalize_gradient,
                         metavar="BOOL", help="unit-norm gradient steps, as rbms (default true)")
     parser.add_argument("--checkpoints", type=int, default=d.checkpoints,
                         help="number of log-spaced checkpoints (the last update is always kept)")
@@ -65,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--restart", action="store_true",
                         help="ignore an interrupted run's partial archive and start over")
-    parser.add_argument("--progress", type=_bool, default=None, metavar="BOOL",
+    parser.add_argument("--progress", type=parse_bool, default=None, metavar="BOOL",
                         help="progress bar (default: only on a terminal)")
 
 
