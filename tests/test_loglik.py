@@ -27,14 +27,7 @@ from rbmflow.loglik import (
 from rbmflow.model import PottsRBM
 from rbmflow.training import TrainSettings, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: one thread beats two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _alignment(codes: torch.Tensor, alphabet: str, seed: int = 0) -> EncodedAlignment:

@@ -10,14 +10,7 @@ import torch
 from rbmflow import partition as P
 from rbmflow.model import PottsRBM
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: one thread beats two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_rbm(L: int, q: int, nh: int, scale: float, seed: int) -> PottsRBM:

@@ -24,13 +24,7 @@ from rbmflow.training import TrainSettings, checkpoint_schedule, gradient, momen
 L, Q = 5, 3  # q^L = 243 visible configurations: everything below is exact
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: thread start-up costs more than the work, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _all_codes() -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,25 +14,14 @@ from rbmflow.generate import MODES, SamplingSettings, sample_stage
 from rbmflow.mixing import Criteria
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value
-
-
-def _at_least_two(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be >= 2, not {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= minimum."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
+        return value
+    return parse
 
 
 def _positive_float(text: str) -> float:
@@ -48,32 +38,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="encoded alignment (alignment.npz): alphabet, training set")
     parser.add_argument("--out", required=True, help="FASTA of the generated sequences")
     parser.add_argument("--info", required=True, help="sampling.json: settings, diagnostics")
-    parser.add_argument("--chains", type=_at_least_two, default=defaults.chains,
+    parser.add_argument("--chains", type=_int_at_least(2), default=defaults.chains,
                         help="independent chains started from random = sequences written "
                              "(default %(default)s)")
-    parser.add_argument("--sweeps", type=_positive_int, default=defaults.sweeps,
+    parser.add_argument("--sweeps", type=_int_at_least(1), default=defaults.sweeps,
                         help="Gibbs sweeps v->h->v (default %(default)s; rdm mode: the "
                              "model's training gibbs_steps)")
     parser.add_argument("--beta", type=_positive_float, default=defaults.beta,
                         help="inverse temperature (default %(default)s)")
-    parser.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
+    parser.add_argument("--seed", type=_int_at_least(0), default=defaults.seed)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode,
                         help="auto: rdm for models trained with rdm, else equilibrium")
-    parser.add_argument("--record-every", type=_non_negative_int, default=defaults.record_every,
+    parser.add_argument("--record-every", type=_int_at_least(0), default=defaults.record_every,
                         help="also record diagnostics every K sweeps (0: log-spaced only)")
     parser.add_argument("--auto-extend", type=parse_bool, nargs="?", const=True,
                         default=defaults.auto_extend,
                         help="double the sweeps until the chains look equilibrated, up to "
                              "--max-sweeps")
-    parser.add_argument("--max-sweeps", type=_positive_int, default=defaults.max_sweeps,
+    parser.add_argument("--max-sweeps", type=_int_at_least(1), default=defaults.max_sweeps,
                         help="cap of --auto-extend (default %(default)s)")
-    parser.add_argument("--data-chains", type=_non_negative_int, default=None,
+    parser.add_argument("--data-chains", type=_int_at_least(0), default=None,
                         help="chains started from training sequences (default: as many as "
                              "--chains, at most the training set; 0: none)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=_int_at_least(1), default=None,
                         help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--update", type=_non_negative_int, default=None,
+    parser.add_argument("--update", type=_int_at_least(0), default=None,
                         help="checkpoint to sample (default: the last)")
     parser.add_argument("--z-max", type=_positive_float, default=criteria.z_max,
                         help="equilibrium tests: a gap under this many standard errors passes")
