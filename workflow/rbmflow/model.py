@@ -277,11 +277,11 @@ def sample_categorical(logits: Tensor, generator: torch.Generator | None = None)
     if rows.device.type != "cpu":
         # No host synchronisation for the overflow check: one max pass is cheap there.
         rows = rows - rows.amax(-1, keepdim=True)
+    info = torch.finfo(rows.dtype)
     cdf = torch.exp(rows).cumsum_(-1)
     total = cdf[:, -1:]
     u = torch.rand(total.shape, generator=generator, device=rows.device, dtype=rows.dtype)
-    codes = torch.searchsorted(cdf, u.mul_(total), right=True).squeeze_(-1)
-    info = torch.finfo(rows.dtype)
+    codes = torch.searchsorted(cdf, _below(u.mul_(total), total, info.eps), right=True).squeeze_(-1)
     smallest, largest = torch.aminmax(total)
     if not (float(smallest) > info.tiny / info.eps and float(largest) <= info.max):
         total = total.squeeze(-1)
@@ -291,8 +291,16 @@ def sample_categorical(logits: Tensor, generator: torch.Generator | None = None)
         sub_cdf = torch.exp(sub - sub.amax(-1, keepdim=True)).cumsum_(-1)
         u = torch.rand((bad.shape[0], 1), generator=generator, device=rows.device,
                        dtype=rows.dtype)
-        codes[bad] = torch.searchsorted(sub_cdf, u.mul_(sub_cdf[:, -1:]), right=True).squeeze_(-1)
+        sub_total = sub_cdf[:, -1:]
+        codes[bad] = torch.searchsorted(sub_cdf, _below(u.mul_(sub_total), sub_total, info.eps),
+                                        right=True).squeeze_(-1)
     return codes.clamp_(max=q - 1).view(logits.shape[:-1])
+
+
+def _below(values: Tensor, total: Tensor, eps: float) -> Tensor:
+    """values (u * total, u in [0, 1)) kept strictly under total: float rounding can make
+    u * total == total, which would select a trailing state of probability zero."""
+    return torch.minimum(values, total * (1 - eps))
 
 
 def random_codes(num: int, length: int, num_states: int, device: torch.device | str = "cpu",
