@@ -151,3 +151,44 @@ def test_kill9_during_checkpoint_writes_never_corrupts(tmp_path):
         assert float(archive.load_rbm(path, u).hbias[0]) == u
     with h5py.File(path, "r") as f:
         assert f["model_type"][()].decode() == "PBRBM"
+
+
+def test_pieces_assemble_into_one_archive(tmp_path):
+    """One-checkpoint pieces, assembled, give the archive that growing one file would give."""
+    pieces_dir = tmp_path / ".model.h5.partial"
+    models, chains = {}, None
+    g = torch.Generator().manual_seed(0)
+    for u in (1, 4, 9):
+        models[u] = _model(u)
+        chains = random_codes(C, L, Q, generator=g)
+        archive.save_checkpoint(archive.piece_path(pieces_dir, u), models[u], chains, u,
+                                0.5 * u, g.get_state(), {**_hyper(), "updates": u},
+                                {"alphabet": "ACDEF", "last": u}, train_log=f"update\n{u}\n")
+    (pieces_dir / ".update_000010.h5.x.tmp.h5").write_bytes(b"cut short")
+    pieces = archive.list_pieces(pieces_dir)
+    assert [u for u, _ in pieces] == [1, 4, 9]
+    assert pieces[1][1].name == "update_000004.h5" and archive.list_updates(pieces[1][1]) == [4]
+    assert archive.list_pieces(tmp_path / "absent") == []
+
+    path = tmp_path / "model.h5"
+    archive.assemble([p for _, p in pieces], path)
+    assert archive.list_updates(path) == [1, 4, 9]
+    for u, model in models.items():
+        for a, b in zip(archive.load_rbm(path, u).tensors(), model.tensors(), strict=True):
+            assert torch.equal(a, b)
+        assert archive.load_checkpoint_state(path, u)["time_s"] == pytest.approx(0.5 * u)
+    assert torch.equal(archive.load_chains(path), chains)
+    meta = archive.read_metadata(path)
+    assert meta["last"] == 9 and meta["updates"] == [1, 4, 9]
+    assert meta["hyperparameters"]["updates"] == 9
+    assert archive.load_checkpoint_state(path, 9)["train_log"] == "update\n9\n"
+    with h5py.File(path, "r") as f:
+        assert f["model_type"][()].decode() == "PBRBM"
+        for u in models:
+            group = f[f"update_{u}"]
+            assert group["weight_matrix"].id == group["params/weight_matrix"].id
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.h5.partial", "model.h5"]
+    rbms_io = pytest.importorskip("rbms.io")
+    for u, model in models.items():
+        params = rbms_io.load_params(str(path), u, torch.device("cpu"), torch.float32)
+        assert torch.equal(params.weight_matrix, model.weight_matrix)

@@ -181,7 +181,10 @@ def test_sigterm_then_rerun_resumes_to_the_same_model(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert not out.exists() and not log_path.exists()
     partial = training.partial_path(out)
-    assert archive.list_updates(partial) == [1, 2, 4, 9]
+    pieces = archive.list_pieces(partial)
+    assert [u for u, _ in pieces] == [1, 2, 4, 9]
+    for u, piece in pieces:
+        assert archive.list_updates(piece) == [u]
 
     model = train(data, out, log_path, settings, progress=False)
     assert not partial.exists()
@@ -218,10 +221,10 @@ def test_divergence_names_the_update_and_keeps_a_loadable_archive(tmp_path, monk
     with pytest.raises(RbmflowError, match="diverged at update 13.*update_12"):
         train(data, out, tmp_path / "log.csv", settings, progress=False)
     assert not out.exists()
-    partial = training.partial_path(out)
-    assert archive.list_updates(partial)[-1] == 12
-    assert _finite(archive.load_rbm(partial))
-    rbms_io.load_params(str(partial), 12, torch.device("cpu"), torch.float32)
+    last, piece = archive.list_pieces(training.partial_path(out))[-1]
+    assert last == 12 and archive.list_updates(piece) == [12]
+    assert _finite(archive.load_rbm(piece))
+    rbms_io.load_params(str(piece), 12, torch.device("cpu"), torch.float32)
 
 
 def _finite(model: PottsRBM) -> bool:
@@ -268,13 +271,13 @@ def test_kill9_during_training_then_rerun_finishes_the_run(tmp_path):
     partial = training.partial_path(out)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if partial.exists() and len(archive.list_updates(partial)) >= 12:
+        if len(archive.list_pieces(partial)) >= 12:
             break
         time.sleep(0.05)
     proc.kill()
     proc.wait()
     assert not out.exists(), "the run ended before it could be killed"
-    done = archive.list_updates(partial)
+    done = [u for u, _ in archive.list_pieces(partial)]
     assert len(done) >= 12 and done[-1] < 1201
     assert cli_main(argv) == 0
     assert not partial.exists() and not list(tmp_path.glob(".*"))
@@ -283,6 +286,52 @@ def test_kill9_during_training_then_rerun_finishes_the_run(tmp_path):
     with open(log_path) as handle:
         logged = [int(row["update"]) for row in csv.DictReader(handle)]
     assert logged == [0, *range(300, 1201, 300), 1201]
+
+
+def _bytes_written() -> int | None:
+    """Bytes this process has passed to write() so far (Linux), or None."""
+    try:
+        with open("/proc/self/io") as handle:
+            for line in handle:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def test_checkpoint_writes_do_not_grow_with_the_number_of_checkpoints(tmp_path, monkeypatch):
+    """Each checkpoint writes one new piece and rewrites nothing already saved."""
+    data = _alignment(_teacher_data(101, seed=15))
+    settings = TrainSettings(hidden=30, updates=40, chains=200, batch_size=101, gibbs_steps=1,
+                             checkpoints=40, log_every=1000)
+    out = tmp_path / "model.h5"
+    partial = training.partial_path(out)
+    real = archive.save_checkpoint
+    written: list[int] = []
+    seen: dict[str, tuple[int, int, int]] = {}
+
+    def checked_save(path, *args, **kwargs):
+        before = _bytes_written()
+        real(path, *args, **kwargs)
+        after = _bytes_written()
+        if before is not None and after is not None:
+            written.append(after - before)
+        now = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
+               for p in partial.iterdir()}
+        assert {k: v for k, v in now.items() if k in seen} == seen
+        assert set(now) - set(seen) == {path.name}
+        seen.update(now)
+
+    monkeypatch.setattr(archive, "save_checkpoint", checked_save)
+    train(data, out, tmp_path / "log.csv", settings, progress=False)
+    expected = checkpoint_schedule(40, 40)
+    assert len(expected) > 20 and archive.list_updates(out) == expected
+    assert sorted(seen) == [archive.piece_path(partial, u).name for u in expected]
+    assert not partial.exists()
+    if written:
+        assert max(written) < 1.5 * min(written), written
+        assert max(written) < 2 * max(size for _, _, size in seen.values())
 
 
 def test_a_longer_run_extends_a_finished_one_exactly(tmp_path):
@@ -300,6 +349,10 @@ def test_a_longer_run_extends_a_finished_one_exactly(tmp_path):
         assert torch.equal(ours, ref)
     updates = archive.list_updates(out)
     assert updates[:len(first)] == first and updates[-1] == 37
+    assert not training.partial_path(out).exists()
+    rbms_io = pytest.importorskip("rbms.io")
+    for u in updates:
+        rbms_io.load_params(str(out), u, torch.device("cpu"), torch.float32)
 
 
 def test_a_shorter_run_or_restart_trains_from_scratch(tmp_path):

@@ -14,15 +14,24 @@ Layout, compatible with `rbms.io.load_params` / `rbms.io.load_model` (DESIGN.md)
                                 method, gibbs_steps, config hash, seeds, provenance, ...) and
                                 `format_version`; dataset `train_log` (CSV text so far)
 
-Every checkpoint is written into a copy of the archive that replaces the original by an
-atomic rename only once complete, so a kill at any moment leaves the previous archive intact.
+`save_checkpoint` writes into a copy of the archive that replaces the original by an atomic
+rename only once complete, so a kill at any moment leaves the previous archive intact.
+
+While training runs, checkpoints go to a directory of pieces instead (`piece_path`): one file
+per checkpoint, `update_{n:06d}.h5`, itself an archive of the layout above holding the group
+`update_{n}` with that checkpoint's chains, metadata and log, written once, atomically (when a
+longer run extends a finished archive, its first piece is a copy of that archive).
+`assemble` builds the final archive from the pieces in one pass, so the bytes written per
+checkpoint do not grow with the number of checkpoints.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +49,7 @@ METADATA_GROUP = "rbmflow"
 _PARAM_NAMES = ("weight_matrix", "vbias", "hbias")
 _REQUIRED_HYPERPARAMETERS = ("batch_size", "gibbs_steps", "learning_rate", "L1", "L2", "seed",
                              "num_hiddens", "num_chains")
+_PIECE_NAME = re.compile(r"update_(\d+)\.h5")
 
 
 def save_checkpoint(
@@ -107,8 +117,54 @@ def save_checkpoint(
                 if "train_log" in meta:
                     del meta["train_log"]
                 meta["train_log"] = train_log
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        _fsync(tmp)
+
+
+def piece_path(directory: str | os.PathLike[str], update: int) -> Path:
+    """The piece of checkpoint `update` in a directory of pieces: `update_{update:06d}.h5`."""
+    return Path(directory) / f"update_{update:06d}.h5"
+
+
+def list_pieces(directory: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """(update, path) of the pieces in `directory`, oldest first; [] if it does not exist.
+
+    Only names of the form `update_{n}.h5` count (temporary files start with '.').
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    pieces = []
+    for path in directory.iterdir():
+        match = _PIECE_NAME.fullmatch(path.name)
+        if match:
+            pieces.append((int(match.group(1)), path))
+    return sorted(pieces)
+
+
+def assemble(pieces: Sequence[str | os.PathLike[str]], path: str | os.PathLike[str]) -> None:
+    """Write the archive at `path`, atomically, from archives `pieces` (oldest first).
+
+    The result is a copy of the last piece (model_type, hyperparameters, parallel_chains,
+    rbmflow group, its checkpoints) plus every `update_{n}` group of the other pieces that
+    it lacks, the later piece winning. Each piece is read once and the result written once.
+    """
+    sources = [Path(piece) for piece in pieces]
+    if not sources:
+        raise ValueError("no pieces to assemble")
+    with atomic_path(path) as tmp:
+        shutil.copyfile(sources[-1], tmp)
+        with h5py.File(tmp, "a") as f:
+            for source in reversed(sources[:-1]):
+                with h5py.File(source, "r") as src:
+                    for key in src:
+                        if key.startswith("update_") and key not in f:
+                            src.copy(src[key], f, name=key)
+        _fsync(tmp)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _open(path: str | os.PathLike[str]) -> h5py.File:

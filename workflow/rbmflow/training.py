@@ -218,8 +218,12 @@ def _parse_log(text: str | None, up_to: int) -> list[dict[str, Any]]:
 
 
 def partial_path(out: Path) -> Path:
-    """Where the archive lives while training runs: hidden, beside the final `model.h5`."""
-    return out.with_name(f".{out.name}.partial{out.suffix}")
+    """The directory of checkpoint pieces while training runs: hidden, beside `model.h5`.
+
+    `.{out.name}.partial/update_{n:06d}.h5` holds checkpoint n (`archive.piece_path`), each
+    a one-checkpoint archive with that checkpoint's chains, RNG states, time and log.
+    """
+    return out.with_name(f".{out.name}.partial")
 
 
 # -- the training loop ----------------------------------------------------------------------
@@ -263,10 +267,12 @@ def train(
 ) -> PottsRBM:
     """Train on `data` (the train split), writing `out` (model.h5) and `log_path` (CSV).
 
-    The archive grows at `partial_path(out)` and is renamed onto `out` only when training
-    ends; rerunning the same call resumes from its last complete checkpoint (chains, RNG
-    state, update count, log). `restart` discards such a partial archive. `test`, when given,
-    adds the Pearson of connected correlations of the chains vs the test data to the log.
+    Each checkpoint is written, atomically, as one piece in the directory `partial_path(out)`;
+    `out` is assembled from the pieces, atomically, only when training ends, and the directory
+    removed. Rerunning the same call resumes from the newest piece (chains, RNG state, update
+    count, log), or extends a finished, shorter `out`. `restart` discards the pieces. `test`,
+    when given, adds the Pearson of connected correlations of the chains vs the test data to
+    the log.
     SIGTERM/SIGINT write a checkpoint and raise RbmflowError; a non-finite gradient or
     parameter raises RbmflowError naming the update. Returns the final model.
     """
@@ -300,20 +306,20 @@ def train(
     generator = torch.Generator(device=device)
     generator.manual_seed(s.seed)
 
-    start, time_offset, rows = _resume_point(out, partial, key, s, restart)
-    if start is None:
+    source, start, time_offset, rows = _resume_point(out, partial, key, s, restart)
+    if source is None or start is None:
         model = init_model(codes_all, weights_all, q, s.hidden, generator, s.pseudocount,
                            s.init_std)
         chains = _initial_chains(model, s, codes_all, generator)
         update = 0
     else:
-        model = archive.load_rbm(partial, start, device=device, dtype=dtype)
-        chains = archive.load_chains(partial, device=device)
-        state = archive.load_checkpoint_state(partial, start)
+        model = archive.load_rbm(source, start, device=device, dtype=dtype)
+        chains = archive.load_chains(source, device=device)
+        state = archive.load_checkpoint_state(source, start)
         if state["rng_state"] is not None:
             generator.set_state(state["rng_state"])
         update = start
-        log.info("resuming %s from update %d", partial, start)
+        log.info("resuming %s from update %d", source, start)
 
     cij_train = connected_correlations(codes_all, q, weights_all)
     cij_test = None
@@ -328,8 +334,9 @@ def train(
         if not _finite(*model.tensors()):
             bar.close()
             raise _divergence(at, "parameters", partial, last_saved)
-        archive.save_checkpoint(partial, model, chains, at, elapsed, generator.get_state(),
-                                hyperparameters, metadata, train_log=_log_text(rows))
+        archive.save_checkpoint(archive.piece_path(partial, at), model, chains, at, elapsed,
+                                generator.get_state(), hyperparameters, metadata,
+                                train_log=_log_text(rows))
         last_saved = at
 
     def health(at: int, elapsed: float) -> None:
@@ -412,7 +419,10 @@ def train(
         save(s.updates, time.perf_counter() - t0)
     with atomic_path(log_path) as tmp:
         tmp.write_text(_log_text(rows))
-    os.replace(partial, out)
+    pieces = archive.list_pieces(partial)
+    if pieces:
+        archive.assemble([path for _, path in pieces], out)
+        shutil.rmtree(partial)
     if rows:
         log.info("update %s: %s s, Pearson C_ij chains vs train %s, vs test %s",
                  rows[-1]["update"], rows[-1]["time_s"], rows[-1]["pearson_cij_train"],
@@ -421,7 +431,8 @@ def train(
 
 
 def _divergence(update: int, what: str, partial: Path, last_saved: int | None) -> RbmflowError:
-    where = (f"the last good checkpoint is update_{last_saved} in {partial}"
+    where = (f"the last good checkpoint is update_{last_saved} in "
+             f"{archive.piece_path(partial, last_saved)}"
              if last_saved is not None else "no checkpoint was written yet")
     return RbmflowError(f"training diverged at update {update}: non-finite {what} (NaN or inf); "
                         f"{where}; lower the learning rate or add l2")
@@ -437,14 +448,20 @@ def _initial_chains(model: PottsRBM, s: TrainSettings, codes: Tensor,
 
 
 def _resume_point(out: Path, partial: Path, key: str, s: TrainSettings, restart: bool
-                  ) -> tuple[int | None, float, list[dict[str, Any]]]:
-    """Last complete checkpoint of a compatible partial (or finished, shorter) archive."""
-    for stale in partial.parent.glob(f".{partial.name}.*.tmp{partial.suffix}"):
-        stale.unlink(missing_ok=True)  # a checkpoint copy cut short by a kill
+                  ) -> tuple[Path | None, int | None, float, list[dict[str, Any]]]:
+    """Where to resume: (archive, update, time_s, log rows), or (None, None, 0.0, []).
+
+    The newest readable piece in `partial` if there is one, else a finished `out`; either
+    must come from the same settings (resume key) and not go past `s.updates`, otherwise the
+    pieces are removed and training starts from scratch. A finished `out` that stops short
+    of `s.updates` is first copied into `partial` as the piece of its last update, so that
+    the assembled archive keeps its checkpoints.
+    """
+    _remove_temporaries(out, partial)
     if restart:
-        partial.unlink(missing_ok=True)
-        return None, 0.0, []
-    candidates = [partial] if partial.exists() else []
+        shutil.rmtree(partial, ignore_errors=True)
+        return None, None, 0.0, []
+    candidates = [path for _, path in reversed(archive.list_pieces(partial))]
     if not candidates and out.exists():
         candidates = [out]
     for source in candidates:
@@ -453,24 +470,33 @@ def _resume_point(out: Path, partial: Path, key: str, s: TrainSettings, restart:
             updates = meta["updates"]
         except RbmflowError as err:
             log.warning("ignoring unreadable archive %s (%s)", source, err)
+            if source != out:
+                source.unlink()
             continue
         if meta.get("resume_key") != key or not updates:
             log.warning("%s was written with other settings; training from scratch", source)
-            continue
+            break
         if updates[-1] > s.updates:
             log.warning("%s already goes past update %d; training from scratch", source,
                         s.updates)
-            continue
-        if source == out:
-            archive_copy(out, partial)
+            break
         start = updates[-1]
-        state = archive.load_checkpoint_state(partial, start)
-        return start, state["time_s"], _parse_log(state["train_log"], start)
-    if partial.exists():
-        partial.unlink()
-    return None, 0.0, []
+        if source == out and start < s.updates:
+            source = archive.piece_path(partial, start)
+            archive_copy(out, source)
+        state = archive.load_checkpoint_state(source, start)
+        return source, start, state["time_s"], _parse_log(state["train_log"], start)
+    shutil.rmtree(partial, ignore_errors=True)
+    return None, None, 0.0, []
+
+
+def _remove_temporaries(out: Path, partial: Path) -> None:
+    """Delete temporary files of writes cut short by a kill: pieces and the assembled `out`."""
+    for stale in [*partial.glob(".*.tmp.h5"), *out.parent.glob(f".{out.name}.*.tmp{out.suffix}")]:
+        stale.unlink(missing_ok=True)
 
 
 def archive_copy(source: Path, target: Path) -> None:
+    """Copy the file `source` to `target`, atomically."""
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
