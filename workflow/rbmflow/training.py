@@ -79,7 +79,7 @@ class TrainSettings:
     chains: int = 2000
     batch_size: int = 2000
     gibbs_steps: int = 10
-    learning_rate: float = 0.05
+    learning_rate: float = 0.2
     lr_decay: float = 1.0
     method: str = "pcd"
     l1: float = 0.0
