@@ -573,10 +573,6 @@ def sample_stage(
     if settings.mode == "rdm" and metadata.get("gibbs_steps") is None:
         raise InputError(f"{model_path}: rdm sampling needs the model's training gibbs_steps, "
                          "which its metadata lacks")
-    choice = choose_mode(settings.mode, settings.sweeps, metadata)
-    if choice.mode == "rdm" and choice.sweeps != settings.sweeps:
-        log.info("rdm mode: %d sweeps, the model's training gibbs_steps, not --sweeps %d",
-                 choice.sweeps, settings.sweeps)
     train = data.subset(TRAIN)
     log.info("sampling %s: L=%d q=%d Nh=%d on %s, %d chains, mode %s", model_path,
              model.num_visibles, model.num_states, model.num_hiddens, torch_device,
@@ -584,6 +580,9 @@ def sample_stage(
     result = run_sampling(model, settings, train.codes_tensor(torch_device),
                           train.weights_tensor(torch_device, torch.float64), metadata)
 
+    if result.mode.mode == "rdm" and result.mode.sweeps != settings.sweeps:
+        log.info("rdm mode: %d sweeps, the model's training gibbs_steps, not --sweeps %d",
+                 result.mode.sweeps, settings.sweeps)
     summary = result_summary(result)
     if summary["not_equilibrated"]:
         banner = "!" * 78

@@ -378,9 +378,10 @@ def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[s
         data = load_encoded(data_path)
     except ValueError as err:
         raise InputError(str(err)) from err
-    probe = archive.list_updates(model_path)
-    num_hiddens = archive.load_rbm(model_path, probe[-1] if probe else None).num_hiddens
-    methods = settings.resolved_methods(num_hiddens, len(probe))
+    meta = archive.read_metadata(model_path)
+    if "num_hiddens" not in meta:
+        raise InputError(f"{model_path}: hyperparameters/num_hiddens missing")
+    methods = settings.resolved_methods(int(meta["num_hiddens"]), len(meta["updates"]))
     need_all = trajectory_csv is not None or "trajectory" in methods
     checkpoints = load_checkpoints(model_path, settings.checkpoint, need_all, device)
     result = estimate(checkpoints, data, settings, device,
