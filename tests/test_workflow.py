@@ -22,34 +22,16 @@ from rbmflow.dataset import load_encoded
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
-TINY_STOCKHOLM = """# STOCKHOLM 1.0
-#=GF ID tiny
-s1/1-12   MKV.LWAcRGTHD-Y
-s2/1-12   MKI.LWAcRGSHD-Y
-s3/3-14   MRVkLWA.RGTHEKY
-s4/1-12   AKV.LWG.RGTHDKY
-s5/1-11   MKV.LWA.-GTHD-Y
-s6/1-11   MKV.-----GTHD-Y
-s7/1-12   WCE.PQR.STVWD-A
-s8/2-13   MKV.LWA.RGTHDKF
-#=GC seq_cons MKV.LWA.RGTHD+Y
-//
-"""
+TEST_DIR = REPO / ".test"
+TINY_STOCKHOLM = (TEST_DIR / "tiny.sto").read_text()
 """8 sequences, 13 match columns, 2 insert columns; s6 has 5 gaps (> 0.2 x 13)."""
 
 
 def tiny_config() -> dict:
-    """A config on the tiny alignment, with runs small enough for a test."""
-    return {
-        "families": {"tiny": {"source": "tiny.sto"}},
-        "runs": {"quick": {"hidden": 3, "updates": 20, "chains": 16, "batch_size": 4,
-                           "gibbs_steps": 2, "checkpoints": 2}},
-        "device": "cpu",
-        "prepare": {"identity": 0.8, "max_gap_fraction": 0.2, "test_fraction": 0.25,
-                    "seed": 0},
-        "sample": {"chains": 23, "sweeps": 20, "auto_extend": False, "data_chains": 23},
-        "report": {"triplets": 5, "nn_samples": 20, "pca_components": 2},
-    }
+    """The tiny study of .test/config.yaml, its alignment read from `tiny.sto` in the run folder."""
+    config = yaml.safe_load((TEST_DIR / "config.yaml").read_text())
+    config["families"]["tiny"]["source"] = "tiny.sto"
+    return config
 
 
 @dataclass
@@ -148,6 +130,49 @@ def test_dry_run_of_default_config(tmp_path: Path) -> None:
     assert result.returncode == 0, explain(result)
     assert "prepare" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def job_counts(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Rule -> number of jobs, from the "Job stats" table of a dry run."""
+    counts: dict[str, int] = {}
+    lines = (result.stdout + result.stderr).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    for line in lines[start + 3:]:
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].isdigit() or fields[0] == "total":
+            break
+        counts[fields[0]] = int(fields[1])
+    return counts
+
+
+def test_a_study_of_ones_own_replaces_the_default(tmp_path: Path) -> None:
+    """--configfile names the whole study: config.yaml's family and run are not added."""
+    flow = Workflow(tmp_path)
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    (tmp_path / "tiny.sto").write_text(TINY_STOCKHOLM)
+    study = tmp_path / "my.yaml"
+    study.write_text(yaml.safe_dump({"families": {"mine": {"source": "tiny.sto"}},
+                                     "runs": {"r1": {"hidden": 7}}}))
+    result = flow.run("-n", configfile=study)
+    assert result.returncode == 0, explain(result)
+    counts = job_counts(result)
+    stages = ("fetch", "prepare", "train", "loglik", "sample", "report", "summary")
+    assert {stage: counts.get(stage) for stage in stages} == dict.fromkeys(stages, 1), counts
+    output = result.stdout + result.stderr
+    assert "results/WW" not in output and "/default/" not in output
+
+
+def test_the_default_study_without_a_configfile(tmp_path: Path) -> None:
+    """Without --configfile, config.yaml of the working directory is the study."""
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--cores", "1", "--config", "device=cpu"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, explain(result)
+    assert job_counts(result)["train"] == 1
+    assert "results/WW/default/model.h5" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(("section", "key", "wrong"), [("prepare", "identity", "identiy"),

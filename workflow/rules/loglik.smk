@@ -20,6 +20,6 @@ rule loglik:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow loglik {input.model} {input.data} --out {output.loglik} "
+        "python -m rbmflow loglik {input.model} {input.data} --out {output.loglik} "
         "--trajectory-csv {output.trajectory} {params.flags} "
         "--device {params.device} --threads {threads} 2> {log}"

@@ -15,5 +15,5 @@ rule prepare:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow prepare {input} --out {output.data} --summary {output.summary} "
+        "python -m rbmflow prepare {input} --out {output.data} --summary {output.summary} "
         "{params.flags} --device {params.device} --threads {threads} 2> {log}"

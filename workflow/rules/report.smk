@@ -34,7 +34,7 @@ rule report:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow report --data {input.data} --samples {input.samples} --sampling {input.sampling} "
+        "python -m rbmflow report --data {input.data} --samples {input.samples} --sampling {input.sampling} "
         "--model {input.model} --train-log {input.train_log} --loglik {input.loglik} "
         "{params.trajectory} --outdir {params.outdir} --family {wildcards.family} "
         "--run {wildcards.run} {params.flags} --device {params.device} 2> {log}"
@@ -51,4 +51,4 @@ rule summary:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow report --summary {input} --out {output.csv} 2> {log}"
+        "python -m rbmflow report --summary {input} --out {output.csv} 2> {log}"

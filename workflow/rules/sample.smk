@@ -20,6 +20,6 @@ rule sample:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow sample {input.model} {input.data} --out {output.samples} "
+        "python -m rbmflow sample {input.model} {input.data} --out {output.samples} "
         "--info {output.info} {params.flags} --device {params.device} "
         "--threads {threads} 2> {log}"

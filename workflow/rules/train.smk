@@ -19,6 +19,6 @@ rule train:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow train {input} --out {output.model} --log {output.log} "
+        "python -m rbmflow train {input} --out {output.model} --log {output.log} "
         "--family {wildcards.family} --run-name {wildcards.run} {params.flags} "
         "--device {params.device} --threads {threads} 2> {log}"
