@@ -7,8 +7,9 @@ included (a gap matches a gap), and the count includes m itself, so 0 < w_m <= 1
 effective number of sequences is M_eff = sum_m w_m.
 
 The identity test is done on integers: `min_matches(L, threshold)` is the smallest k with
-k / L >= threshold in float64, so the result is exactly that of a double loop comparing
-`matches / L >= threshold`.
+k / L >= threshold in float64, and the match counts (exact integers in the product dtype)
+are converted to int32 before `>= k`, so the result is exactly that of a double loop
+comparing `matches / L >= threshold`, whatever dtype the products use.
 
 Matches come from one-hot products, block by block: for row blocks A and B of one-hot
 vectors (only the (position, symbol) pairs that occur in the alignment), A @ B.T counts the
@@ -110,18 +111,18 @@ def neighbour_counts(
         out.scatter_(1, onehot_index[start:stop], 1.0)
         return out
 
-    threshold_value = float(needed) - 0.5  # robust to any rounding of exact integer sums
     for row_start in range(0, num_sequences, block):
         row_stop = min(row_start + block, num_sequences)
         rows = one_hot(row_start, row_stop)
         for col_start in range(row_start, num_sequences, block):
             col_stop = min(col_start + block, num_sequences)
             cols = rows if col_start == row_start else one_hot(col_start, col_stop)
-            close = rows @ cols.T
-            torch.ge(close, threshold_value, out=close)  # 1.0 where identity >= threshold
-            counts[row_start:row_stop] += close.sum(dim=1, dtype=torch.float32).long()
+            # Exact integers in `dtype` (see product_dtype), compared as integers: a
+            # half-integer threshold would itself be rounded in a 16-bit float.
+            close = (rows @ cols.T).to(torch.int32) >= needed
+            counts[row_start:row_stop] += close.sum(dim=1)
             if col_start != row_start:
-                counts[col_start:col_stop] += close.sum(dim=0, dtype=torch.float32).long()
+                counts[col_start:col_stop] += close.sum(dim=0)
     return counts.cpu().numpy()
 
 
