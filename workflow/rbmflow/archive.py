@@ -4,7 +4,9 @@ Layout, compatible with `rbms.io.load_params` / `rbms.io.load_model` (DESIGN.md)
 
     model_type                  "PBRBM" (string dataset)
     hyperparameters/            batch_size, gibbs_steps, learning_rate, L1, L2, seed,
-                                num_hiddens, num_visibles, num_chains, ... (scalar datasets)
+                                num_hiddens, num_visibles, num_chains, ... (scalar datasets;
+                                L1, L2 in rbms' convention L1 sum|theta| + L2 sum theta^2,
+                                weight_l1, weight_l2 rbmflow's l1 sum|W| + (l2/2) sum W^2)
     parallel_chains             (C, L) float32: state indices of the chains at the last checkpoint
     update_{n}/params/          weight_matrix (L, q, Nh), vbias (L, q), hbias (Nh)
     update_{n}/time             cumulative training seconds at update n
