@@ -172,3 +172,33 @@ def test_first_order_transition_is_right_or_visibly_wrong(pseudocount):
         assert error > 5 and flagged and gap > 5
     assert result["warning"] == (" | ".join(result["warnings"]) or None)
     assert math.isfinite(result["loglik_train"]) and math.isfinite(result["loglik_test"])
+
+
+def test_nh_comes_from_the_weights_and_optional_hyperparameters_may_be_missing(trained,
+                                                                               tmp_path):
+    """An archive whose hyperparameters lack num_hiddens (and every other optional key), or
+    state a wrong one, still runs: Nh is the weight matrix's last dimension (7 here, so the
+    auto method is exact enumeration)."""
+    import h5py
+
+    model_path, data_path, _ = trained
+    exact = P.log_partition_exact(archive.load_rbm(model_path, dtype=torch.float64))
+    settings = LoglikSettings(seed=2)
+    for name, edit in (("lacking.h5", "drop"), ("wrong.h5", "wrong"), ("none.h5", "group")):
+        path = tmp_path / name
+        path.write_bytes(model_path.read_bytes())
+        with h5py.File(path, "a") as f:
+            hyper = f["hyperparameters"]
+            if edit == "group":
+                del f["hyperparameters"]
+            elif edit == "drop":
+                for key in list(hyper):
+                    if key not in ("batch_size", "gibbs_steps", "learning_rate", "L1", "L2"):
+                        del hyper[key]
+            else:
+                del hyper["num_hiddens"]
+                hyper["num_hiddens"] = 99
+        meta = archive.read_metadata(path)
+        assert (meta["num_visibles"], meta["num_states"], meta["num_hiddens"]) == (11, 5, 7)
+        doc = run_stage(path, data_path, tmp_path / f"{name}.json", settings)
+        assert doc["method"] == "exact" and doc["log_z"] == pytest.approx(exact, abs=1e-3)

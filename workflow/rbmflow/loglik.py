@@ -379,8 +379,8 @@ def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[s
     except ValueError as err:
         raise InputError(str(err)) from err
     meta = archive.read_metadata(model_path)
-    if "num_hiddens" not in meta:
-        raise InputError(f"{model_path}: hyperparameters/num_hiddens missing")
+    if "num_hiddens" not in meta:  # the shape of the last checkpoint's weight matrix
+        raise InputError(f"{model_path}: no complete checkpoint")
     methods = settings.resolved_methods(int(meta["num_hiddens"]), len(meta["updates"]))
     need_all = trajectory_csv is not None or "trajectory" in methods
     checkpoints = load_checkpoints(model_path, settings.checkpoint, need_all, device)
