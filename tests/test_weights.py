@@ -171,3 +171,45 @@ def test_clustered_weights_are_exact_on_every_dtype_path(
     for path in _dtype_paths(length):
         _force_path(monkeypatch, *path)
         np.testing.assert_array_equal(neighbour_counts(codes, 0.8, block_size=101), expected)
+
+
+def brute_force_identity(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """identity[a, b] = mean(first[a] == second[b]), one pair at a time."""
+    return np.array([[np.mean(a == b) for b in second] for a in first])
+
+
+@pytest.mark.parametrize(("num_sequences", "length", "block_size"),
+                         [(89, 13, None), (101, 17, 7), (61, 11, 60)])
+def test_identity_components_equal_brute_force(num_sequences: int, length: int,
+                                               block_size: int | None) -> None:
+    from rbmflow.weights import identity_components
+
+    rng = np.random.default_rng(num_sequences)
+    codes = clustered_alignment(rng, num_sequences, length, 21, mutation_rate=0.15)
+    linked = brute_force_identity(codes, codes) >= 0.8
+    expected = np.full(num_sequences, -1)
+    for start in range(num_sequences):  # label = smallest member, by graph search
+        if expected[start] >= 0:
+            continue
+        stack, expected[start] = [start], start
+        while stack:
+            node = stack.pop()
+            for other in np.flatnonzero(linked[node] & (expected < 0)):
+                expected[other] = start
+                stack.append(other)
+    assert 1 < len(set(expected)) < num_sequences  # real clusters, more than one
+    labels = identity_components(codes, 0.8, block_size=block_size)
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_max_identity_equals_brute_force() -> None:
+    from rbmflow.weights import max_identity
+
+    rng = np.random.default_rng(2)
+    codes = clustered_alignment(rng, 131, 19, 21, mutation_rate=0.2)
+    query, reference = codes[:37], codes[37:]
+    expected = brute_force_identity(query, reference).max(axis=1)
+    for block_size in (None, 5, 40):
+        np.testing.assert_array_equal(max_identity(query, reference, block_size=block_size),
+                                      expected)
+    assert np.isnan(max_identity(query, reference[:0])).all()
