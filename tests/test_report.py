@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import csv
+import dataclasses
 import json
 from html.parser import HTMLParser
 from pathlib import Path

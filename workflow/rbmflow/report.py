@@ -611,9 +611,10 @@ def _split_note(split: dict[str, Any] | None) -> str:
     dist = split.get("test_max_identity_to_train") or {}
     quantiles = dist.get("quantiles") or {}
     if dist.get("n"):
+        above = dist.get("fraction_at_or_above_threshold")
         text += (f" Test sequences' maximum identity to train: median "
                  f"{_fmt(quantiles.get('0.5'))}, 5-95 % {_fmt(quantiles.get('0.05'))}-"
-                 f"{_fmt(quantiles.get('0.95'))}; {_fmt(dist.get('fraction_at_or_above_threshold'))}"
+                 f"{_fmt(quantiles.get('0.95'))}; {_fmt(above)}"
                  f" of them at or above {_fmt(dist.get('threshold'))}.")
     return f"<p>{text}</p>"
 
