@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -235,3 +236,24 @@ def test_information_heights_known_answers() -> None:
         np.log2(q))
     np.testing.assert_allclose(heights[1], 0.0, atol=1e-12)
     np.testing.assert_allclose(heights[2, :2], 0.5 * (np.log2(q) - 1.0))
+
+
+def test_report_says_which_split_and_how_close_test_is_to_train(tiny_run: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    from rbmflow.dataset import load_encoded
+    from rbmflow.prepare import identity_distribution
+
+    data = load_encoded(tiny_run["alignment.npz"])
+    identity = np.array([0.55, 0.6, 0.7, 0.75, 0.85])
+    split = {"method": "cluster", "test_max_identity_to_train":
+             identity_distribution(identity, 0.8)}
+    save_encoded(tmp_path / "alignment.npz", dataclasses.replace(
+        data, provenance={"stage": "prepare", "summary": {"split": split}}))
+    outdir = tmp_path / "report"
+    metrics = make_report(ReportInputs(tmp_path / "alignment.npz", tiny_run["samples.fasta"],
+                                       None, None, None, None, None), outdir, SETTINGS,
+                          device="cpu")
+    assert metrics["split"]["method"] == "cluster"
+    text = " ".join(" ".join(_parse(outdir / "report.html").text).split())
+    assert "Train/test split: cluster" in text
+    assert "median 0.700" in text and "0.200 of them at or above 0.800" in text

@@ -4,7 +4,9 @@ Layout, compatible with `rbms.io.load_params` / `rbms.io.load_model` (DESIGN.md)
 
     model_type                  "PBRBM" (string dataset)
     hyperparameters/            batch_size, gibbs_steps, learning_rate, L1, L2, seed,
-                                num_hiddens, num_visibles, num_chains, ... (scalar datasets)
+                                num_hiddens, num_visibles, num_chains, ... (scalar datasets;
+                                L1, L2 in rbms' convention L1 sum|theta| + L2 sum theta^2,
+                                weight_l1, weight_l2 rbmflow's l1 sum|W| + (l2/2) sum W^2)
     parallel_chains             (C, L) float32: state indices of the chains at the last checkpoint
     update_{n}/params/          weight_matrix (L, q, Nh), vbias (L, q), hbias (Nh)
     update_{n}/time             cumulative training seconds at update n
@@ -254,8 +256,11 @@ def _scalar(value: Any) -> Any:
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Hyperparameters and our metadata, flat, plus `hyperparameters` and `model_type` keys.
 
-    Always present: `method` (archives of `rbms` are PCD), `gibbs_steps`, `model_type`,
-    `updates` (the complete checkpoints), `alphabet` (None when the archive does not say).
+    Always present: `method` (archives of `rbms` are PCD), `model_type`, `updates` (the
+    complete checkpoints), `alphabet` (None when the archive does not say), and, when there is
+    a complete checkpoint, `num_visibles`, `num_states`, `num_hiddens` read from the shape of
+    its weight matrix (whatever `hyperparameters/` says). Every other hyperparameter is
+    optional: absent from the result when absent from the archive.
     """
     with _open(path) as f:
         hyper: dict[str, Any] = {}
@@ -267,11 +272,14 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             meta = json.loads(_scalar(f[METADATA_GROUP].attrs["metadata_json"]))
         model_type = _scalar(f["model_type"][()]) if "model_type" in f else None
         updates = _complete_updates(f)
+        shape = (f[f"update_{updates[-1]}/params/weight_matrix"].shape if updates else None)
     out: dict[str, Any] = dict(hyper)
     out.update(meta)
     out["hyperparameters"] = hyper
     out["model_type"] = model_type
     out["updates"] = updates
+    if shape is not None and len(shape) == 3:
+        out["num_visibles"], out["num_states"], out["num_hiddens"] = (int(n) for n in shape)
     out.setdefault("method", "pcd")
     out.setdefault("alphabet", None)
     if "gibbs_steps" not in out and "gibbs_steps" in hyper:

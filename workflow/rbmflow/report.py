@@ -599,6 +599,26 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _split_note(split: dict[str, Any] | None) -> str:
+    """Which train/test split was used, and how close the test sequences are to train."""
+    if not isinstance(split, dict):
+        return "<p>Train/test split: not recorded in alignment.npz.</p>"
+    method = split.get("method", "random")
+    text = (f"Train/test split: <b>{html.escape(str(method))}</b>"
+            + (" (the default, as in the literature: test sequences may keep near-copies in "
+               "train)" if method == "random" else
+               " (whole clusters of the identity graph on one side)") + ".")
+    dist = split.get("test_max_identity_to_train") or {}
+    quantiles = dist.get("quantiles") or {}
+    if dist.get("n"):
+        above = dist.get("fraction_at_or_above_threshold")
+        text += (f" Test sequences' maximum identity to train: median "
+                 f"{_fmt(quantiles.get('0.5'))}, 5-95 % {_fmt(quantiles.get('0.05'))}-"
+                 f"{_fmt(quantiles.get('0.95'))}; {_fmt(above)}"
+                 f" of them at or above {_fmt(dist.get('threshold'))}.")
+    return f"<p>{text}</p>"
+
+
 def _kv_table(items: Sequence[tuple[str, Any]]) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td class='num'>{html.escape(_fmt(v))}</td></tr>"
                    for k, v in items)
@@ -635,6 +655,7 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
                  "states including gaps. The natural column is what a perfect model would "
                  "score given the finite test set.</p>")
     parts.append(_metrics_table(metrics))
+    parts.append(_split_note(metrics.get("split")))
     parts.append("<h3>Likelihood and sampling</h3>")
     parts.append(_kv_table([
         ("log-likelihood train (nats/sequence)", metrics.get("loglik_train")),
@@ -735,6 +756,7 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
         "mixing_time": lookup(sampling, "mixing_time"),
         "sampling_sweeps": lookup(sampling, "sweeps"),
         "sampling_mode": lookup(sampling, "mode"),
+        "split": lookup(data.provenance, "summary.split"),
         "warnings": warnings,
         "notes": list(ev.notes),
     }

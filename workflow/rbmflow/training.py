@@ -18,7 +18,8 @@ k block-Gibbs sweeps per gradient update:
 The centred gradient (default) subtracts the data centres vbar = <v>_data, hbar = <m>_data:
 dW_c = dW - vbar (x) dhbias - dvbias (x) hbar, dvbias_c = dvbias - dW_c . hbar,
 dhbias_c = dhbias - vbar . dW_c; it is the gradient of the centred parametrisation mapped back
-to (W, vbias, hbias) and has the same fixed points as the plain gradient.
+to (W, vbias, hbias) and has the same fixed points as the plain gradient. The L1/L2 penalties
+(l1 sum|W| + (l2 / 2) sum W^2, weights only) enter the plain dW before centring.
 After each update the zero-sum gauge is applied to all Potts parameters.
 """
 
@@ -179,10 +180,24 @@ def moments(model: PottsRBM, codes: Tensor, weights: Tensor | None = None,
     return Moments(v=site_moments(codes, w, q), h=h, vh=vh.view(L, q, nh))
 
 
-def gradient(data: Moments, chains: Moments, centered: bool = True
+def gradient(data: Moments, chains: Moments, centered: bool = True,
+             weight_matrix: Tensor | None = None, l1: float = 0.0, l2: float = 0.0
              ) -> tuple[Tensor, Tensor, Tensor]:
-    """Log-likelihood ascent direction (dW, dvbias, dhbias) from data and model moments."""
+    """Ascent direction (dW, dvbias, dhbias) of the penalised log-likelihood
+    LL - l1 sum|W| - (l2 / 2) sum W^2 from data and model moments.
+
+    The penalty's gradient is added to the plain dW before the centring map, so the fixed
+    point is the regularised maximum-likelihood solution in either parametrisation.
+    `weight_matrix` (L, q, Nh) is needed only when l1 or l2 is non-zero.
+    """
     d_w = data.vh - chains.vh
+    if l1 or l2:
+        if weight_matrix is None:
+            raise ValueError("l1 or l2 penalty needs the weight matrix")
+        if l2:
+            d_w = d_w - l2 * weight_matrix
+        if l1:
+            d_w = d_w - l1 * torch.sign(weight_matrix)
     d_v = data.v - chains.v
     d_h = data.h - chains.h
     if centered:
@@ -293,7 +308,9 @@ def train(
     })
     hyperparameters = {
         "batch_size": s.batch_size, "gibbs_steps": s.gibbs_steps,
-        "learning_rate": s.learning_rate, "L1": s.l1, "L2": s.l2, "seed": s.seed,
+        "learning_rate": s.learning_rate, "seed": s.seed,
+        # rbms' convention: penalty L1 sum|theta| + L2 sum theta^2 (ours: l2/2, weights only)
+        "L1": s.l1, "L2": s.l2 / 2, "weight_l1": s.l1, "weight_l2": s.l2,
         "num_hiddens": s.hidden, "num_visibles": L,
         "num_chains": s.chains if s.method != "cd" else min(s.batch_size, data.num_sequences),
         "num_states": q, "updates": s.updates, "method": s.method,
@@ -380,11 +397,8 @@ def train(
                 start_codes = random_codes(chains.shape[0], L, q, device, generator)
             chains = model.gibbs(start_codes, s.gibbs_steps, generator=generator)
             d_w, d_v, d_h = gradient(moments(model, batch_codes, batch_weights),
-                                     moments(model, chains), s.centered)
-            if s.l2:
-                d_w = d_w - s.l2 * model.weight_matrix
-            if s.l1:
-                d_w = d_w - s.l1 * torch.sign(model.weight_matrix)
+                                     moments(model, chains), s.centered,
+                                     model.weight_matrix, s.l1, s.l2)
             grad_sq = sum((g * g).sum() for g in (d_w, d_v, d_h))
             grad_sq_value = float(grad_sq)  # the one host sync of an update
             if not math.isfinite(grad_sq_value):
