@@ -148,18 +148,24 @@ def assemble(pieces: Sequence[str | os.PathLike[str]], path: str | os.PathLike[s
     rbmflow group, its checkpoints) plus every `update_{n}` group of the other pieces that
     it lacks, the later piece winning. Each piece is read once and the result written once.
     """
+    with atomic_path(path) as tmp:
+        assemble_into(pieces, tmp)
+
+
+def assemble_into(pieces: Sequence[str | os.PathLike[str]], target: str | os.PathLike[str]
+                  ) -> None:
+    """`assemble`, written in place to `target` (a temporary file of the caller's), fsynced."""
     sources = [Path(piece) for piece in pieces]
     if not sources:
         raise ValueError("no pieces to assemble")
-    with atomic_path(path) as tmp:
-        shutil.copyfile(sources[-1], tmp)
-        with h5py.File(tmp, "a") as f:
-            for source in reversed(sources[:-1]):
-                with h5py.File(source, "r") as src:
-                    for key in src:
-                        if key.startswith("update_") and key not in f:
-                            src.copy(src[key], f, name=key)
-        _fsync(tmp)
+    shutil.copyfile(sources[-1], target)
+    with h5py.File(target, "a") as f:
+        for source in reversed(sources[:-1]):
+            with h5py.File(source, "r") as src:
+                for key in src:
+                    if key.startswith("update_") and key not in f:
+                        src.copy(src[key], f, name=key)
+    _fsync(Path(target))
 
 
 def _fsync(path: Path) -> None:
