@@ -49,7 +49,9 @@ METADATA_GROUP = "rbmflow"
 _PARAM_NAMES = ("weight_matrix", "vbias", "hbias")
 _REQUIRED_HYPERPARAMETERS = ("batch_size", "gibbs_steps", "learning_rate", "L1", "L2", "seed",
                              "num_hiddens", "num_chains")
+_NUMERIC_HYPERPARAMETERS = (*_REQUIRED_HYPERPARAMETERS, "num_visibles", "num_states", "updates")
 _PIECE_NAME = re.compile(r"update_(\d+)\.h5")
+MAX_PARAMETERS = 2**28  # elements of one parameter array read from an archive (1 GiB float32)
 
 
 def save_checkpoint(
@@ -180,6 +182,52 @@ def _open(path: str | os.PathLike[str]) -> h5py.File:
         raise InputError(f"{path}: not a readable model archive ({err})") from err
 
 
+def _dataset(f: h5py.File, name: str, path: str | os.PathLike[str],
+             max_size: int = MAX_PARAMETERS) -> h5py.Dataset:
+    """The numeric dataset `name`, refused (InputError) if it is reached through an external
+    link, stores its data in another file, is not numeric or holds more than `max_size`."""
+    node: Any = f
+    parts = name.strip("/").split("/")
+    for i, part in enumerate(parts):
+        if not isinstance(node, h5py.Group) or part not in node:
+            raise InputError(f"{path}: no {'/'.join(parts[:i + 1])}")
+        link = node.get(part, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise InputError(f"{path}: {name} is an external link to {link.filename}; "
+                             "archives must be self-contained")
+        node = node[part]
+    if not isinstance(node, h5py.Dataset):
+        raise InputError(f"{path}: {name} is not a dataset")
+    if node.external:
+        raise InputError(f"{path}: {name} stores its data in another file; "
+                         "archives must be self-contained")
+    if node.dtype.kind not in "biuf":
+        raise InputError(f"{path}: {name} has dtype {node.dtype}, expected numbers")
+    if node.size > max_size:
+        raise InputError(f"{path}: {name} declares shape {node.shape} ({node.size} values), "
+                         f"more than the limit of {max_size}")
+    return node
+
+
+def _parameters(f: h5py.File, update: int, path: str | os.PathLike[str]) -> list[np.ndarray]:
+    """weight_matrix (L, q, Nh), vbias (L, q), hbias (Nh) of `update_{update}`, validated:
+    shapes consistent, values finite (InputError naming the file and the array otherwise)."""
+    arrays = [np.asarray(_dataset(f, f"update_{update}/params/{name}", path)[()])
+              for name in _PARAM_NAMES]
+    weight_matrix, vbias, hbias = arrays
+    if (weight_matrix.ndim != 3 or vbias.ndim != 2 or hbias.ndim != 1
+            or vbias.shape != weight_matrix.shape[:2] or hbias.shape != weight_matrix.shape[2:]
+            or 0 in weight_matrix.shape):
+        raise InputError(
+            f"{path}: update_{update}: inconsistent parameter shapes: weight_matrix "
+            f"{weight_matrix.shape}, vbias {vbias.shape}, hbias {hbias.shape} (expected "
+            "(L, q, Nh), (L, q), (Nh,))")
+    for name, array in zip(_PARAM_NAMES, arrays, strict=True):
+        if not np.isfinite(array).all():
+            raise InputError(f"{path}: update_{update}/params/{name} holds NaN or inf")
+    return arrays
+
+
 def _complete_updates(f: h5py.File) -> list[int]:
     updates = []
     for key in f:
@@ -189,7 +237,12 @@ def _complete_updates(f: h5py.File) -> list[int]:
             n = int(key[len("update_"):])
         except ValueError:
             continue
-        group = f[key]
+        if not isinstance(f.get(key, getlink=True), h5py.HardLink | h5py.SoftLink):
+            raise InputError(f"{f.filename}: {key} is an external link; archives must be "
+                             "self-contained")
+        group = f.get(key)
+        if not isinstance(group, h5py.Group):
+            continue
         if "params" in group and all(name in group["params"] for name in _PARAM_NAMES):
             updates.append(n)
     return sorted(updates)
@@ -217,9 +270,8 @@ def load_rbm(path: str | os.PathLike[str], update: int | None = None,
             update = updates[-1]
         elif update not in updates:
             raise InputError(f"{path}: no checkpoint update_{update} (have {updates})")
-        params = f[f"update_{update}/params"]
-        tensors = [torch.from_numpy(np.asarray(params[name][()])).to(device=device, dtype=dtype)
-                   for name in _PARAM_NAMES]
+        tensors = [torch.from_numpy(array).to(device=device, dtype=dtype)
+                   for array in _parameters(f, update, path)]
     return PottsRBM(*tensors)
 
 
@@ -228,7 +280,10 @@ def load_chains(path: str | os.PathLike[str], device: torch.device | str = "cpu"
     with _open(path) as f:
         if "parallel_chains" not in f:
             raise InputError(f"{path}: no parallel_chains")
-        chains = np.asarray(f["parallel_chains"][()])
+        chains = np.asarray(_dataset(f, "parallel_chains", path)[()])
+    if chains.ndim != 2 or not np.isfinite(chains).all() or (chains.size and chains.min() < 0):
+        raise InputError(f"{path}: parallel_chains must be a 2-D array of state indices, got "
+                         f"shape {chains.shape}")
     return torch.from_numpy(np.rint(chains).astype(np.int64)).to(device)
 
 
@@ -266,11 +321,26 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     with _open(path) as f:
         hyper: dict[str, Any] = {}
         if "hyperparameters" in f:
-            for key, dataset in f["hyperparameters"].items():
+            group = f["hyperparameters"]
+            for key in group:
+                if key in _NUMERIC_HYPERPARAMETERS:
+                    dataset = _dataset(f, f"hyperparameters/{key}", path, max_size=1)
+                elif isinstance(group.get(key, getlink=True), h5py.ExternalLink):
+                    raise InputError(f"{path}: hyperparameters/{key} is an external link")
+                elif isinstance(group.get(key), h5py.Dataset) and group[key].size <= 1024:
+                    dataset = group[key]
+                else:
+                    continue
                 hyper[key] = _scalar(dataset[()])
         meta: dict[str, Any] = {}
         if METADATA_GROUP in f and "metadata_json" in f[METADATA_GROUP].attrs:
-            meta = json.loads(_scalar(f[METADATA_GROUP].attrs["metadata_json"]))
+            try:
+                meta = json.loads(_scalar(f[METADATA_GROUP].attrs["metadata_json"]))
+            except (ValueError, TypeError, UnicodeDecodeError) as err:
+                raise InputError(f"{path}: {METADATA_GROUP}/metadata_json is not valid JSON "
+                                 f"({err})") from err
+            if not isinstance(meta, dict):
+                raise InputError(f"{path}: {METADATA_GROUP}/metadata_json is not a JSON object")
         model_type = _scalar(f["model_type"][()]) if "model_type" in f else None
         updates = _complete_updates(f)
     out: dict[str, Any] = dict(hyper)

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine or cluster node, spinning
@@ -52,15 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_message(err: OSError) -> str:
+    """One line naming the path and the cause of an operating-system error."""
+    cause = err.strerror or str(err) or type(err).__name__
+    where = err.filename if err.filename is not None else None
+    text = f"{where}: {cause}" if where is not None and str(where) not in cause else cause
+    if err.filename2 is not None:
+        text += f" (and {err.filename2})"
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit: an OSError (EFBIG), not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         args.run(args)
     except RbmflowError as err:
-        print(f"rbmflow {args.stage}: error: {err}", file=sys.stderr)
+        print(f"rbmflow {args.stage}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except OSError as err:  # read-only folder, full disk, file-size limit, I/O error
+        print(f"rbmflow {args.stage}: error: {os_error_message(err)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"rbmflow {args.stage}: error: out of memory; use smaller settings or inputs",
+              file=sys.stderr)
         return 1
     return 0
 
