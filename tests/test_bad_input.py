@@ -382,12 +382,10 @@ def read_only_folder(folder: Path) -> Iterator[Path]:
 def full_disk(folder: Path) -> Iterator[Path]:
     """A tiny tmpfs filled to the last byte (root only)."""
     with _tmpfs(folder, "size=64k") as mounted:
-        filler = mounted / "filler"
-        with open(filler, "wb") as handle:
+        with open(mounted / "filler", "wb", buffering=0) as handle:
             with contextlib.suppress(OSError):
                 while True:
                     handle.write(b"\0" * 1024)
-                    handle.flush()
         yield mounted
 
 

@@ -27,11 +27,12 @@ checkpoint do not grow with the number of checkpoints.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,49 +78,42 @@ def save_checkpoint(
     missing = [k for k in _REQUIRED_HYPERPARAMETERS if k not in hyperparameters]
     if missing:
         raise ValueError(f"hyperparameters lack {missing}")
-    with atomic_path(path) as tmp:
-        if path.exists():
-            shutil.copyfile(path, tmp)
-            mode = "a"
+    with atomic_path(path) as tmp, _via_memory(tmp, path if path.exists() else None) as f:
+        if "model_type" not in f:
+            f["model_type"] = MODEL_TYPE
+            hyper = f.create_group("hyperparameters")
+            for key, value in hyperparameters.items():
+                hyper[key] = value
+        key = f"update_{update}"
+        if key in f:
+            del f[key]
+        group = f.create_group(key)
+        params = group.create_group("params")
+        for name, tensor in model.named_parameters().items():
+            params[name] = tensor.detach().to("cpu", torch.float32).numpy()
+            group[name] = params[name]  # hard link, as `rbms` writes for older readers
+        group["time"] = float(time_s)
+        group["torch_rng_state"] = torch.get_rng_state().numpy()
+        np_state = np.random.get_state()  # noqa: NPY002 (what `rbms` restores)
+        for i, part in enumerate(np_state):
+            group[f"numpy_rng_arg{i}"] = part
+        if rng_state is not None:
+            group["rbmflow_rng_state"] = rng_state.detach().cpu().numpy().astype(np.uint8)
+        group.create_group("flags")
+        chain_array = chains.detach().to("cpu").numpy().astype(np.float32)
+        if "parallel_chains" in f and f["parallel_chains"].shape == chain_array.shape:
+            f["parallel_chains"][...] = chain_array
         else:
-            mode = "w"
-        with h5py.File(tmp, mode) as f:
-            if mode == "w":
-                f["model_type"] = MODEL_TYPE
-                hyper = f.create_group("hyperparameters")
-                for key, value in hyperparameters.items():
-                    hyper[key] = value
-            key = f"update_{update}"
-            if key in f:
-                del f[key]
-            group = f.create_group(key)
-            params = group.create_group("params")
-            for name, tensor in model.named_parameters().items():
-                params[name] = tensor.detach().to("cpu", torch.float32).numpy()
-                group[name] = params[name]  # hard link, as `rbms` writes for older readers
-            group["time"] = float(time_s)
-            group["torch_rng_state"] = torch.get_rng_state().numpy()
-            np_state = np.random.get_state()  # noqa: NPY002 (what `rbms` restores)
-            for i, part in enumerate(np_state):
-                group[f"numpy_rng_arg{i}"] = part
-            if rng_state is not None:
-                group["rbmflow_rng_state"] = rng_state.detach().cpu().numpy().astype(np.uint8)
-            group.create_group("flags")
-            chain_array = chains.detach().to("cpu").numpy().astype(np.float32)
-            if "parallel_chains" in f and f["parallel_chains"].shape == chain_array.shape:
-                f["parallel_chains"][...] = chain_array
-            else:
-                if "parallel_chains" in f:
-                    del f["parallel_chains"]
-                f["parallel_chains"] = chain_array
-            meta = f.require_group(METADATA_GROUP)
-            meta.attrs["format_version"] = FORMAT_VERSION
-            meta.attrs["metadata_json"] = json.dumps(metadata, default=json_default)
-            if train_log is not None:
-                if "train_log" in meta:
-                    del meta["train_log"]
-                meta["train_log"] = train_log
-        _fsync(tmp)
+            if "parallel_chains" in f:
+                del f["parallel_chains"]
+            f["parallel_chains"] = chain_array
+        meta = f.require_group(METADATA_GROUP)
+        meta.attrs["format_version"] = FORMAT_VERSION
+        meta.attrs["metadata_json"] = json.dumps(metadata, default=json_default)
+        if train_log is not None:
+            if "train_log" in meta:
+                del meta["train_log"]
+            meta["train_log"] = train_log
 
 
 def piece_path(directory: str | os.PathLike[str], update: int) -> Path:
@@ -160,18 +154,25 @@ def assemble_into(pieces: Sequence[str | os.PathLike[str]], target: str | os.Pat
     sources = [Path(piece) for piece in pieces]
     if not sources:
         raise ValueError("no pieces to assemble")
-    shutil.copyfile(sources[-1], target)
-    with h5py.File(target, "a") as f:
+    with _via_memory(Path(target), sources[-1]) as f:
         for source in reversed(sources[:-1]):
             with h5py.File(source, "r") as src:
                 for key in src:
                     if key.startswith("update_") and key not in f:
                         src.copy(src[key], f, name=key)
-    _fsync(Path(target))
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
+@contextmanager
+def _via_memory(target: Path, initial: Path | None) -> Iterator[h5py.File]:
+    """An HDF5 file built in memory (from a copy of `initial`, or empty), then written to
+    `target` and fsynced with plain file I/O, so that a full disk or a file-size limit is one
+    OSError naming `target` rather than a failure inside the HDF5 library."""
+    buffer = io.BytesIO(initial.read_bytes() if initial is not None else b"")
+    with h5py.File(buffer, "a" if initial is not None else "w") as f:
+        yield f
+    with open(target, "wb") as handle:
+        handle.write(buffer.getbuffer())
+        handle.flush()
         os.fsync(handle.fileno())
 
 

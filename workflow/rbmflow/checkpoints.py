@@ -15,6 +15,7 @@ same archive as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -90,7 +91,8 @@ def output_lock(out: Path) -> Iterator[Path]:
     """Hold an exclusive lock on writing `out`; refuse (RbmflowError) if another process holds it.
 
     The lock is `flock` on `lock_path(out)`, which holds the owner's PID; it is released, and
-    the file removed, on exit (and by the kernel if the process dies).
+    the file removed, on exit (and by the kernel if the process dies). An empty directory of
+    pieces is removed on exit too.
     """
     path = lock_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,11 +119,14 @@ def output_lock(out: Path) -> Iterator[Path]:
         if same:
             break
         os.close(fd)  # the previous holder removed the file between our open and our lock
-    try:
+    with contextlib.suppress(OSError):  # the PID is for the message only (a full disk)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+    try:
         yield path
     finally:
+        with contextlib.suppress(OSError):  # an empty directory of pieces is no checkpoint
+            partial_path(out).rmdir()
         try:
             path.unlink(missing_ok=True)
         finally:

@@ -101,8 +101,14 @@ class TrainSettings:
                 raise RbmflowError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not self.learning_rate > 0 or not self.lr_decay > 0:
             raise RbmflowError("learning_rate and lr_decay must be positive")
-        if self.l1 < 0 or self.l2 < 0 or not 0 <= self.pseudocount < 1:
-            raise RbmflowError("l1, l2 must be >= 0 and pseudocount in [0, 1)")
+        if not (self.l1 >= 0 and self.l2 >= 0 and math.isfinite(self.l1 + self.l2)):
+            raise RbmflowError(f"l1 and l2 must be finite and >= 0, got {self.l1}, {self.l2}")
+        if not (math.isfinite(self.learning_rate) and math.isfinite(self.lr_decay)):
+            raise RbmflowError("learning_rate and lr_decay must be finite")
+        if not 0 <= self.pseudocount < 1:
+            raise RbmflowError("pseudocount must be in [0, 1)")
+        if not 0 <= self.seed < 2**63:
+            raise RbmflowError(f"seed must be in [0, 2^63), got {self.seed}")
 
     def learning_rate_at(self, update: int) -> float:
         """Learning rate of gradient update number `update` (0-based)."""
@@ -268,6 +274,10 @@ def train(
     s = settings
     if data.num_sequences == 0:
         raise RbmflowError("the training split is empty")
+    if data.length * data.num_states * s.hidden > archive.MAX_PARAMETERS:
+        raise RbmflowError(f"hidden {s.hidden}: the weight matrix would hold L x q x hidden = "
+                           f"{data.length * data.num_states * s.hidden} values, more than the "
+                           f"limit of {archive.MAX_PARAMETERS}")
     with checkpoints.output_lock(out):
         return _train_locked(data, out, log_path, s, device, metadata, test, restart, progress)
 

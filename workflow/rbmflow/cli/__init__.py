@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -53,6 +54,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Bounds on the integer options of every stage (an option absent from a stage is skipped): a
+# typo such as `hidden: 1e9` stops with one line instead of allocating without bound.
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "seed": (0, 2**63 - 1), "hidden": (1, 100_000), "updates": (1, 100_000_000),
+    "chains": (1, 10_000_000), "batch_size": (1, 100_000_000), "gibbs_steps": (1, 1_000_000),
+    "checkpoints": (1, 100_000), "log_every": (1, 100_000_000), "threads": (1, 4096),
+    "sweeps": (1, 100_000_000), "max_sweeps": (1, 100_000_000), "data_chains": (0, 10_000_000),
+    "betas": (2, 100_000_000), "trajectory_betas": (2, 100_000_000),
+    "trajectory_steps": (1, 100_000_000), "repeats": (1, 10_000),
+    "equilibration_sweeps": (0, 100_000_000), "record_every": (0, 100_000_000),
+    "triplets": (0, 10_000_000), "nn_samples": (1, 10_000_000),
+    "nn_reference": (1, 100_000_000), "pca_components": (1, 1000), "attempts": (1, 1000),
+    "exact_max_hiddens": (0, 30),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse (RbmflowError naming the option) integers outside INT_LIMITS and any NaN or
+    infinite float option."""
+    for name, value in vars(args).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and name in INT_LIMITS:
+            low, high = INT_LIMITS[name]
+            if not low <= value <= high:
+                raise RbmflowError(f"{flag} {value} is out of range: allowed {low} to {high}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise RbmflowError(f"{flag} must be a finite number, got {value}")
+
+
 def os_error_message(err: OSError) -> str:
     """One line naming the path and the cause of an operating-system error."""
     cause = err.strerror or str(err) or type(err).__name__
@@ -71,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit: an OSError (EFBIG), not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
+        check_numbers(args)
         args.run(args)
     except RbmflowError as err:
         print(f"rbmflow {args.stage}: error: {' '.join(str(err).split())}", file=sys.stderr)
