@@ -65,7 +65,7 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
     "trajectory_steps": (1, 100_000_000), "repeats": (1, 10_000),
     "equilibration_sweeps": (0, 100_000_000), "record_every": (0, 100_000_000),
     "triplets": (0, 10_000_000), "nn_samples": (1, 10_000_000),
-    "nn_reference": (1, 100_000_000), "pca_components": (1, 1000), "attempts": (1, 1000),
+    "nn_reference": (0, 100_000_000), "pca_components": (1, 1000), "attempts": (1, 1000),
     "exact_max_hiddens": (0, 30),
 }
 
