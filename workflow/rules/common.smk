@@ -1,5 +1,31 @@
+import math
 import re
 import shlex
+from pathlib import Path
+
+import yaml
+
+
+def check_config_numbers(value, schema, where, defs):
+    """What the schema's validator lets through: 4.0 where an integer is due (JSON Schema
+    counts it as one, the CLI does not), and NaN or infinities (they pass minimum/maximum)."""
+    schema = defs.get(schema.get("$ref", "").rpartition("/")[2], schema)
+    if isinstance(value, float) and schema.get("type") in ("integer", "number"):
+        if not math.isfinite(value):
+            raise ValueError(f"config {where}: {value} is not a finite number")
+        if schema["type"] == "integer":
+            raise ValueError(f"config {where}: {value} must be an integer (write "
+                             f"{int(value)}, not {value})")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
+            if isinstance(sub, dict):
+                check_config_numbers(item, sub, f"{where}.{key}" if where else key, defs)
+
+
+_SCHEMA = yaml.safe_load(
+    (Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml").read_text())
+check_config_numbers(config, _SCHEMA, "", _SCHEMA.get("$defs", {}))
 
 FAMILIES = list(config["families"])
 for _name, _family in config["families"].items():

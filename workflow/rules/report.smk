@@ -27,17 +27,17 @@ rule report:
     params:
         outdir=subpath(output.metrics, parent=True),
         trajectory=lambda wildcards, input: (
-            f"--trajectory {input.trajectory}" if input.trajectory else ""
+            f"--trajectory {shlex.quote(str(input.trajectory))}" if input.trajectory else ""
         ),
         flags=cli_flags(config["report"]),
         device=config["device"],
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "python -m rbmflow report --data {input.data} --samples {input.samples} --sampling {input.sampling} "
-        "--model {input.model} --train-log {input.train_log} --loglik {input.loglik} "
-        "{params.trajectory} --outdir {params.outdir} --family {wildcards.family} "
-        "--run {wildcards.run} {params.flags} --device {params.device} 2> {log}"
+        "python -m rbmflow report --data {input.data:q} --samples {input.samples:q} --sampling {input.sampling:q} "
+        "--model {input.model:q} --train-log {input.train_log:q} --loglik {input.loglik:q} "
+        "{params.trajectory} --outdir {params.outdir:q} --family {wildcards.family:q} "
+        "--run {wildcards.run:q} {params.flags} --device {params.device:q} 2> {log:q}"
 
 
 rule summary:
@@ -51,4 +51,4 @@ rule summary:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "python -m rbmflow report --summary {input} --out {output.csv} 2> {log}"
+        "python -m rbmflow report --summary {input:q} --out {output.csv:q} 2> {log:q}"

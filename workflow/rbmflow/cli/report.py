@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from rbmflow.metrics import EvaluationSettings
+    from rbmflow.provenance import nothing_new_on_failure
     from rbmflow.report import ReportInputs, make_report, summarize
 
     if args.summary:
@@ -73,4 +74,5 @@ def run(args: argparse.Namespace) -> None:
                                   pca_components=args.pca_components)
     inputs = ReportInputs(args.data, args.samples, args.sampling, args.model, args.train_log,
                           args.loglik, args.trajectory)
-    make_report(inputs, args.outdir, settings, args.device, args.family, args.run_name)
+    with nothing_new_on_failure(args.outdir):  # no figures without their report
+        make_report(inputs, args.outdir, settings, args.device, args.family, args.run_name)
