@@ -349,7 +349,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
                 raise InputError(f"{path}: {METADATA_GROUP}/metadata_json is not a JSON object")
         model_type = _scalar(f["model_type"][()]) if "model_type" in f else None
         updates = _complete_updates(f)
-        shape = (f[f"update_{updates[-1]}/params/weight_matrix"].shape if updates else None)
+        shape = (_dataset(f, f"update_{updates[-1]}/params/weight_matrix", path).shape
+                 if updates else None)
     out: dict[str, Any] = dict(hyper)
     out.update(meta)
     out["hyperparameters"] = hyper
