@@ -9,6 +9,7 @@ for _name, _family in config["families"].items():
             f"(the family name {_name!r} is not a Pfam accession)"
         )
 RUNS = list(config["runs"])
+WILDTYPE_FAMILIES = [name for name, family in config["families"].items() if family.get("wildtype")]
 
 
 wildcard_constraints:
@@ -70,5 +71,7 @@ def all_targets():
     targets += expand("results/{family}/{run}/loglik.json", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/samples.fasta", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS)
+    targets += [f"results/{family}/{run}/mutations.csv" for family in WILDTYPE_FAMILIES
+                for run in RUNS]
     targets += ["results/summary.csv", "results/summary.html"]
     return targets

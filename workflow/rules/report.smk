@@ -6,6 +6,7 @@ REPORT_FIGURES = ["site_frequencies", "correlations", "pca", "hamming", "energy"
 
 rule report:
     input:
+        unpack(report_mutations_inputs),
         data="results/{family}/data/alignment.npz",
         samples="results/{family}/{run}/samples.fasta",
         sampling="results/{family}/{run}/sampling.json",
@@ -29,6 +30,7 @@ rule report:
         trajectory=lambda wildcards, input: (
             f"--trajectory {input.trajectory}" if input.trajectory else ""
         ),
+        mutations=report_mutations_flags,
         flags=cli_flags(config["report"]),
         device=config["device"],
     conda:
@@ -36,7 +38,7 @@ rule report:
     shell:
         "rbmflow report --data {input.data} --samples {input.samples} --sampling {input.sampling} "
         "--model {input.model} --train-log {input.train_log} --loglik {input.loglik} "
-        "{params.trajectory} --outdir {params.outdir} --family {wildcards.family} "
+        "{params.trajectory} {params.mutations} --outdir {params.outdir} --family {wildcards.family} "
         "--run {wildcards.run} {params.flags} --device {params.device} 2> {log}"
 
 
