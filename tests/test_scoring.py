@@ -260,12 +260,14 @@ def test_cli_mutations_on_unaligned_wild_type(ww, tmp_path, capsys):
     path = save_model(tmp_path / "model.h5", model)
     save_encoded(tmp_path / "ww.npz", ww)
     full = next(r for r in ww.codes[ww.split == 1].astype(np.int64) if (r > 0).all())
-    wildtype = "MS" + letters(full)
+    wildtype = "MS" + letters(full) + "GSGS" * 70  # longer than a file name may be
     out = tmp_path / "mut.csv"
     assert main(["mutations", str(path), str(tmp_path / "ww.npz"), "--wildtype", wildtype,
                  "--first", "10", "--out", str(out), "--heatmap", str(tmp_path / "h.png")]) == 0
     rows = read_csv(out)
     assert len(rows) == 19 * ww.length
+    assert {r["mutant"][:-1] for r in rows} == {f"{c}{k + 12}" for k, c in
+                                                 enumerate(letters(full))}
     assert rows[0]["mutant"].startswith(f"{wildtype[2]}12") and rows[0]["column"] == "1"
     stored = archive.load_rbm(path, dtype=torch.float64)
     f_wt = float(stored.free_energy(torch.from_numpy(full)[None])[0])
@@ -276,7 +278,9 @@ def test_cli_mutations_on_unaligned_wild_type(ww, tmp_path, capsys):
         assert float(row["delta_log_p"]) == pytest.approx(expected, abs=1e-6)
     assert (tmp_path / "h.png").is_file()
     summary = json.loads(out.with_suffix(".json").read_text())
-    assert summary["unmatched_positions"] == [10, 11] and summary["coverage_columns"] == 1.0
+    tail = list(range(12 + ww.length, 10 + len(wildtype)))
+    assert summary["unmatched_positions"] == [10, 11, *tail]
+    assert summary["coverage_columns"] == 1.0
     # a wild type of another family: one line naming it, exit 1
     fasta = tmp_path / "other.fasta"
     fasta.write_text(">not_a_ww_domain\n" + "PEPTIDEKLMNQRSTAVWYAACCDDEEFFGGHHIIKK\n")

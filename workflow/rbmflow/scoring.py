@@ -304,7 +304,11 @@ def _inputs(**paths: Path | None) -> dict[str, Path]:
 def read_wildtype(text: str) -> tuple[str, str]:
     """(name, sequence) of a wild type given as letters or as a FASTA file of one record."""
     path = Path(text)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a sequence longer than a file name may be
+        is_file = False
+    if is_file:
         records = read_fasta_records(path)
         if len(records) != 1:
             raise InputError(f"{path}: {len(records)} records; the wild type must be one")
