@@ -81,8 +81,8 @@ FIGURES = {
     "mutations": "Single mutants of the wild type (rbmflow mutations): delta log p = log "
                  "p(mutant) - log p(wild type) = F(wild type) - F(mutant), nats, for the 20 "
                  "amino acids (rows) at every wild-type position the model covers (columns, "
-                 "wild-type numbering). Blue: less likely than the wild type; black dots: the "
-                 "wild-type residue.",
+                 "wild-type numbering). Red: less likely than the wild type, blue: more; "
+                 "black dots: the wild-type residue.",
 }
 """Figure name -> caption (how to read it). Files are `{name}.png` in the report folder."""
 

@@ -209,7 +209,8 @@ def write_mutations_csv(path: str | os.PathLike[str], scan: MutationScan) -> Non
 
 def mutation_heatmap(scan: MutationScan, title: str = "") -> Any:
     """Figure: delta_log_p, amino acids (rows) x covered positions (columns), diverging colours
-    centred on 0 (blue: less likely than the wild type), wild-type letters marked with a dot."""
+    centred on 0 (red: less likely than the wild type, blue: more), wild-type letters marked
+    with a dot."""
     import matplotlib
 
     matplotlib.use("Agg")
