@@ -1,24 +1,3 @@
-def wildtype_of(wildcards):
-    """The family's `wildtype:` mapping (the rule only matches families that have one)."""
-    return config["families"][wildcards.family]["wildtype"]
-
-
-def report_mutations_inputs(wildcards):
-    """The report's optional inputs: the mutation heat map and summary when the family has a
-    wild type, else nothing."""
-    if wildcards.family not in WILDTYPE_FAMILIES:
-        return {}
-    run_dir = f"results/{wildcards.family}/{wildcards.run}"
-    return {"mutations_heatmap": f"{run_dir}/mutations.png",
-            "mutations_summary": f"{run_dir}/mutations.json"}
-
-
-def report_mutations_flags(wildcards, input):
-    """`--mutations-heatmap/--mutations-summary` for the report rule, when given."""
-    return " ".join(f"--{role.replace('_', '-')} {input[role]}"
-                    for role in ("mutations_heatmap", "mutations_summary") if role in input.keys())
-
-
 rule mutations:
     input:
         model="results/{family}/{run}/model.h5",
