@@ -85,10 +85,11 @@ def tiny(tmp_path_factory) -> dict:
     path = save_model(root / "model.h5", model)
     stored = archive.load_rbm(path, dtype=torch.float64)  # float32 on disk
     log_z = brute_log_z(stored)
-    (root / "loglik.json").write_text(json.dumps({"log_z": log_z}))
     codes = P.sample_exact(stored, 37, g).numpy()
     data = alignment_of(codes, [f"n{i}" for i in range(37)], 0.3)
     save_encoded(root / "alignment.npz", data)
+    assert main(["loglik", str(path), str(root / "alignment.npz"), "--method", "exact",
+                 "--out", str(root / "loglik.json"), "--device", "cpu"]) == 0
     return {"root": root, "model": stored, "path": path, "log_z": log_z, "data": data}
 
 
@@ -125,6 +126,18 @@ def test_score_cli_equals_brute_force(tiny, tmp_path):
         pytest.approx(tiny["log_z"], abs=1e-9)
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["sequences"] == 13 and summary["provenance"]["stage"] == "score"
+
+
+def test_score_refuses_log_z_of_another_model(tiny, tmp_path, capsys):
+    other = save_model(tmp_path / "other.h5", P.random_structured_rbm(
+        4, 21, 5, generator=torch.Generator().manual_seed(1)))
+    fasta = tmp_path / "q.fa"
+    fasta.write_text(">a\nACDE\n")
+    capsys.readouterr()
+    assert main(["score", str(other), str(fasta), "--out", str(tmp_path / "s.csv"),
+                 "--loglik", str(tiny["root"] / "loglik.json")]) == 1
+    assert "computed for another model" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_score_without_log_z_leaves_loglik_empty(tiny, tmp_path):

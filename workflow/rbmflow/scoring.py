@@ -72,13 +72,16 @@ def read_fasta_records(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
 
 
 def read_log_z(path: str | os.PathLike[str], model_path: str | os.PathLike[str] | None = None
-               ) -> float:
-    """log Z from loglik.json; refuses one computed for a different model file (by sha256)."""
+               ) -> tuple[float, int | None]:
+    """(log Z, its checkpoint or None) from loglik.json; refuses one computed for a different
+    model file (by the sha256 it records)."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
         log_z = float(doc["log_z"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        checkpoint = doc.get("checkpoint")
+        checkpoint = None if checkpoint is None else int(checkpoint)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise InputError(f"{path}: no readable log_z ({err})") from err
     if not math.isfinite(log_z):
         raise InputError(f"{path}: log_z is {log_z}")
@@ -87,7 +90,7 @@ def read_log_z(path: str | os.PathLike[str], model_path: str | os.PathLike[str] 
         if recorded["sha256"] != sha256_file(model_path):
             raise InputError(f"{path}: log Z was computed for another model "
                              f"({recorded.get('path')}), not {model_path}")
-    return log_z
+    return log_z, checkpoint
 
 
 @dataclass(frozen=True)
@@ -242,14 +245,15 @@ def mutation_heatmap(scan: MutationScan, title: str = "") -> Any:
 # -- stages -----------------------------------------------------------------------------------
 
 
-def _load_model_and_data(model_path: Path, data_path: Path | None, device: torch.device
+def _load_model_and_data(model_path: Path, data_path: Path | None, device: torch.device,
+                         checkpoint: int | None = None
                          ) -> tuple[PottsRBM, EncodedAlignment | None, str]:
-    """The model, the encoded alignment (if given) and the model's alphabet; checks that they
-    agree in length and alphabet."""
+    """The model at `checkpoint` (None: the last), the encoded alignment (if given) and the
+    model's alphabet; checks that they agree in length and alphabet."""
     for role, path in (("model", model_path), ("alignment", data_path)):
         if path is not None and not Path(path).is_file():
             raise InputError(f"{path}: {role} file not found")
-    model = load_rbm(model_path, device=device)
+    model = load_rbm(model_path, update=checkpoint, device=device)
     alphabet = read_metadata(model_path).get("alphabet")
     data = None
     if data_path is not None:
@@ -275,9 +279,12 @@ def score_stage(model_path: Path, sequences_path: Path, out: Path, data_path: Pa
                 mode: str = "auto", max_evalue: float = DEFAULT_MAX_EVALUE,
                 min_coverage: float = DEFAULT_MIN_COVERAGE,
                 device: torch.device | str = "cpu") -> list[ColumnMapping]:
-    """`rbmflow score`: scores.csv (SCORE_COLUMNS) and a JSON summary with provenance."""
-    model, data, alphabet = _load_model_and_data(model_path, data_path, torch.device(device))
-    log_z = read_log_z(loglik_path, model_path) if loglik_path is not None else None
+    """`rbmflow score`: scores.csv (SCORE_COLUMNS) and a JSON summary with provenance. The
+    model is taken at the checkpoint whose log Z loglik.json holds (else the last one)."""
+    log_z, checkpoint = (read_log_z(loglik_path, model_path) if loglik_path is not None
+                         else (None, None))
+    model, data, alphabet = _load_model_and_data(model_path, data_path, torch.device(device),
+                                                 checkpoint)
     records = read_fasta_records(sequences_path)
     mappings = map_sequences(records, model.num_visibles, alphabet, data, str(sequences_path),
                              mode, max_evalue, min_coverage)
@@ -286,6 +293,7 @@ def score_stage(model_path: Path, sequences_path: Path, out: Path, data_path: Pa
     scores = score_codes(model, codes, log_z, train)
     summary_path = summary_path or out.with_suffix(".json")
     doc = {"format_version": FORMAT_VERSION, "sequences": len(mappings), "log_z": log_z,
+           "checkpoint": checkpoint,
            "columns": model.num_visibles,
            "aligned_inputs": sum(m.aligned_input for m in mappings),
            "provenance": provenance("score", _inputs(model=model_path, sequences=sequences_path,
