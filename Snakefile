@@ -33,6 +33,7 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/loglik.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/mutations.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -257,3 +257,26 @@ def test_report_says_which_split_and_how_close_test_is_to_train(tiny_run: dict[s
     text = " ".join(" ".join(_parse(outdir / "report.html").text).split())
     assert "Train/test split: cluster" in text
     assert "median 0.700" in text and "0.200 of them at or above 0.800" in text
+
+
+def test_report_shows_the_mutation_heat_map(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    run_dir = tmp_path / "results" / "tiny" / "wt"
+    wildtype = "".join(ALPHABET[a] for a in tiny_run["generated"][3])  # aligned, L letters
+    code = main(["mutations", str(tiny_run["model.h5"]), str(tiny_run["alignment.npz"]),
+                 "--wildtype", wildtype, "--first", "5", "--out", str(run_dir / "mutations.csv"),
+                 "--device", "cpu"])
+    assert code == 0
+    covered = sum(c != "-" for c in wildtype)
+    outdir = run_dir / "report"
+    metrics = make_report(ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"],
+                                       mutations_heatmap=run_dir / "mutations.png",
+                                       mutations_summary=run_dir / "mutations.json"),
+                          outdir, SETTINGS, device="cpu")
+    assert metrics["mutations"]["covered_positions"] == covered
+    assert metrics["mutations"]["matched_columns"] == covered
+    assert metrics["figures"]["mutations"] == "mutations.png"
+    page = _parse(outdir / "report.html")
+    embedded = {img["data-file"]: img["src"] for img in page.images}
+    assert base64.b64decode(embedded["mutations.png"].split(",", 1)[1]) == \
+        (run_dir / "mutations.png").read_bytes()
+    assert f"{covered} / {covered}" in " ".join(page.text)

@@ -7,6 +7,7 @@ stage's test asks for its outputs with `workflow.run(targets)` on the tiny confi
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -201,3 +202,42 @@ def test_family_names_that_escape_results_are_refused(workflow: Workflow, name: 
     output = result.stdout + result.stderr
     assert "propertyNames" in output and repr(name) in output
     assert workflow.created() == set()
+
+
+def wildtype_config() -> dict:
+    """The tiny config with a wild type (two flanking residues, then 13 matching ones) on
+    family `tiny`, and a second family `plain` without one."""
+    config = tiny_config()
+    config["families"]["tiny"]["wildtype"] = {"sequence": "GSMKVLWARGTHDKY", "first": 3}
+    config["families"]["plain"] = {"source": "tiny.sto"}
+    return config
+
+
+def test_mutations_only_for_families_with_a_wild_type(workflow: Workflow) -> None:
+    workflow.write_config(wildtype_config())
+    result = workflow.run("-n")
+    assert result.returncode == 0, explain(result)
+    output = result.stdout + result.stderr
+    assert "results/tiny/quick/mutations.csv" in output
+    assert "results/plain/quick/mutations.csv" not in output
+    assert "--mutations-heatmap results/tiny/quick/mutations.png" in output
+    assert "--mutations-heatmap results/plain" not in output
+
+
+@pytest.mark.slow
+def test_family_with_a_wild_type_gets_mutations_and_the_heat_map(workflow: Workflow) -> None:
+    workflow.write_config(wildtype_config())
+    run = workflow.directory / "results/tiny/quick"
+    result = workflow.run("results/tiny/quick/report/report.html")
+    assert result.returncode == 0, explain(result)
+    with open(run / "mutations.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 13 * 19  # 13 residues match the 13 columns; G3 and S4 do not
+    assert rows[0]["mutant"] == "M5A" and rows[0]["column"] == "1"
+    assert rows[-1]["mutant"] == "Y17W" and rows[-1]["column"] == "13"
+    summary = json.loads((run / "mutations.json").read_text())
+    assert summary["unmatched_positions"] == [3, 4]
+    metrics = json.loads((run / "report/metrics.json").read_text())
+    assert metrics["figures"]["mutations"] == "mutations.png"
+    assert metrics["mutations"]["covered_positions"] == 13
+    assert "data-file='mutations.png'" in (run / "report/report.html").read_text()

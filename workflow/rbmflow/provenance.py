@@ -21,7 +21,7 @@ from typing import Any
 
 FORMAT_VERSION = 1
 
-_TRACKED_PACKAGES = ("rbmflow", "torch", "numpy", "h5py", "biopython", "snakemake")
+_TRACKED_PACKAGES = ("rbmflow", "torch", "numpy", "h5py", "biopython", "pyhmmer", "snakemake")
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,6 +78,11 @@ FIGURES = {
     "sampling": "Sampling diagnostics from sampling.json against Gibbs sweeps: mean energy, "
                 "Pearson of connected correlations with the training data, and the overlap of "
                 "each chain with itself at half the time vs with other chains.",
+    "mutations": "Single mutants of the wild type (rbmflow mutations): delta log p = log "
+                 "p(mutant) - log p(wild type) = F(wild type) - F(mutant), nats, for the 20 "
+                 "amino acids (rows) at every wild-type position the model covers (columns, "
+                 "wild-type numbering). Red: less likely than the wild type, blue: more; "
+                 "black dots: the wild-type residue.",
 }
 """Figure name -> caption (how to read it). Files are `{name}.png` in the report folder."""
 
@@ -94,6 +100,8 @@ class ReportInputs:
     train_log: Path | None = None
     loglik: Path | None = None
     trajectory: Path | None = None
+    mutations_heatmap: Path | None = None
+    mutations_summary: Path | None = None
 
 
 # -- reading inputs -------------------------------------------------------------------------
@@ -526,6 +534,22 @@ def _placeholder(name: str, reason: str) -> Figure:
     return fig
 
 
+def _copy_figure(source: Path, path: Path) -> Path:
+    """A figure drawn by another stage, copied into the report folder."""
+    if source.resolve() != path.resolve():
+        with atomic_path(path) as tmp:
+            shutil.copyfile(source, tmp)
+    return path
+
+
+def mutations_coverage(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The coverage numbers of `rbmflow mutations`' JSON summary, for metrics.json."""
+    if summary is None:
+        return None
+    return {key: summary.get(key) for key in ("positions", "covered_positions", "columns",
+                                              "matched_columns", "first")}
+
+
 def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -669,6 +693,16 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
         ("equilibrated", metrics.get("equilibrated")),
         ("generated sequences", metrics.get("n_generated")),
     ]))
+    if metrics.get("mutations"):
+        coverage = metrics["mutations"]
+        parts.append("<h3>Single mutants of the wild type</h3>")
+        parts.append(_kv_table([
+            ("wild-type positions covered", f"{coverage.get('covered_positions')} / "
+                                            f"{coverage.get('positions')}"),
+            ("model columns matched", f"{coverage.get('matched_columns')} / "
+                                      f"{coverage.get('columns')}"),
+            ("number of the first residue", coverage.get("first")),
+        ]))
     parts.append("<h2>Figures</h2>")
     for name, path in figures.items():
         parts.append(_figure_html(name, path))
@@ -789,6 +823,10 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
          None if trajectory is not None else "no log-likelihood trajectory CSV given")
     draw("sampling", lambda: fig_sampling(sampling),
          None if sampling is not None else "no sampling.json given")
+    if inputs.mutations_heatmap is not None:
+        figures["mutations"] = _copy_figure(inputs.mutations_heatmap, outdir / "mutations.png")
+        metrics["mutations"] = mutations_coverage(_read_json(inputs.mutations_summary,
+                                                             "mutations summary"))
     if loglik is None:
         metrics["notes"].append("no loglik.json given: log-likelihood rows are empty")
     if sampling is not None and sampling.get("mode") == "rdm":

@@ -35,6 +35,7 @@ for _name, _family in config["families"].items():
             f"(the family name {_name!r} is not a Pfam accession)"
         )
 RUNS = list(config["runs"])
+WILDTYPE_FAMILIES = [name for name, family in config["families"].items() if family.get("wildtype")]
 
 
 wildcard_constraints:
@@ -96,5 +97,28 @@ def all_targets():
     targets += expand("results/{family}/{run}/loglik.json", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/samples.fasta", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS)
+    targets += [f"results/{family}/{run}/mutations.csv" for family in WILDTYPE_FAMILIES
+                for run in RUNS]
     targets += ["results/summary.csv", "results/summary.html"]
     return targets
+
+
+def wildtype_of(wildcards):
+    """The family's `wildtype:` mapping (the rule only matches families that have one)."""
+    return config["families"][wildcards.family]["wildtype"]
+
+
+def report_mutations_inputs(wildcards):
+    """The report's optional inputs: the mutation heat map and summary when the family has a
+    wild type, else nothing."""
+    if wildcards.family not in WILDTYPE_FAMILIES:
+        return {}
+    run_dir = f"results/{wildcards.family}/{wildcards.run}"
+    return {"mutations_heatmap": f"{run_dir}/mutations.png",
+            "mutations_summary": f"{run_dir}/mutations.json"}
+
+
+def report_mutations_flags(wildcards, input):
+    """`--mutations-heatmap/--mutations-summary` for the report rule, when given."""
+    return " ".join(f"--{role.replace('_', '-')} {shlex.quote(str(input[role]))}"
+                    for role in ("mutations_heatmap", "mutations_summary") if role in input.keys())

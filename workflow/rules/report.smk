@@ -6,6 +6,7 @@ REPORT_FIGURES = ["site_frequencies", "correlations", "pca", "hamming", "energy"
 
 rule report:
     input:
+        unpack(report_mutations_inputs),
         data="results/{family}/data/alignment.npz",
         samples="results/{family}/{run}/samples.fasta",
         sampling="results/{family}/{run}/sampling.json",
@@ -29,6 +30,7 @@ rule report:
         trajectory=lambda wildcards, input: (
             f"--trajectory {shlex.quote(str(input.trajectory))}" if input.trajectory else ""
         ),
+        mutations=report_mutations_flags,
         flags=cli_flags(config["report"]),
         device=config["device"],
     conda:
@@ -36,7 +38,7 @@ rule report:
     shell:
         "python -m rbmflow report --data {input.data:q} --samples {input.samples:q} --sampling {input.sampling:q} "
         "--model {input.model:q} --train-log {input.train_log:q} --loglik {input.loglik:q} "
-        "{params.trajectory} --outdir {params.outdir:q} --family {wildcards.family:q} "
+        "{params.trajectory} {params.mutations} --outdir {params.outdir:q} --family {wildcards.family:q} "
         "--run {wildcards.run:q} {params.flags} --device {params.device:q} 2> {log:q}"
 
 

@@ -28,6 +28,8 @@ STAGES = {
     "loglik": "estimate log Z and the log-likelihood of train and test sequences",
     "sample": "generate sequences from a trained model, with equilibrium checks",
     "report": "compare generated and natural sequences: metrics, figures, report.html",
+    "score": "free energy, log-likelihood and nearest training distance of sequences",
+    "mutations": "log p(mutant) - log p(wild type) of every single substitution, heat map",
 }
 
 
