@@ -23,5 +23,5 @@ rule mutations:
         "../../envs/rbmflow.yaml"
     shell:
         "python -m rbmflow mutations {input.model:q} {input.data:q} --wildtype {params.wildtype} "
-        "--first {params.first} --out {output.csv:q} --heatmap {output.heatmap:q} "
-        "--summary {output.summary:q} --device {params.device:q} --threads {threads} 2> {log:q}"
+        "--first {params.first:q} --out {output.csv:q} --heatmap {output.heatmap:q} "
+        "--summary {output.summary:q} --device {params.device:q} --threads {threads:q} 2> {log:q}"
