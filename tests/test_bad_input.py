@@ -316,6 +316,32 @@ def test_bad_file(kind, case, stage, good, tmp_path, capsys, monkeypatch):
     assert_one_clear_line(outcome, bad.name, set(), out)
 
 
+REPORT_CASES = {
+    "samples-bad_letters": lambda p: p.write_text(">a\nAC%EFGHIKLM\n"),
+    "samples-wrong_length": lambda p: p.write_text(">a\nACDEF\n"),
+    "samples-empty": lambda p: p.write_text(""),
+    "sampling-not_json": lambda p: p.write_text("{oops"),
+    "sampling-a_list": lambda p: p.write_text("[1, 2]"),
+    "loglik-not_json": lambda p: p.write_text("nope"),
+    "train_log-no_update_column": lambda p: p.write_text("a,b\n1,2\n"),
+    "train_log-binary": lambda p: p.write_bytes(bytes(range(256))),
+    "trajectory-text_values": lambda p: p.write_text("update,log_z\nfoo,bar\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(REPORT_CASES))
+def test_bad_report_input(case, good, tmp_path, capsys):
+    flag = case.split("-")[0]
+    bad = tmp_path / f"bad_{case}"
+    REPORT_CASES[case](bad)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [*stage_argv("report", default_inputs(good), out), f"--{flag.replace('_', '-')}",
+            bad]
+    outcome = run_cli(argv, capsys)
+    assert_one_clear_line(outcome, bad.name, set(), out)
+
+
 # -- the cases: numbers out of range ----------------------------------------------------------
 
 NUMBER_CASES = [
