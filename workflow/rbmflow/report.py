@@ -154,7 +154,7 @@ def _read_csv(path: Path | None, role: str, required: Sequence[str]) -> pd.DataF
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(f"{path}: {role} lacks columns {missing} (has {list(frame.columns)})")
-    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    text = [c for c in required if not pd.api.types.is_numeric_dtype(frame[c])]
     if text:
         raise InputError(f"{path}: {role} column {text[0]!r} holds text, expected numbers")
     return frame
