@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from interpro_server import FakeInterPro, Reply
 from rbmflow import ALPHABET, alignment, archive, dataset
 from rbmflow.cli import main as cli_main
 from rbmflow.dataset import EncodedAlignment, save_encoded
@@ -315,6 +316,32 @@ def test_bad_file(kind, case, stage, good, tmp_path, capsys, monkeypatch):
     assert_one_clear_line(outcome, bad.name, set(), out)
 
 
+REPORT_CASES = {
+    "samples-bad_letters": lambda p: p.write_text(">a\nAC%EFGHIKLM\n"),
+    "samples-wrong_length": lambda p: p.write_text(">a\nACDEF\n"),
+    "samples-empty": lambda p: p.write_text(""),
+    "sampling-not_json": lambda p: p.write_text("{oops"),
+    "sampling-a_list": lambda p: p.write_text("[1, 2]"),
+    "loglik-not_json": lambda p: p.write_text("nope"),
+    "train_log-no_update_column": lambda p: p.write_text("a,b\n1,2\n"),
+    "train_log-binary": lambda p: p.write_bytes(bytes(range(256))),
+    "trajectory-text_values": lambda p: p.write_text("update,log_z\nfoo,bar\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(REPORT_CASES))
+def test_bad_report_input(case, good, tmp_path, capsys):
+    flag = case.split("-")[0]
+    bad = tmp_path / f"bad_{case}"
+    REPORT_CASES[case](bad)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [*stage_argv("report", default_inputs(good), out), f"--{flag.replace('_', '-')}",
+            bad]
+    outcome = run_cli(argv, capsys)
+    assert_one_clear_line(outcome, bad.name, set(), out)
+
+
 # -- the cases: numbers out of range ----------------------------------------------------------
 
 NUMBER_CASES = [
@@ -463,3 +490,36 @@ def test_good_inputs_pass_every_stage(good, tmp_path, capsys):
         out = tmp_path / stage
         outcome = run_cli(stage_argv(stage, inputs, out), capsys)
         assert outcome.code == 0, (stage, outcome.text)
+
+
+# -- the cases: a hostile server (fetch) ------------------------------------------------------
+
+SERVER_CASES = {
+    "html_page": Reply(body=b"<!DOCTYPE html><html>maintenance</html>",
+                       headers={"Content-Type": "text/html"}),
+    "json_error": Reply(body=b'{"detail": "oops"}', headers={"Content-Type": "application/json"}),
+    "no_terminator": Reply(body=b"# STOCKHOLM 1.0\ns1 ACDEF\n"),
+    "zero_sequences": Reply(body=gzip.compress(b"# STOCKHOLM 1.0\n#=GF ID x\n//\n")),
+    "broken_gzip": Reply(body=gzip.compress(b"# STOCKHOLM 1.0\n" + b"s1 ACD\n" * 500)[:100]),
+    "truncated": Reply(body=b"# STOCKHOLM 1.0\ns1 ACDEF\n//\n", announce_length=1000),
+    "empty": Reply(body=b""),
+    "not_found": Reply(status=404, body=b"{}"),
+    "forbidden": Reply(status=403, body=b"no"),
+    "server_error": Reply(status=503, body=b"busy"),
+    "endless": Reply(body=b"x" * 65536, endless=True),
+    "trickle": Reply(body=b"# STOCKHOLM 1.0\n" * 100, trickle_s=0.05),
+    "one_long_line": Reply(body=gzip.compress(b"# STOCKHOLM 1.0\ns1 " + b"A" * (5 << 20))),
+}
+
+
+@pytest.mark.parametrize("case", list(SERVER_CASES))
+def test_hostile_server(case, tmp_path, capsys):
+    path = "/entry/pfam/PF00397/?annotation=alignment:full"
+    out = tmp_path / "msa" / "WW"
+    with FakeInterPro() as server:
+        server.script(path, SERVER_CASES[case])
+        outcome = run_cli(["fetch", "--family", "WW", "--source", "pfam", "--accession",
+                           "PF00397", "--outdir", out, "--base-url", server.base_url,
+                           "--attempts", "1", "--timeout", "2", "--deadline", "2"], capsys)
+    assert_one_clear_line(outcome, "PF00397", set(), out)
+    assert not (tmp_path / "msa").exists()

@@ -143,9 +143,13 @@ def _read_json(path: Path | None, role: str) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        document = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: not a readable {role} JSON file ({err})") from err
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: a {role} JSON file holds an object, not "
+                         f"{type(document).__name__}")
+    return document
 
 
 def _read_csv(path: Path | None, role: str, required: Sequence[str]) -> pd.DataFrame | None:
@@ -158,6 +162,9 @@ def _read_csv(path: Path | None, role: str, required: Sequence[str]) -> pd.DataF
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(f"{path}: {role} lacks columns {missing} (has {list(frame.columns)})")
+    text = [c for c in required if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text:
+        raise InputError(f"{path}: {role} column {text[0]!r} holds text, expected numbers")
     return frame
 
 
