@@ -1,6 +1,6 @@
 """The model archive (`model.h5`): the HDF5 layout of the `rbms` package, plus our metadata.
 
-Layout, compatible with `rbms.io.load_params` / `rbms.io.load_model` (DESIGN.md):
+Layout, compatible with `rbms.io.load_params` / `rbms.io.load_model`:
 
     model_type                  "PBRBM" (string dataset)
     hyperparameters/            batch_size, gibbs_steps, learning_rate, L1, L2, seed,

@@ -1,6 +1,6 @@
 """The encoded alignment (`alignment.npz`) that every stage after `prepare` reads.
 
-Layout (DESIGN.md): `codes` uint8 (M, L) alphabet indices; `weights` float32 (M);
+Layout: `codes` uint8 (M, L) alphabet indices; `weights` float32 (M);
 `split` uint8 (M), 0 train and 1 test; `names` str (M); `columns` int (kept positions of the
 input alignment, 0-based); `alphabet` str. Loaded with allow_pickle=False.
 """
