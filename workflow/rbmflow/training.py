@@ -63,7 +63,7 @@ LOG_COLUMNS = ("update", "time_s", "learning_rate", "pearson_cij_train", "pearso
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyperparameters of one run (the `runs:` entries of the config; the README documents each key).
+    """Hyperparameters of one run (the `runs:` entries of the config, documented in the README).
 
     normalize_gradient: divide the gradient by its Euclidean norm over all parameters before
     the step, as the `rbms` package does, so that `learning_rate` is the length of a step in
