@@ -130,21 +130,29 @@ def couplings_background(model: PottsRBM, backgrounds: Tensor, weights: Tensor |
     return J.cpu().numpy()
 
 
+def _hidden_inputs(model: PottsRBM, backgrounds: Tensor, batch: int = 4096) -> Tensor:
+    """hbias + sum_k W[k, v_k, :] for each background, (n, Nh), in batches."""
+    return torch.cat([model.hidden_inputs(backgrounds[s:s + batch])
+                      for s in range(0, backgrounds.shape[0], batch)])
+
+
 def _input_moments(model: PottsRBM, backgrounds: Tensor, w: Tensor) -> tuple[Tensor, Tensor,
                                                                              Tensor]:
     """Weighted mean (Nh,) and variance (Nh,) of the hidden inputs, and each site's mean
-    contribution (L, Nh)."""
+    contribution sum_a f_k(a) W[k, a, :] (L, Nh) under the backgrounds' frequencies f."""
     W = _hidden_weights(model)
-    contrib = _site_contributions(W, backgrounds)
-    inputs = contrib.sum(1) + model.hbias.to(torch.float64)
+    L, q, _ = W.shape
+    inputs = _hidden_inputs(model, backgrounds)
     mean = (w[:, None] * inputs).sum(0)
     var = (w[:, None] * (inputs - mean) ** 2).sum(0)
-    site_mean = (w[:, None, None] * contrib).sum(0)
+    onehot = F.one_hot(backgrounds.long(), q).to(torch.float64)  # (n, L, q)
+    freqs = torch.einsum("n,nla->la", w, onehot)
+    site_mean = torch.einsum("la,lam->lm", freqs, W)
     return mean, var, site_mean
 
 
 def couplings_gaussian(model: PottsRBM, backgrounds: Tensor, weights: Tensor | None = None,
-                       nodes: int = 12, chunk: int = 1 << 24) -> np.ndarray:
+                       nodes: int = 7, chunk: int = 1 << 24) -> np.ndarray:
     """Large-N effective couplings: x_mu^{ij} ~ N(m_mu - <W_i>_mu - <W_j>_mu, s_mu^2) with m, s^2
     the mean and variance of the hidden input over the backgrounds; `nodes` Gauss-Hermite
     points. (L, L, q, q)."""
@@ -178,11 +186,11 @@ def couplings_tubiana(model: PottsRBM, backgrounds: Tensor,
     W = _hidden_weights(model)
     L, q, nh = W.shape
     w = _weights_for(backgrounds, weights)
-    inputs = _site_contributions(W, backgrounds).sum(1) + model.hbias.to(torch.float64)
-    p = torch.sigmoid(inputs)
+    p = torch.sigmoid(_hidden_inputs(model, backgrounds))
     variance = (w[:, None] * p * (1 - p)).sum(0)  # (Nh,)
     Wc = W - W.mean(1, keepdim=True)
-    J = torch.einsum("iam,jbm,m->ijab", Wc, Wc, variance)
+    flat = Wc.reshape(L * q, nh)
+    J = ((flat * variance) @ flat.T).reshape(L, q, L, q).permute(0, 2, 1, 3).contiguous()
     J[torch.arange(L), torch.arange(L)] = 0
     return J.cpu().numpy()
 
@@ -209,11 +217,10 @@ def effective_fields(model: PottsRBM, backgrounds: Tensor,
     W = model.weight_matrix
     L, q, nh = W.shape
     w = _weights_for(backgrounds, weights)
-    contrib = _site_contributions(W, backgrounds)
-    total = contrib.sum(1) + model.hbias  # (n, Nh)
+    total = _hidden_inputs(model, backgrounds)  # (n, Nh)
     h = torch.empty(L, q, dtype=torch.float64, device=W.device)
     for i in range(L):
-        x = total - contrib[:, i]  # (n, Nh)
+        x = total - W[i, backgrounds[:, i].long()]  # (n, Nh)
         table = F.softplus(x[:, None, :] + W[i][None]).sum(-1)  # (n, q)
         h[i] = (w[:, None] * table).sum(0) + model.vbias[i]
     h -= h.mean(1, keepdim=True)

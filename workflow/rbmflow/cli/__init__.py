@@ -26,6 +26,7 @@ STAGES = {
     "loglik": "estimate log Z and the log-likelihood of train and test sequences",
     "sample": "generate sequences from a trained model, with equilibrium checks",
     "report": "compare generated and natural sequences: metrics, figures, report.html",
+    "contacts": "effective couplings, contact scores and their exports from a trained model",
 }
 
 
