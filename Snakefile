@@ -19,6 +19,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/loglik.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/contacts.smk"
 
 
 # Run on the submitting host under a cluster profile: fetch needs the network that compute

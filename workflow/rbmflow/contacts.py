@@ -228,11 +228,12 @@ def write_adabmdca(path: str | os.PathLike[str], couplings: np.ndarray, fields: 
     L, q = fields.shape
     i, j = np.triu_indices(L, k=1)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for a_i, b_j in zip(i, j):
-            block = couplings[a_i, b_j]
-            handle.writelines(f"J {a_i} {b_j} {alphabet[a]} {alphabet[b]} {block[a, b]!r}\n"
+        for a_i, b_j in zip(i.tolist(), j.tolist()):
+            block = np.asarray(couplings[a_i, b_j], dtype=np.float64).tolist()
+            handle.writelines(f"J {a_i} {b_j} {alphabet[a]} {alphabet[b]} {block[a][b]!r}\n"
                               for a in range(q) for b in range(q))
-        handle.writelines(f"h {site} {alphabet[a]} {fields[site, a]!r}\n"
+        values = np.asarray(fields, dtype=np.float64).tolist()
+        handle.writelines(f"h {site} {alphabet[a]} {values[site][a]!r}\n"
                           for site in range(L) for a in range(q))
 
 

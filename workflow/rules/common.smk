@@ -69,6 +69,28 @@ def all_targets():
     targets += expand("results/{family}/{run}/model.h5", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/loglik.json", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/samples.fasta", family=FAMILIES, run=RUNS)
+    targets += expand("results/{family}/{run}/contacts.csv", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS)
     targets += ["results/summary.csv", "results/summary.html"]
     return targets
+
+
+def structure_input(wildcards):
+    """The family's structure file (families.{name}.structure), or nothing."""
+    structure = config["families"][wildcards.family].get("structure")
+    if structure is None:
+        return []
+    return [structure if isinstance(structure, str) else structure["path"]]
+
+
+def structure_flags(wildcards):
+    """`--structure FILE [--chain X]` for a family with a structure, else nothing."""
+    structure = config["families"][wildcards.family].get("structure")
+    if structure is None:
+        return ""
+    if isinstance(structure, str):
+        return f"--structure {shlex.quote(structure)}"
+    flags = f"--structure {shlex.quote(structure['path'])}"
+    if structure.get("chain"):
+        flags += f" --chain {shlex.quote(structure['chain'])}"
+    return flags

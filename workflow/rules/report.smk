@@ -1,7 +1,7 @@
 report: "../report/workflow.rst"
 
 REPORT_FIGURES = ["site_frequencies", "correlations", "pca", "hamming", "energy", "logos",
-                  "training", "sampling"]
+                  "training", "sampling", "hidden_units", "hidden_inputs"]
 
 
 rule report:
@@ -13,6 +13,8 @@ rule report:
         train_log="results/{family}/{run}/train_log.csv",
         loglik="results/{family}/{run}/loglik.json",
         trajectory=report_trajectory,
+        contacts="results/{family}/{run}/contacts.csv",
+        structure=structure_input,
     output:
         metrics="results/{family}/{run}/report/metrics.json",
         html=report("results/{family}/{run}/report/report.html", caption="../report/report.rst",
@@ -30,13 +32,14 @@ rule report:
             f"--trajectory {input.trajectory}" if input.trajectory else ""
         ),
         flags=cli_flags(config["report"]),
+        structure=structure_flags,
         device=config["device"],
     conda:
         "../../envs/rbmflow.yaml"
     shell:
         "rbmflow report --data {input.data} --samples {input.samples} --sampling {input.sampling} "
         "--model {input.model} --train-log {input.train_log} --loglik {input.loglik} "
-        "{params.trajectory} --outdir {params.outdir} --family {wildcards.family} "
+        "{params.trajectory} --contacts {input.contacts} {params.structure} --outdir {params.outdir} --family {wildcards.family} "
         "--run {wildcards.run} {params.flags} --device {params.device} 2> {log}"
 
 

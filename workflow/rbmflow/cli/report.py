@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--loglik", type=Path, help="loglik.json (log-likelihood, log Z)")
     run.add_argument("--trajectory", type=Path,
                      help="loglik_trajectory.csv (log-likelihood along training)")
+    run.add_argument("--contacts", type=Path, help="contacts.csv from `rbmflow contacts`")
+    run.add_argument("--structure", type=Path,
+                     help="distance table (i j score distance) or PDB/mmCIF file: PPV and "
+                          "contact map of --contacts")
+    run.add_argument("--chain", help="chain of a PDB/mmCIF --structure")
     run.add_argument("--outdir", type=Path, help="output folder (metrics.json, figures, "
                                                  "report.html)")
     run.add_argument("--family", help="family name shown in the report (default: from outdir)")
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> None:
                                         ("--outdir", args.outdir)) if value is None]
     if missing:
         raise InputError(f"missing {', '.join(missing)} (or use --summary)")
-    for flag in ("data", "samples", "sampling", "model", "train_log", "loglik", "trajectory"):
+    for flag in ("data", "samples", "sampling", "model", "train_log", "loglik", "trajectory",
+                 "contacts", "structure"):
         path = getattr(args, flag)
         if path is not None and not path.is_file():
             raise InputError(f"{path}: no such file (--{flag.replace('_', '-')})")
@@ -72,5 +78,6 @@ def run(args: argparse.Namespace) -> None:
                                   nn_samples=args.nn_samples, nn_reference=args.nn_reference,
                                   pca_components=args.pca_components)
     inputs = ReportInputs(args.data, args.samples, args.sampling, args.model, args.train_log,
-                          args.loglik, args.trajectory)
+                          args.loglik, args.trajectory, contacts=args.contacts,
+                          structure=args.structure, structure_chain=args.chain)
     make_report(inputs, args.outdir, settings, args.device, args.family, args.run_name)

@@ -1,0 +1,18 @@
+rule contacts:
+    input:
+        model="results/{family}/{run}/model.h5",
+        data="results/{family}/data/alignment.npz",
+    output:
+        csv="results/{family}/{run}/contacts.csv",
+    log:
+        "logs/contacts/{family}/{run}.log",
+    benchmark:
+        "benchmarks/out/contacts/{family}/{run}.tsv"
+    params:
+        flags=cli_flags(config["contacts"]),
+        device=config["device"],
+    conda:
+        "../../envs/rbmflow.yaml"
+    shell:
+        "rbmflow contacts {input.model} --alignment {input.data} --out {output.csv} "
+        "{params.flags} --device {params.device} 2> {log}"
