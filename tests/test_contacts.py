@@ -101,7 +101,8 @@ def test_pdb_chain_is_read_and_mapped_to_the_columns(tmp_path: Path):
 def test_consensus_sequence_skips_gaps():
     codes = np.array([[0, 1, 2], [0, 1, 3], [5, 4, 3]])
     weights = np.array([1.0, 1.0, 0.5])
-    assert K.consensus_sequence(codes, weights, ALPHABET) == "FAD"  # column 0: only F is not a gap; column 2: D weighs 1.5 vs C 1
+    # column 0: only F is not a gap; column 2: D weighs 1.5 against C 1
+    assert K.consensus_sequence(codes, weights, ALPHABET) == "FAD"
 
 
 # -- exports -----------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def map_to_columns(chain_sequence: str, reference: str) -> np.ndarray:
     aligner.end_gap_score = 0.0
     alignment = aligner.align(chain_sequence, reference)[0]
     mapping = np.full(len(chain_sequence), -1, dtype=np.int64)
-    for (r0, r1), (c0, c1) in zip(*alignment.aligned):
+    for (r0, r1), (c0, c1) in zip(*alignment.aligned, strict=True):
         mapping[r0:r1] = np.arange(c0, c1)
     return mapping
 
@@ -172,7 +172,8 @@ def read_structure_file(path: str | os.PathLike[str], chain: str, reference: str
     columns = mapping[residues]
     distances[np.ix_(columns, columns)] = pair
     np.fill_diagonal(distances, np.nan)
-    identity = np.mean([sequence[r] == reference[c] for r, c in zip(residues, columns)])
+    identity = np.mean([sequence[r] == reference[c]
+                        for r, c in zip(residues, columns, strict=True)])
     return Structure(distances, None,
                      f"{Path(path).name} chain {chain}: {residues.size} of {len(sequence)} "
                      f"residues on {L} columns, {100 * identity:.0f}% identical to the consensus",
@@ -228,7 +229,7 @@ def write_adabmdca(path: str | os.PathLike[str], couplings: np.ndarray, fields: 
     L, q = fields.shape
     i, j = np.triu_indices(L, k=1)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        for a_i, b_j in zip(i.tolist(), j.tolist()):
+        for a_i, b_j in zip(i.tolist(), j.tolist(), strict=True):
             block = np.asarray(couplings[a_i, b_j], dtype=np.float64).tolist()
             handle.writelines(f"J {a_i} {b_j} {alphabet[a]} {alphabet[b]} {block[a][b]!r}\n"
                               for a in range(q) for b in range(q))
@@ -340,7 +341,8 @@ def predict_contacts(model, backgrounds, weights=None, method: str = "gaussian",
         drawn, drawn_weights = backgrounds[picks], None
     if method == "background":
         backgrounds, weights = drawn, drawn_weights
-    J = C.effective_couplings(model, backgrounds, weights, method=method)
+    J = C.effective_couplings(model, backgrounds, weights, method=method,
+                              work_dtype=torch.float32)
     h = C.effective_fields(model, drawn, drawn_weights)
     scores = C.contact_scores(J)
     return ContactResult(J, h, scores, C.ranked_pairs(scores), method,

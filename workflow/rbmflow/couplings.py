@@ -152,10 +152,12 @@ def _input_moments(model: PottsRBM, backgrounds: Tensor, w: Tensor) -> tuple[Ten
 
 
 def couplings_gaussian(model: PottsRBM, backgrounds: Tensor, weights: Tensor | None = None,
-                       nodes: int = 7, chunk: int = 1 << 24) -> np.ndarray:
+                       nodes: int = 7, chunk: int = 1 << 24,
+                       work_dtype: torch.dtype = torch.float64) -> np.ndarray:
     """Large-N effective couplings: x_mu^{ij} ~ N(m_mu - <W_i>_mu - <W_j>_mu, s_mu^2) with m, s^2
     the mean and variance of the hidden input over the backgrounds; `nodes` Gauss-Hermite
-    points. (L, L, q, q)."""
+    points. (L, L, q, q). `work_dtype`: precision of the softplus tables (float32 halves the
+    time on large models; sums are float64)."""
     W = _hidden_weights(model)
     L, q, nh = W.shape
     w = _weights_for(backgrounds, weights)
@@ -172,8 +174,9 @@ def couplings_gaussian(model: PottsRBM, backgrounds: Tensor, weights: Tensor | N
             sub = js[start:start + step]
             centre = mean - site_mean[i] - site_mean[sub]  # (J, Nh)
             arg = (centre[:, None, None, None, :] + shifts[None, :, None, None, :]
-                   + W[i][None, None, :, None, :] + W[sub][:, None, None, :, :])
-            table = (F.softplus(arg) * zw[None, :, None, None, None]).sum((1, -1))  # (J, q, q)
+                   + W[i][None, None, :, None, :] + W[sub][:, None, None, :, :]).to(work_dtype)
+            table = (F.softplus(arg) * zw[None, :, None, None, None].to(work_dtype)).sum(
+                (1, -1), dtype=torch.float64)  # (J, q, q)
             table = double_centre(table)
             J[i, sub] = table
             J[sub, i] = table.transpose(-1, -2)
@@ -196,13 +199,15 @@ def couplings_tubiana(model: PottsRBM, backgrounds: Tensor,
 
 
 def effective_couplings(model: PottsRBM, backgrounds: Tensor, weights: Tensor | None = None,
-                        method: str = "gaussian") -> np.ndarray:
-    """Effective couplings (L, L, q, q), zero-sum gauge, by `method` (one of METHODS)."""
+                        method: str = "gaussian",
+                        work_dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """Effective couplings (L, L, q, q), zero-sum gauge, by `method` (one of METHODS);
+    `work_dtype` for the Gaussian method's softplus tables."""
     model = model.to(dtype=torch.float64)
     if method == "background":
         return couplings_background(model, backgrounds, weights)
     if method == "gaussian":
-        return couplings_gaussian(model, backgrounds, weights)
+        return couplings_gaussian(model, backgrounds, weights, work_dtype=work_dtype)
     if method == "tubiana":
         return couplings_tubiana(model, backgrounds, weights)
     raise ValueError(f"unknown coupling method {method!r}; choose from {METHODS}")

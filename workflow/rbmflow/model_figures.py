@@ -199,9 +199,9 @@ def model_sections_html(metrics: dict) -> str:
         for key, label in (("ppv_8A", "RBM, < 8 A"), ("ppv_table_score_8A", "table score, < 8 A"),
                            ("ppv_7A", "RBM, < 7 A"), ("ppv_table_score_7A", "table score, < 7 A")):
             if key in contacts:
-                cells = "".join(
-                    f"<td class='num'>{'' if contacts[key][r] is None else f'{contacts[key][r]:.3f}'}"
-                    "</td>" for r in ranks)
+                values = [contacts[key][r] for r in ranks]
+                cells = "".join(f"<td class='num'>{'' if v is None else f'{v:.3f}'}</td>"
+                                for v in values)
                 rows.append(f"<tr><td>{label}</td>{cells}</tr>")
         parts.append(f"<h3>Contacts</h3><p>{html.escape(str(contacts['source']))}; pairs with "
                      f"|i-j| &gt; 4.</p><table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
