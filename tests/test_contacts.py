@@ -196,3 +196,30 @@ def test_cli_contacts_refuses_a_mismatched_alignment(tiny_model: dict, tmp_path:
     code = main(["contacts", str(tiny_model["model"]), "--alignment", str(other),
                  "--out", str(tmp_path / "c.csv")])
     assert code == 1 and "other.npz" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_report_shows_contacts_and_hidden_units(tiny_model: dict):
+    from rbmflow.report import ReportInputs, make_report
+
+    d = tiny_model["dir"]
+    assert main(["contacts", str(tiny_model["model"]), "--alignment",
+                 str(tiny_model["alignment"]), "--out", str(d / "contacts.csv")]) == 0
+    codes = np.load(tiny_model["alignment"])["codes"]
+    (d / "samples.fasta").write_text("".join(
+        f">g{k}\n{''.join(ALPHABET[a] for a in row)}\n" for k, row in enumerate(codes[::-1])))
+    outdir = d / "report"
+    metrics = make_report(ReportInputs(tiny_model["alignment"], d / "samples.fasta",
+                                       model=tiny_model["model"], contacts=d / "contacts.csv",
+                                       structure=tiny_model["structure"]),
+                          outdir, device="cpu", family="tiny", run="r")
+    assert metrics["contacts"]["ppv_8A"]["L/5"] == 1.0
+    assert metrics["contacts"]["ppv_table_score_8A"]["L/5"] is not None
+    for name in ("contacts_ppv", "contact_map", "hidden_units", "hidden_inputs"):
+        assert (outdir / f"{name}.png").is_file(), name
+    units = metrics["hidden_units"]
+    assert [u["unit"] for u in units[:2]] in ([1, 2], [2, 1])  # the planted strong units
+    assert "positions" in units[0]["description"]
+    page = (outdir / "report.html").read_text()
+    assert "PPV@L/5" in page and "Hidden unit" in page
