@@ -11,8 +11,13 @@ rule contacts:
     params:
         flags=cli_flags(config["contacts"]),
         device=config["device"],
+    threads: 4
+    resources:
+        gpu=1,
+        runtime=120,
+        mem_mb=8000,
     conda:
         "../../envs/rbmflow.yaml"
     shell:
         "rbmflow contacts {input.model} --alignment {input.data} --out {output.csv} "
-        "{params.flags} --device {params.device} 2> {log}"
+        "{params.flags} --device {params.device} --threads {threads} 2> {log}"
