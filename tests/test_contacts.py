@@ -223,3 +223,17 @@ def test_report_shows_contacts_and_hidden_units(tiny_model: dict):
     assert "positions" in units[0]["description"]
     page = (outdir / "report.html").read_text()
     assert "PPV@L/5" in page and "Hidden unit" in page
+
+
+def test_unit_description_names_positions_residues_and_gaps():
+    from rbmflow.hidden_units import summarize_unit, top_units
+
+    L, q = 7, 4
+    W = torch.zeros(L, q, 3)
+    W[2, 1, 1], W[5, 0, 1] = 3.0, -2.0  # unit 2: residue A at 3 activates, a gap at 6 represses
+    W[0, 2, 0] = 0.5
+    model = PottsRBM(W, torch.zeros(L, q), torch.zeros(3))
+    assert list(top_units(model, 2)) == [1, 0]
+    text = summarize_unit(model, 1, "-ACD", top=1).describe()
+    assert text.startswith("Hidden unit 2 ")
+    assert "activated by A3" in text and "repressed by a gap at 6" in text

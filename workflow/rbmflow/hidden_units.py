@@ -31,7 +31,8 @@ class UnitSummary:
     def describe(self) -> str:
         """One sentence: which positions and residues carry the unit's weight."""
         def part(items: list[tuple[int, str, float]]) -> str:
-            return ", ".join(f"{letter}{pos} ({value:+.2f})" for pos, letter, value in items)
+            return ", ".join(f"{'a gap at ' if letter == '-' else letter}{pos} ({value:+.2f})"
+                             for pos, letter, value in items)
 
         text = (f"Hidden unit {self.index + 1} (|W| = {self.norm:.2f}) is carried by positions "
                 f"{', '.join(str(p) for p in self.positions)}.")

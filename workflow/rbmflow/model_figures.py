@@ -47,7 +47,7 @@ def fig_contacts_ppv(scores: np.ndarray, structure: Structure) -> Figure:
         other = np.nan_to_num(structure.other_scores, nan=-np.inf)
         other_curve = ppv_curve(other, structure.distances, CONTACT_DISTANCE, MIN_SEPARATION,
                                 max_rank)
-        ax.plot(np.arange(1, len(other_curve) + 1), other_curve, color="#718096",
+        ax.plot(np.arange(1, len(other_curve) + 1), other_curve, color="#718096", ls="--",
                 label="distance table's score column")
     for label, factor in PPV_RANKS.items():
         ax.axvline(max(1, int(factor * L)), color="#a0aec0", ls=":", lw=1)
