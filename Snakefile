@@ -35,6 +35,7 @@ include: "workflow/rules/loglik.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/mutations.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/contacts.smk"
 
 
 # Run on the submitting host under a cluster profile: fetch needs the network that compute

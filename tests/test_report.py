@@ -143,7 +143,7 @@ def test_report_renders_with_every_figure_embedded(tiny_run: dict[str, Path],
 
     pngs = sorted(p.name for p in outdir.glob("*.png"))
     expected = {"site_frequencies", "correlations", "pca", "hamming", "energy", "logos",
-                "training", "sampling"}
+                "training", "sampling", "hidden_units", "hidden_inputs"}
     assert pngs == sorted(f"{name}.png" for name in expected)
     page = _parse(outdir / "report.html")
     embedded = {img["data-file"]: img["src"] for img in page.images}
@@ -168,7 +168,8 @@ def test_report_without_optional_inputs(tiny_run: dict[str, Path], tmp_path: Pat
     assert metrics["loglik_test"] is None and metrics["energy"] is None
     assert metrics["warnings"] == []
     assert set(metrics["omitted_figures"]) == {"energy", "training", "loglik_trajectory",
-                                               "sampling"}
+                                               "sampling", "contacts_ppv", "contact_map",
+                                               "hidden_units", "hidden_inputs"}
     page = _parse(outdir / "report.html")
     assert not page.warnings
     assert len(page.images) == 5

@@ -241,3 +241,22 @@ def test_family_with_a_wild_type_gets_mutations_and_the_heat_map(workflow: Workf
     assert metrics["figures"]["mutations"] == "mutations.png"
     assert metrics["mutations"]["covered_positions"] == 13
     assert "data-file='mutations.png'" in (run / "report/report.html").read_text()
+
+
+@pytest.mark.slow
+def test_contacts_rule_with_a_distance_table(workflow: Workflow) -> None:
+    config = tiny_config()
+    pairs = [(i, j) for i in range(1, 14) for j in range(i + 1, 14)]
+    (workflow.directory / "tiny_struct.dat").write_text(
+        "".join(f"{i} {j} {1.0 / (j - i)} {4.0 if j - i == 5 else 12.0}\n" for i, j in pairs))
+    config["families"]["tiny"]["structure"] = "tiny_struct.dat"
+    config["contacts"] = {"method": "tubiana"}
+    workflow.write_config(config)
+    result = workflow.run("results/tiny/quick/report/report.html")
+    assert result.returncode == 0, explain(result)
+    rows = (workflow.directory / "results/tiny/quick/contacts.csv").read_text().splitlines()
+    assert rows[0] == "i,j,score" and len(rows) == 1 + 13 * 12 // 2
+    metrics = json.loads(
+        (workflow.directory / "results/tiny/quick/report/metrics.json").read_text())
+    assert set(metrics["contacts"]["ppv_8A"]) == {"L/5", "L/2", "L", "2L"}
+    assert metrics["contacts"]["ppv_table_score_8A"]["L/5"] == 1.0  # 1/(j-i) ranks j-i = 5 first

@@ -39,6 +39,8 @@ from rbmflow.device import resolve_device  # noqa: E402
 from rbmflow.errors import InputError  # noqa: E402
 from rbmflow.metrics import Evaluation, EvaluationSettings, evaluate  # noqa: E402
 from rbmflow.model import PottsRBM  # noqa: E402
+from rbmflow.model_figures import FIGURE_CAPTIONS as MODEL_FIGURE_CAPTIONS  # noqa: E402
+from rbmflow.model_figures import add_model_figures, model_sections_html  # noqa: E402
 from rbmflow.provenance import (  # noqa: E402
     FORMAT_VERSION,
     atomic_path,
@@ -85,6 +87,7 @@ FIGURES = {
                  "black dots: the wild-type residue.",
 }
 """Figure name -> caption (how to read it). Files are `{name}.png` in the report folder."""
+FIGURES.update(MODEL_FIGURE_CAPTIONS)
 
 TRUTH_COLOUR, SYNTH_COLOUR, TRAIN_COLOUR = "#2b6cb0", "#c53030", "#718096"
 
@@ -102,6 +105,9 @@ class ReportInputs:
     trajectory: Path | None = None
     mutations_heatmap: Path | None = None
     mutations_summary: Path | None = None
+    contacts: Path | None = None
+    structure: Path | None = None
+    structure_chain: str | None = None
 
 
 # -- reading inputs -------------------------------------------------------------------------
@@ -713,6 +719,7 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
     parts.append("<h2>Figures</h2>")
     for name, path in figures.items():
         parts.append(_figure_html(name, path))
+    parts.append(model_sections_html(metrics))
     if omitted:
         parts.append("<h3>Omitted</h3><ul>")
         parts.extend(f"<li><b>{html.escape(name)}</b>: {html.escape(why)}</li>"
@@ -834,6 +841,8 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
         figures["mutations"] = _copy_figure(inputs.mutations_heatmap, outdir / "mutations.png")
         metrics["mutations"] = mutations_coverage(_read_json(inputs.mutations_summary,
                                                              "mutations summary"))
+    add_model_figures(draw, metrics, model, data, generated_np, inputs.contacts,
+                      inputs.structure, inputs.structure_chain)
     if loglik is None:
         metrics["notes"].append("no loglik.json given: log-likelihood rows are empty")
     if sampling is not None and sampling.get("mode") == "rdm":
@@ -841,7 +850,8 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
                                 "from random starts), not at equilibrium: "
                                 + str(sampling.get("mode_reason") or ""))
 
-    present = {role: path for role, path in asdict(inputs).items() if path is not None}
+    present = {role: path for role, path in asdict(inputs).items()
+               if path is not None and role != "structure_chain"}
     metrics["figures"] = {name: path.name for name, path in figures.items()}
     metrics["omitted_figures"] = omitted
     metrics["settings"] = asdict(settings)

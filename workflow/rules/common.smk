@@ -96,6 +96,7 @@ def all_targets():
     targets += expand("results/{family}/{run}/model.h5", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/loglik.json", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/samples.fasta", family=FAMILIES, run=RUNS)
+    targets += expand("results/{family}/{run}/contacts.csv", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS)
     targets += [f"results/{family}/{run}/mutations.csv" for family in WILDTYPE_FAMILIES
                 for run in RUNS]
@@ -122,3 +123,24 @@ def report_mutations_flags(wildcards, input):
     """`--mutations-heatmap/--mutations-summary` for the report rule, when given."""
     return " ".join(f"--{role.replace('_', '-')} {shlex.quote(str(input[role]))}"
                     for role in ("mutations_heatmap", "mutations_summary") if role in input.keys())
+
+
+def structure_input(wildcards):
+    """The family's structure file (families.{name}.structure), or nothing."""
+    structure = config["families"][wildcards.family].get("structure")
+    if structure is None:
+        return []
+    return [structure if isinstance(structure, str) else structure["path"]]
+
+
+def structure_flags(wildcards):
+    """`--structure FILE [--chain X]` for a family with a structure, else nothing."""
+    structure = config["families"][wildcards.family].get("structure")
+    if structure is None:
+        return ""
+    if isinstance(structure, str):
+        return f"--structure {shlex.quote(structure)}"
+    flags = f"--structure {shlex.quote(structure['path'])}"
+    if structure.get("chain"):
+        flags += f" --chain {shlex.quote(structure['chain'])}"
+    return flags

@@ -1,7 +1,7 @@
 report: "../report/workflow.rst"
 
 REPORT_FIGURES = ["site_frequencies", "correlations", "pca", "hamming", "energy", "logos",
-                  "training", "sampling"]
+                  "training", "sampling", "hidden_units", "hidden_inputs"]
 
 
 rule report:
@@ -14,6 +14,8 @@ rule report:
         train_log="results/{family}/{run}/train_log.csv",
         loglik="results/{family}/{run}/loglik.json",
         trajectory=report_trajectory,
+        contacts="results/{family}/{run}/contacts.csv",
+        structure=structure_input,
     output:
         metrics="results/{family}/{run}/report/metrics.json",
         html=report("results/{family}/{run}/report/report.html", caption="../report/report.rst",
@@ -32,13 +34,14 @@ rule report:
         ),
         mutations=report_mutations_flags,
         flags=cli_flags(config["report"]),
+        structure=structure_flags,
         device=config["device"],
     conda:
         "../../envs/rbmflow.yaml"
     shell:
         "python -m rbmflow report --data {input.data:q} --samples {input.samples:q} --sampling {input.sampling:q} "
         "--model {input.model:q} --train-log {input.train_log:q} --loglik {input.loglik:q} "
-        "{params.trajectory} {params.mutations} --outdir {params.outdir:q} --family {wildcards.family:q} "
+        "{params.trajectory} {params.mutations} --contacts {input.contacts:q} {params.structure} --outdir {params.outdir:q} --family {wildcards.family:q} "
         "--run {wildcards.run:q} {params.flags} --device {params.device:q} 2> {log:q}"
 
 

@@ -30,6 +30,7 @@ STAGES = {
     "report": "compare generated and natural sequences: metrics, figures, report.html",
     "score": "free energy, log-likelihood and nearest training distance of sequences",
     "mutations": "log p(mutant) - log p(wild type) of every single substitution, heat map",
+    "contacts": "effective couplings, contact scores and their exports from a trained model",
 }
 
 

@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="heat map PNG of `rbmflow mutations` (shown in the report)")
     run.add_argument("--mutations-summary", type=Path,
                      help="JSON summary of `rbmflow mutations` (coverage, in metrics.json)")
+    run.add_argument("--contacts", type=Path, help="contacts.csv from `rbmflow contacts`")
+    run.add_argument("--structure", type=Path,
+                     help="distance table (i j score distance) or PDB/mmCIF file: PPV and "
+                          "contact map of --contacts")
+    run.add_argument("--chain", help="chain of a PDB/mmCIF --structure")
     run.add_argument("--outdir", type=Path, help="output folder (metrics.json, figures, "
                                                  "report.html)")
     run.add_argument("--family", help="family name shown in the report (default: from outdir)")
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
     if missing:
         raise InputError(f"missing {', '.join(missing)} (or use --summary)")
     for flag in ("data", "samples", "sampling", "model", "train_log", "loglik", "trajectory",
-                 "mutations_heatmap", "mutations_summary"):
+                 "mutations_heatmap", "mutations_summary", "contacts", "structure"):
         path = getattr(args, flag)
         if path is not None and not path.is_file():
             raise InputError(f"{path}: no such file (--{flag.replace('_', '-')})")
@@ -80,6 +85,7 @@ def run(args: argparse.Namespace) -> None:
                                   pca_components=args.pca_components)
     inputs = ReportInputs(args.data, args.samples, args.sampling, args.model, args.train_log,
                           args.loglik, args.trajectory, args.mutations_heatmap,
-                          args.mutations_summary)
+                          args.mutations_summary, contacts=args.contacts,
+                          structure=args.structure, structure_chain=args.chain)
     with nothing_new_on_failure(args.outdir):  # no figures without their report
         make_report(inputs, args.outdir, settings, args.device, args.family, args.run_name)
