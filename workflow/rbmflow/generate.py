@@ -679,7 +679,8 @@ def run_tempering(method: str, candidates: list[Level], num_chains: int, sweeps:
              ", ".join(f"{r:.2f}" for r in ladder.swap_rates))
     record_every = max(1, sweeps // 200)
     result = temper(levels, num_chains, sweeps, generator, init,
-                    lambda codes: project(codes, directions), record_every)
+                    lambda codes: project(codes, directions), record_every,
+                    log_every=max(1, sweeps // 10) if sweeps >= 100 else 0)
     checks: dict[str, dict[str, Any]] = {}
     if len(levels) > 1:
         checks["swap_rates"] = {"min_swap_rate": result.min_swap_rate,
