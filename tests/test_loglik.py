@@ -14,7 +14,7 @@ import torch
 from rbmflow import ALPHABET, archive
 from rbmflow import partition as P
 from rbmflow.cli import main
-from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.dataset import EncodedAlignment, load_encoded, save_encoded
 from rbmflow.errors import RbmflowError
 from rbmflow.loglik import (
     TRAJECTORY_COLUMNS,
@@ -22,6 +22,7 @@ from rbmflow.loglik import (
     LoglikSettings,
     check_estimates,
     estimate,
+    model_samples,
     run_stage,
 )
 from rbmflow.model import PottsRBM
@@ -245,3 +246,57 @@ def test_defaults_run_independent_repeats_and_report_the_log_weight_variance():
             variances[name, method] = est["log_w_var"]
     assert max(variances["uncoupled", m] for m in ("ais", "reverse")) < 1e-8
     assert min(variances["coupled", m] for m in ("ais", "reverse")) > 1e-3
+
+
+@pytest.mark.slow
+def test_reverse_ais_from_tempering_samples_bounds_log_z_where_stuck_starts_do_not():
+    """Planted patterns behind a first-order transition (L = 20, q = 5, Nh = 3), with
+    training sequences that are not the model's equilibrium (uniformly random: the
+    paramagnetic phase, where Gibbs chains stay). Today's start, those sequences + 200
+    sweeps, puts reverse AIS about 8 nats BELOW log Z (no upper bound). Trajectory tempering
+    from the same sequences, over checkpoints whose couplings grow before their thresholds
+    (as in training), gives samples from which reverse AIS bounds log Z from above, within
+    its error."""
+    g = torch.Generator().manual_seed(0)
+    model = P.planted_pattern_rbm(20, 5, 3, coupling=4.0, threshold=0.5,
+                                  generator=g).to(dtype=torch.float32)
+    exact = P.log_partition_exact(model)
+    base = P.IndependentSites.uniform(20, 5)
+    chains = 300
+    starts = torch.randint(0, 5, (chains, 20), generator=g)
+    stuck = model.gibbs(starts, 200, 1.0, g)
+    from_stuck = P.reverse_ais_log_partition(model, base, stuck, n_betas=400, generator=g)
+    assert from_stuck.log_z < exact - 5.0
+    checkpoints = [Checkpoint(k, PottsRBM(t * model.weight_matrix, model.vbias.clone(),
+                                          t * t * model.hbias))
+                   for k, t in enumerate(torch.linspace(0, 1, 10).tolist())]
+    samples, how = model_samples(model, checkpoints, chains, 600, g, exact_max_hiddens=0,
+                                 starts=starts)
+    assert how["method"] == "ptt" and min(how["swap_rates"]) > 0.2
+    result = P.reverse_ais_log_partition(model, base, samples, n_betas=400, generator=g)
+    assert result.log_z > exact - 3 * result.log_z_std - 0.05
+    assert result.log_z < exact + max(3 * result.log_z_std, 0.2)
+
+
+def test_log_z_is_the_trajectory_estimate_when_there_are_checkpoints(trained, tmp_path):
+    """auto with Nh above the exact limit: forward, reverse and trajectory AIS run, and the
+    reported log_z is trajectory AIS, equal to the last row of the trajectory table; with a
+    single checkpoint loglik.json says why there is no trajectory estimate."""
+    model_path, data_path, _ = trained
+    settings = LoglikSettings(chains=100, betas=200, trajectory_steps=300,
+                              trajectory_betas=100, equilibration_sweeps=40,
+                              exact_max_hiddens=0, seed=1)
+    doc = run_stage(model_path, data_path, tmp_path / "loglik.json", settings,
+                    trajectory_csv=tmp_path / "trajectory.csv")
+    with open(tmp_path / "trajectory.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert doc["method"] == "trajectory" and "last row" in doc["log_z_reason"]
+    assert doc["log_z"] == pytest.approx(float(rows[-1]["log_z"]), abs=1e-5)
+    assert doc["estimates"]["reverse"]["model_samples"].startswith("ptt over")
+    single = LoglikSettings(methods=("ais", "reverse"), chains=100, betas=200,
+                            equilibration_sweeps=40, exact_max_hiddens=0, seed=1)
+    checkpoint = Checkpoint(1, archive.load_rbm(model_path))
+    data = load_encoded(data_path)
+    summary = estimate([checkpoint], data, single).summary
+    assert summary["method"] == "ais" and "one checkpoint" in summary["log_z_reason"]
+    assert summary["estimates"]["reverse"]["model_samples"].startswith("pt over")
