@@ -5,7 +5,7 @@ Usage:
     with FakeInterPro() as server:
         server.script("/entry/pfam/PF00397/?annotation=alignment:full",
                       Reply(status=500), Reply(body=gzip.compress(STOCKHOLM)))
-        fetch_family(..., base_url=server.base_url)
+        run_stage(..., base_url=server.base_url)
 
 Replies for a path are served in order; the last one repeats. A path without a script
 answers 404 with a JSON body, as InterPro does. The API root (`/`) answers InterPro's

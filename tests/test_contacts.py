@@ -201,7 +201,7 @@ def test_cli_contacts_refuses_a_mismatched_alignment(tiny_model: dict, tmp_path:
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_report_shows_contacts_and_hidden_units(tiny_model: dict):
-    from rbmflow.report import ReportInputs, make_report
+    from rbmflow.report import ReportInputs, run_stage
 
     d = tiny_model["dir"]
     assert main(["contacts", str(tiny_model["model"]), "--alignment",
@@ -210,7 +210,7 @@ def test_report_shows_contacts_and_hidden_units(tiny_model: dict):
     (d / "samples.fasta").write_text("".join(
         f">g{k}\n{''.join(ALPHABET[a] for a in row)}\n" for k, row in enumerate(codes[::-1])))
     outdir = d / "report"
-    metrics = make_report(ReportInputs(tiny_model["alignment"], d / "samples.fasta",
+    metrics = run_stage(ReportInputs(tiny_model["alignment"], d / "samples.fasta",
                                        model=tiny_model["model"], contacts=d / "contacts.csv",
                                        structure=tiny_model["structure"]),
                           outdir, device="cpu", family="tiny", run="r")

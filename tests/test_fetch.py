@@ -20,9 +20,9 @@ from rbmflow.errors import FetchError, InputError
 from rbmflow.fetch import (
     RetryPolicy,
     check_accession,
-    fetch_family,
     format_from_name,
     interpro_alignment_url,
+    run_stage,
 )
 from rbmflow.provenance import FORMAT_VERSION
 
@@ -57,7 +57,7 @@ def leftovers(outdir: Path) -> list[str]:
 
 
 def fetch_pfam(server: FakeInterPro, outdir: Path, **kwargs: object) -> dict:
-    return fetch_family("WW", "pfam", outdir, accession=ACCESSION, alignment="full",
+    return run_stage("WW", "pfam", outdir, accession=ACCESSION, alignment="full",
                         base_url=server.base_url, policy=kwargs.pop("policy", FAST), **kwargs)
 
 
@@ -131,7 +131,7 @@ def test_pfam_release_unknown_when_api_root_does_not_say(server: FakeInterPro,
 
 def test_accession_defaults_to_family_name(server: FakeInterPro, tmp_path: Path) -> None:
     server.script("/entry/pfam/PF00014/?annotation=alignment:seed", Reply(body=STOCKHOLM))
-    record = fetch_family("PF00014", "pfam", tmp_path / "k", alignment="seed",
+    record = run_stage("PF00014", "pfam", tmp_path / "k", alignment="seed",
                           base_url=server.base_url + "/", policy=FAST)
     assert record["url"] == server.base_url + "/entry/pfam/PF00014/?annotation=alignment:seed"
     assert record["accession"] == "PF00014"
@@ -238,7 +238,7 @@ def test_no_network_suggests_local_source_or_mirror(tmp_path: Path) -> None:
         port = probe.getsockname()[1]
     outdir = tmp_path / "resources" / "msa" / "WW"
     with pytest.raises(FetchError) as err:
-        fetch_family("WW", "pfam", outdir, accession=ACCESSION,
+        run_stage("WW", "pfam", outdir, accession=ACCESSION,
                      base_url=f"http://127.0.0.1:{port}/interpro/api",
                      policy=RetryPolicy(attempts=2, backoff_s=0.01, timeout_s=2.0))
     message = str(err.value)
@@ -258,7 +258,7 @@ def test_failed_fetch_keeps_existing_outdir(server: FakeInterPro, tmp_path: Path
 
 def test_bad_accession_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"family 'kunitz' has source: pfam .* accession"):
-        fetch_family("kunitz", "pfam", tmp_path / "k")
+        run_stage("kunitz", "pfam", tmp_path / "k")
     assert check_accession("pf00014.25", "x") == "PF00014"
     assert not (tmp_path / "k").exists()
 
@@ -270,7 +270,7 @@ def test_example_ww_is_read_in_place(tmp_path: Path) -> None:
     import logomaker
 
     outdir = tmp_path / "WW"
-    record = fetch_family("WW", "example:ww", outdir)
+    record = run_stage("WW", "example:ww", outdir)
     path = Path(record["alignment_path"])
     assert path.is_absolute() and path.name == "ww_sequences.fa"
     assert path.parent == Path(logomaker.__file__).resolve().parent / "examples" / "datafiles"
@@ -284,7 +284,7 @@ def test_example_ww_is_read_in_place(tmp_path: Path) -> None:
 
 def test_unknown_example(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown example source 'example:xyz'.*example:ww"):
-        fetch_family("x", "example:xyz", tmp_path / "x")
+        run_stage("x", "example:xyz", tmp_path / "x")
     assert leftovers(tmp_path / "x") == []
 
 
@@ -293,7 +293,7 @@ def test_local_file_is_read_in_place_with_its_sha256(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     Path("data").mkdir()
     Path("data/mine.sto.gz").write_bytes(gzip.compress(STOCKHOLM))
-    record = fetch_family("mine", "data/mine.sto.gz", Path("resources/msa/mine"))
+    record = run_stage("mine", "data/mine.sto.gz", Path("resources/msa/mine"))
     assert record["alignment_path"] == "data/mine.sto.gz"
     assert record["resolved_path"] == str(tmp_path.resolve() / "data" / "mine.sto.gz")
     assert record["sha256"] == hashlib.sha256(Path("data/mine.sto.gz").read_bytes()).hexdigest()
@@ -306,7 +306,7 @@ def test_missing_local_file_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "family.a2m"
     outdir = tmp_path / "out"
     with pytest.raises(InputError, match=f"alignment file {missing} does not exist"):
-        fetch_family("mine", str(missing), outdir)
+        run_stage("mine", str(missing), outdir)
     assert leftovers(outdir) == []
 
 

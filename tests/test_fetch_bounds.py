@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from interpro_server import FakeInterPro, Reply
 from rbmflow.errors import FetchError
-from rbmflow.fetch import RetryPolicy, fetch_family
+from rbmflow.fetch import RetryPolicy, run_stage
 from test_fetch import ACCESSION, FULL_PATH, REPO, STOCKHOLM, leftovers
 
 
@@ -30,7 +30,7 @@ def _policy(**kwargs) -> RetryPolicy:
 
 
 def _fetch(server, outdir: Path, policy: RetryPolicy) -> dict:
-    return fetch_family("WW", "pfam", outdir, accession=ACCESSION, alignment="full",
+    return run_stage("WW", "pfam", outdir, accession=ACCESSION, alignment="full",
                         base_url=server.base_url, policy=policy)
 
 

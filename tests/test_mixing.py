@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from rbmflow.generate import DATA, RANDOM, SamplingSettings, combined_mixing_time, run_sampling
 from rbmflow.mixing import (
     Criteria,
     compare_energies,
@@ -17,6 +16,7 @@ from rbmflow.mixing import (
     overlap,
 )
 from rbmflow.model import PottsRBM
+from rbmflow.sample import DATA, RANDOM, SamplingSettings, combined_mixing_time, run_sampling
 
 L, Q, NH = 11, 5, 3
 SITES = torch.arange(L)

@@ -11,7 +11,7 @@ from rbmflow import ALPHABET
 from rbmflow.cli import main
 from rbmflow.dataset import TEST, TRAIN, load_encoded
 from rbmflow.errors import InputError
-from rbmflow.prepare import PrepareSettings, prepare, random_split
+from rbmflow.prepare import PrepareSettings, random_split, run_stage
 from rbmflow.provenance import sha256_file
 from rbmflow.weights import sequence_weights
 
@@ -47,7 +47,7 @@ def test_artifacts_and_invariants(tmp_path: Path) -> None:
     rows = synthetic_fasta(source)
     out, summary_path = outputs(tmp_path)
     settings = PrepareSettings(identity=0.8, max_gap_fraction=0.2, test_fraction=0.3, seed=4)
-    summary = prepare(source, out, summary_path, settings)
+    summary = run_stage(source, out, summary_path, settings)
     data = load_encoded(out)
     assert json.loads(summary_path.read_text()) == json.loads(json.dumps(summary))
 
@@ -103,7 +103,7 @@ def test_no_split_weights_over_all(tmp_path: Path) -> None:
     source = tmp_path / "aln.fasta"
     synthetic_fasta(source)
     out, summary_path = outputs(tmp_path)
-    summary = prepare(source, out, summary_path, PrepareSettings(test_fraction=0.0,
+    summary = run_stage(source, out, summary_path, PrepareSettings(test_fraction=0.0,
                                                                  max_gap_fraction=1.0))
     data = load_encoded(out)
     assert summary["removed_sequences"]["total"] == 0
@@ -120,7 +120,7 @@ def test_source_json_from_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
               "sha256": sha256_file(msa / "alignment.fa")}
     (msa / "source.json").write_text(json.dumps(record))
     out, summary_path = outputs(Path("results/fam"))
-    summary = prepare(msa / "source.json", out, summary_path, PrepareSettings())
+    summary = run_stage(msa / "source.json", out, summary_path, PrepareSettings())
     assert summary["input"]["format"] == "fasta"
     assert summary["provenance"]["inputs"]["source"]["sha256"] == sha256_file(
         msa / "source.json")
@@ -129,7 +129,7 @@ def test_source_json_from_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     out.unlink()
     summary_path.unlink()
     with pytest.raises(InputError, match=r"source.json: .*changed since it was fetched"):
-        prepare(msa / "source.json", out, summary_path, PrepareSettings())
+        run_stage(msa / "source.json", out, summary_path, PrepareSettings())
     assert not out.exists() and not summary_path.exists()
 
 
@@ -137,10 +137,10 @@ def test_ambiguous_drop_rule(tmp_path: Path) -> None:
     source = tmp_path / "aln.fasta"
     source.write_text(">a\nACDEFGHIKL\n>b\nACDXFGHIKL\n>c\nACDEFGHIKB\n>d\nACDEFGHIKM\n")
     out, summary_path = outputs(tmp_path)
-    kept = prepare(source, out, summary_path, PrepareSettings(test_fraction=0.0))
+    kept = run_stage(source, out, summary_path, PrepareSettings(test_fraction=0.0))
     assert kept["M"] == 4 and kept["ambiguous_letters"]["residues"] == 2
     assert load_encoded(out).codes[1, 3] == 0  # X read as a gap
-    dropped = prepare(source, out, summary_path,
+    dropped = run_stage(source, out, summary_path,
                       PrepareSettings(test_fraction=0.0, ambiguous="drop"))
     assert dropped["M"] == 2 and dropped["removed_sequences"]["ambiguous_letters"] == 2
     assert load_encoded(out).names.tolist() == ["a", "d"]
@@ -161,7 +161,7 @@ def test_bad_input_leaves_nothing(tmp_path: Path, content: str, message: str) ->
     source.write_text(content)
     out, summary_path = outputs(tmp_path)
     with pytest.raises(InputError, match=message):
-        prepare(source, out, summary_path, PrepareSettings())
+        run_stage(source, out, summary_path, PrepareSettings())
     assert not out.exists() and not summary_path.exists()
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
@@ -199,7 +199,7 @@ def test_cluster_split_keeps_clusters_whole_and_both_splits_record_the_leak(
     for split in ("random", "cluster"):
         out, summary_path = tmp_path / split / "alignment.npz", tmp_path / split / "summary.json"
         settings = PrepareSettings(test_fraction=0.25, seed=3, split=split)
-        summary = prepare(source, out, summary_path, settings)
+        summary = run_stage(source, out, summary_path, settings)
         data = load_encoded(out)
         test, train = data.codes[data.split == TEST], data.codes[data.split == TRAIN]
         identity = np.array([[np.mean(a == b) for b in train] for a in test]).max(axis=1)

@@ -18,7 +18,7 @@ from rbmflow.dataset import EncodedAlignment, save_encoded
 from rbmflow.errors import InputError
 from rbmflow.metrics import EvaluationSettings
 from rbmflow.model import PottsRBM
-from rbmflow.report import ReportInputs, make_report, read_samples, summarize
+from rbmflow.report import ReportInputs, read_samples, run_stage, summarize
 
 L, NH, M_NATURAL, M_GENERATED = 11, 3, 67, 43
 
@@ -125,7 +125,7 @@ def test_report_renders_with_every_figure_embedded(tiny_run: dict[str, Path],
     inputs = ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"],
                           tiny_run["sampling.json"], tiny_run["model.h5"],
                           tiny_run["train_log.csv"], tiny_run["loglik.json"], None)
-    metrics = make_report(inputs, outdir, SETTINGS, device="cpu")
+    metrics = run_stage(inputs, outdir, SETTINGS, device="cpu")
 
     written = json.loads((outdir / "metrics.json").read_text())
     assert written["family"] == "tiny" and written["run"] == "default"
@@ -168,7 +168,7 @@ def test_report_renders_with_every_figure_embedded(tiny_run: dict[str, Path],
 
 def test_report_without_optional_inputs(tiny_run: dict[str, Path], tmp_path: Path) -> None:
     outdir = tmp_path / "bare"
-    metrics = make_report(ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"]),
+    metrics = run_stage(ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"]),
                           outdir, SETTINGS, device="cpu", family="tiny", run="bare")
     assert metrics["loglik_test"] is None and metrics["energy"] is None
     assert metrics["warnings"] == []
@@ -256,7 +256,7 @@ def test_report_says_which_split_and_how_close_test_is_to_train(tiny_run: dict[s
     save_encoded(tmp_path / "alignment.npz", dataclasses.replace(
         data, provenance={"stage": "prepare", "summary": {"split": split}}))
     outdir = tmp_path / "report"
-    metrics = make_report(ReportInputs(tmp_path / "alignment.npz", tiny_run["samples.fasta"],
+    metrics = run_stage(ReportInputs(tmp_path / "alignment.npz", tiny_run["samples.fasta"],
                                        None, None, None, None, None), outdir, SETTINGS,
                           device="cpu")
     assert metrics["split"]["method"] == "cluster"
@@ -274,7 +274,7 @@ def test_report_shows_the_mutation_heat_map(tiny_run: dict[str, Path], tmp_path:
     assert code == 0
     covered = sum(c != "-" for c in wildtype)
     outdir = run_dir / "report"
-    metrics = make_report(ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"],
+    metrics = run_stage(ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"],
                                        mutations_heatmap=run_dir / "mutations.png",
                                        mutations_summary=run_dir / "mutations.json"),
                           outdir, SETTINGS, device="cpu")

@@ -118,7 +118,7 @@ class _Response:
 # --------------------------------------------------------------------------- entry point
 
 
-def fetch_family(
+def run_stage(
     family: str,
     source: str,
     outdir: str | os.PathLike[str],

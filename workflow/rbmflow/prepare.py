@@ -194,7 +194,7 @@ def weights_within_parts(codes: np.ndarray, split: np.ndarray, identity: float,
     return weights
 
 
-def prepare(
+def run_stage(
     source: str | Path,
     out: str | Path,
     summary_path: str | Path,

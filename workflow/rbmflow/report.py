@@ -760,7 +760,7 @@ def _scalar_or_none(value: Any) -> float | None:
         return None
 
 
-def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
+def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
                 settings: EvaluationSettings | None = None, device: str = "auto",
                 family: str | None = None, run: str | None = None) -> dict[str, Any]:
     """Compute the metrics, draw the figures and write metrics.json and report.html in outdir.

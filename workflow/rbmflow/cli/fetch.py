@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rbmflow.errors import InputError
-from rbmflow.fetch import ALIGNMENT_TYPES, DEFAULT_BASE_URL, RetryPolicy, fetch_family
+from rbmflow.fetch import ALIGNMENT_TYPES, DEFAULT_BASE_URL, RetryPolicy, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> None:
                          "--backoff >= 0")
     policy = RetryPolicy(attempts=args.attempts, backoff_s=args.backoff, timeout_s=args.timeout,
                          deadline_s=args.deadline)
-    record = fetch_family(args.family, args.source, args.outdir, accession=args.accession,
+    record = run_stage(args.family, args.source, args.outdir, accession=args.accession,
                           alignment=args.alignment, base_url=args.base_url, policy=policy)
     print(f"{args.family}: {record['alignment_path']} ({record['bytes']} bytes, "
           f"sha256 {record['sha256'][:12]}...)")

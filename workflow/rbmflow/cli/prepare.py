@@ -12,7 +12,7 @@ import torch
 
 from rbmflow.alignment import AMBIGUOUS_RULES, FORMATS
 from rbmflow.device import resolve_device
-from rbmflow.prepare import SPLITS, PrepareSettings, prepare
+from rbmflow.prepare import SPLITS, PrepareSettings, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
     settings = PrepareSettings(identity=args.identity, max_gap_fraction=args.max_gap_fraction,
                                test_fraction=args.test_fraction, seed=args.seed,
                                ambiguous=args.ambiguous, split=args.split, format=args.format)
-    summary = prepare(args.source, args.out, args.summary, settings,
+    summary = run_stage(args.source, args.out, args.summary, settings,
                       device=resolve_device(args.device))
     print(f"{args.out}: M = {summary['M']} (train {summary['M_train']}, test "
           f"{summary['M_test']}), L = {summary['L']}, M_eff = {summary['M_eff']:.1f} "

@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from rbmflow.metrics import EvaluationSettings
     from rbmflow.provenance import nothing_new_on_failure
-    from rbmflow.report import ReportInputs, make_report, summarize
+    from rbmflow.report import ReportInputs, run_stage, summarize
 
     if args.summary:
         if args.out is None:
@@ -88,4 +88,4 @@ def run(args: argparse.Namespace) -> None:
                           args.mutations_summary, contacts=args.contacts,
                           structure=args.structure, structure_chain=args.chain)
     with nothing_new_on_failure(args.outdir):  # no figures without their report
-        make_report(inputs, args.outdir, settings, args.device, args.family, args.run_name)
+        run_stage(inputs, args.outdir, settings, args.device, args.family, args.run_name)

@@ -10,8 +10,8 @@ import torch
 
 from rbmflow.cli import parse_bool
 from rbmflow.errors import InputError
-from rbmflow.generate import METHODS, MODES, SamplingSettings, sample_stage
 from rbmflow.mixing import Criteria
+from rbmflow.sample import METHODS, MODES, SamplingSettings, run_stage
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -115,5 +115,5 @@ def run(args: argparse.Namespace) -> None:
         rhat_max=args.rhat_max,
         criteria=Criteria(z_max=args.z_max, effect_max=args.effect_max,
                           pearson_tolerance=args.pearson_tolerance))
-    sample_stage(args.model, args.data, args.out, args.info, settings, device=args.device,
+    run_stage(args.model, args.data, args.out, args.info, settings, device=args.device,
                  update=args.update)

@@ -753,7 +753,7 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def sample_stage(
+def run_stage(
     model_path: str | os.PathLike[str],
     data_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],

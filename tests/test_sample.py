@@ -11,21 +11,21 @@ import torch
 from rbmflow.archive import save_checkpoint
 from rbmflow.cli import main
 from rbmflow.dataset import EncodedAlignment, save_encoded
-from rbmflow.generate import (
-    SamplingSettings,
-    choose_method,
-    choose_mode,
-    fasta_records,
-    record_times,
-    run_sampling,
-    sample_stage,
-)
 from rbmflow.model import PottsRBM
 from rbmflow.partition import (
     hidden_configurations,
     interpolate,
     planted_pattern_rbm,
     sample_exact,
+)
+from rbmflow.sample import (
+    SamplingSettings,
+    choose_method,
+    choose_mode,
+    fasta_records,
+    record_times,
+    run_sampling,
+    run_stage,
 )
 from torch import Tensor
 
@@ -161,7 +161,7 @@ def test_sample_stage_is_reproducible_with_a_seed(tmp_path: Path) -> None:
     for seed, name in ((3, "a"), (3, "b"), (4, "c")):
         out = tmp_path / f"{name}.fasta"
         info = tmp_path / f"{name}.json"
-        sample_stage(model_path, data_path, out, info,
+        run_stage(model_path, data_path, out, info,
                      SamplingSettings(chains=31, sweeps=12, seed=seed), device="cpu")
         runs.append((out.read_text(), json.loads(info.read_text())))
     assert runs[0][0] == runs[1][0]
@@ -172,7 +172,7 @@ def test_sample_stage_is_reproducible_with_a_seed(tmp_path: Path) -> None:
 def test_rdm_model_is_sampled_with_its_training_steps(tmp_path: Path) -> None:
     model_path, data_path = write_inputs(tmp_path, small_model(), method="rdm", gibbs_steps=7)
     out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
-    sample_stage(model_path, data_path, out, info,
+    run_stage(model_path, data_path, out, info,
                  SamplingSettings(chains=29, sweeps=500, seed=0, auto_extend=True), device="cpu")
     report = json.loads(info.read_text())
     assert report["mode"] == "rdm" and report["sweeps"] == 7
@@ -182,7 +182,7 @@ def test_rdm_model_is_sampled_with_its_training_steps(tmp_path: Path) -> None:
     assert all(name.endswith("sweep=7 chain=" + name.split("chain=")[1])
                for name, _ in read_fasta(out))
     forced = tmp_path / "forced.json"
-    sample_stage(model_path, data_path, out, forced,
+    run_stage(model_path, data_path, out, forced,
                  SamplingSettings(chains=29, sweeps=16, seed=0, mode="equilibrium"), device="cpu")
     assert json.loads(forced.read_text())["sweeps"] == 16
 
@@ -198,7 +198,7 @@ def test_unmixed_chains_still_write_samples_with_a_warning(
     model_path, data_path = write_inputs(tmp_path, model)
     out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
     with caplog.at_level("WARNING"):
-        sample_stage(model_path, data_path, out, info,
+        run_stage(model_path, data_path, out, info,
                      SamplingSettings(chains=151, sweeps=32, seed=0, method="gibbs"),
                      device="cpu")
     report = json.loads(info.read_text())
@@ -275,7 +275,7 @@ def test_ptt_stage_samples_the_modes_that_plain_gibbs_misses(tmp_path: Path) -> 
     out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
     settings = SamplingSettings(chains=301, sweeps=400, seed=1, auto_extend=False,
                                 reference_chains=301, data_chains=0)
-    result = sample_stage(model_path, data_path, out, info, settings, device="cpu")
+    result = run_stage(model_path, data_path, out, info, settings, device="cpu")
     report = json.loads(info.read_text())
     assert report["method"] == "ptt" and "8 checkpoints" in report["method_reason"]
     assert report["tempering"]["levels"][0] == "update_1"
@@ -298,7 +298,7 @@ def test_gibbs_is_never_called_equilibrated_against_a_disagreeing_reference(
     out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
     settings = SamplingSettings(chains=301, sweeps=400, seed=1, auto_extend=False,
                                 reference_chains=301, data_chains=0, method="gibbs")
-    sample_stage(model_path, data_path, out, info, settings, device="cpu")
+    run_stage(model_path, data_path, out, info, settings, device="cpu")
     report = json.loads(info.read_text())
     assert report["method"] == "gibbs" and report["tempering"]["method"] == "ptt"
     assert report["equilibrated"] is False and report["not_equilibrated"] is True
