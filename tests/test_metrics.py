@@ -291,3 +291,13 @@ def test_privacy_loss_sees_memorised_training_sequences() -> None:
     m = evaluate(torch.from_numpy(train), ones, torch.from_numpy(test), ones,
                  torch.from_numpy(generated), 21, settings).metrics
     assert m["privacy_loss"]["AA_train"] < 0.1 and m["privacy_loss"]["value"] > 0.2
+
+
+def test_weighted_median_known_answers() -> None:
+    from rbmflow.metrics import weighted_median
+
+    values = np.array([0.3, 0.1, 0.2, 0.4])
+    assert weighted_median(values) == pytest.approx(0.25)
+    assert weighted_median(values, np.array([1.0, 1.0, 1.0, 1.0])) == 0.2
+    assert weighted_median(values, np.array([0.1, 0.1, 0.1, 5.0])) == 0.4
+    assert weighted_median(values, np.array([0.1, 5.0, 0.1, 0.1])) == 0.1

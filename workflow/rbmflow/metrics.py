@@ -278,6 +278,18 @@ def adversarial_accuracy(truth: Tensor, synthetic: Tensor, num_states: int,
     return {"AA_truth": aa_truth, "AA_syn": aa_syn, "AA": 0.5 * (aa_truth + aa_syn)}
 
 
+def weighted_median(values: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The smallest value at which the cumulative weight reaches half the total."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan")
+    if weights is None:
+        return float(np.median(values))
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
 def weighted_subsample(weights: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Sorted indices of `size` distinct items drawn in proportion to `weights` (M,), one at
     a time without replacement (Efraimidis-Spirakis keys log(u) / w); all, in order, if
@@ -399,7 +411,11 @@ def _weighted_neighbour_metrics(train: Tensor, train_weights: Tensor, test: Tens
     if test.shape[0]:
         d_test = nearest_hamming(pick(test, w_test, settings.nn_samples, 13), train_ref,
                                  q).cpu().numpy() / L
-        out["hamming_nn_median_test_weighted"] = float(np.median(d_test))
+        # A subsample drawn in proportion to the weights counts each member once; the whole
+        # set, when small enough to be taken whole, counts each by its weight.
+        whole = test.shape[0] <= settings.nn_samples
+        out["hamming_nn_median_test_weighted"] = weighted_median(
+            d_test, w_test if whole else None)
         arrays["hamming_test_weighted"] = d_test
 
     def aa(truth: Tensor, truth_w: np.ndarray, synthetic: Tensor, size: int,
