@@ -212,3 +212,92 @@ def test_evaluate_on_identical_sets_gives_perfect_scores() -> None:
     assert copied.metrics["energy"] is None
     assert pearson(torch.from_numpy(result.arrays["cij_generated"]),
                    torch.from_numpy(result.arrays["cij_reference"])) == pytest.approx(1.0)
+
+
+def test_total_least_squares_slope_is_not_attenuated() -> None:
+    from rbmflow.stats import slope, slope_tls
+
+    g = torch.Generator().manual_seed(0)
+    truth = torch.randn(20011, generator=g, dtype=torch.float64)
+    x = truth + 0.5 * torch.randn(20011, generator=g, dtype=torch.float64)
+    y = 2.0 + truth + 0.5 * torch.randn(20011, generator=g, dtype=torch.float64)
+    assert slope(x, y) == pytest.approx(0.8, abs=0.02)  # 1 / (1 + 0.25): attenuated
+    assert slope_tls(x, y) == pytest.approx(1.0, abs=0.02)
+    assert slope_tls(x, 3 * x) == pytest.approx(3.0)
+    assert slope_tls(x, -0.5 * x) == pytest.approx(-0.5)
+
+
+def test_amino_acid_entries_leave_out_every_gap_entry() -> None:
+    from rbmflow.metrics import amino_acid_entries
+
+    length, q = 5, 4
+    mask = amino_acid_entries(length, q)
+    expected = [a > 0 and b > 0 for _i, _j in itertools.combinations(range(length), 2)
+                for a in range(q) for b in range(q)]
+    assert mask.tolist() == expected
+    rng = np.random.default_rng(1)
+    codes = torch.from_numpy(rng.integers(0, q, (61, length)))
+    assert connected_correlations(codes, q).shape == mask.shape
+
+
+def _clustered(rng: np.random.Generator, ancestors: np.ndarray, members: np.ndarray,
+               rate: float) -> np.ndarray:
+    codes = np.repeat(ancestors, members, axis=0)
+    mutate = rng.random(codes.shape) < rate
+    return np.where(mutate, rng.integers(0, 21, codes.shape), codes)
+
+
+def test_a_model_of_the_weighted_distribution_scores_aa_one_half() -> None:
+    """Natural sequences over-sample 20 of 400 clusters; the weights undo it. Generated
+    sequences come from the same process with every cluster equally likely (a perfect model
+    of the weighted distribution): with weight-proportional natural subsamples AA is near
+    0.5; uniform subsamples miss it by far (the over-sampled clusters crowd the natural set).
+    Within 0.1, not exactly: the natural clusters hold few distinct members, fresh samples
+    as many as drawn."""
+    from rbmflow.metrics import evaluate
+    from rbmflow.weights import sequence_weights
+
+    rng = np.random.default_rng(3)
+    length, rate = 29, 0.05
+    ancestors = rng.integers(0, 21, (400, length))
+    members = np.r_[np.full(20, 60), np.full(380, 2)]
+    natural = _clustered(rng, ancestors, members, rate)
+    weights = sequence_weights(natural, 0.8)
+    test_rows = rng.random(natural.shape[0]) < 0.3
+    generated = _clustered(rng, ancestors[rng.integers(0, 400, 1900)], np.ones(1900, int), rate)
+    train, test = natural[~test_rows], natural[test_rows]
+    w_train = torch.from_numpy(sequence_weights(train, 0.8))
+    w_test = torch.from_numpy(sequence_weights(test, 0.8))
+    assert weights.sum() == pytest.approx(400, rel=0.1)
+    settings = EvaluationSettings(seed=0, triplets=5, nn_samples=120, pca_components=2)
+    m = evaluate(torch.from_numpy(train), w_train, torch.from_numpy(test), w_test,
+                 torch.from_numpy(generated), 21, settings).metrics
+    assert abs(m["nnaa_weighted"]["AA"] - 0.5) < 0.1, m["nnaa_weighted"]
+    assert abs(m["nnaa"]["AA"] - 0.5) > 0.12, m["nnaa"]  # the uniform subsample's bias
+    assert abs(m["nnaa"]["AA_truth"] - 0.5) > 0.15, m["nnaa"]
+    assert m["privacy_loss"]["value"] == pytest.approx(
+        m["privacy_loss"]["AA_test"] - m["privacy_loss"]["AA_train"])
+
+
+def test_privacy_loss_sees_memorised_training_sequences() -> None:
+    from rbmflow.metrics import evaluate
+
+    rng = np.random.default_rng(4)
+    natural = _clustered(rng, rng.integers(0, 21, (600, 23)), np.ones(600, int), 0.3)
+    train, test = natural[::2], natural[1::2]
+    generated = train.copy()  # a model that memorised its training set
+    ones = torch.ones(300, dtype=torch.float64)
+    settings = EvaluationSettings(seed=0, triplets=5, nn_samples=400, pca_components=2)
+    m = evaluate(torch.from_numpy(train), ones, torch.from_numpy(test), ones,
+                 torch.from_numpy(generated), 21, settings).metrics
+    assert m["privacy_loss"]["AA_train"] < 0.1 and m["privacy_loss"]["value"] > 0.2
+
+
+def test_weighted_median_known_answers() -> None:
+    from rbmflow.metrics import weighted_median
+
+    values = np.array([0.3, 0.1, 0.2, 0.4])
+    assert weighted_median(values) == pytest.approx(0.25)
+    assert weighted_median(values, np.array([1.0, 1.0, 1.0, 1.0])) == 0.2
+    assert weighted_median(values, np.array([0.1, 0.1, 0.1, 5.0])) == 0.4
+    assert weighted_median(values, np.array([0.1, 5.0, 0.1, 0.1])) == 0.1

@@ -120,7 +120,8 @@ def test_stuck_chains_from_random_are_flagged() -> None:
     g = torch.Generator().manual_seed(11)
     train = model.gibbs(torch.cat([PATTERN_A.repeat(200, 1), PATTERN_B.repeat(200, 1)]), 10,
                         1.0, g)
-    result = run_sampling(model, SamplingSettings(chains=307, sweeps=96, seed=3), train)
+    result = run_sampling(model, SamplingSettings(chains=307, sweeps=96, seed=3,
+                                                  auto_extend=False), train)
     assert result.equilibrated is False
     assert "mixing_random" in result.failed_checks
     assert result.mixing_time is None
@@ -137,7 +138,8 @@ def test_chains_started_in_one_mode_are_flagged_by_the_other_set() -> None:
     g = torch.Generator().manual_seed(13)
     train = model.gibbs(PATTERN_B.repeat(400, 1), 10, 1.0, g)
     initial = {RANDOM: PATTERN_A.repeat(211, 1), DATA: PATTERN_B.repeat(199, 1)}
-    result = run_sampling(model, SamplingSettings(chains=211, sweeps=64, seed=4), train,
+    result = run_sampling(model, SamplingSettings(chains=211, sweeps=64, seed=4,
+                                                  auto_extend=False), train,
                           initial=initial)
     assert result.checks["mixing_random"]["passed"]
     assert result.checks["mixing_data"]["passed"]
@@ -148,7 +150,8 @@ def test_chains_started_in_one_mode_are_flagged_by_the_other_set() -> None:
 def test_independent_sites_mix_at_once() -> None:
     model = independent_model()
     train = exact_independent_sample(model, 997, seed=9)
-    result = run_sampling(model, SamplingSettings(chains=401, sweeps=64, seed=2), train)
+    result = run_sampling(model, SamplingSettings(chains=401, sweeps=64, seed=2,
+                                                  auto_extend=False), train)
     assert result.equilibrated is True, result.checks
     assert result.failed_checks == []
     assert result.decorrelation_time == 1 and result.relaxation_time == 1
@@ -186,10 +189,12 @@ def test_slow_mode_switching_needs_a_longer_run() -> None:
     g = torch.Generator().manual_seed(3)
     train = model.gibbs(torch.randint(0, Q, (401, L), generator=g), 600, 1.0, g)
     start = {RANDOM: PATTERN_B.repeat(293, 1)}
-    short = run_sampling(model, SamplingSettings(chains=293, sweeps=8, seed=0), train,
+    short = run_sampling(model, SamplingSettings(chains=293, sweeps=8, seed=0,
+                                                 auto_extend=False), train,
                          initial=start)
     assert short.equilibrated is False
-    long = run_sampling(model, SamplingSettings(chains=293, sweeps=256, seed=0), train,
+    long = run_sampling(model, SamplingSettings(chains=293, sweeps=256, seed=0,
+                                                auto_extend=False), train,
                         initial=start)
     assert long.equilibrated is True, long.failed_checks
     assert 8 < long.mixing_time <= 128

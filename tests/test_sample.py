@@ -101,7 +101,8 @@ def test_samples_follow_the_exact_marginals_of_a_small_model() -> None:
     """Gibbs chains from random reproduce the exact site marginals (enumerated hiddens)."""
     model = small_model(scale=0.8)
     chains = 1201
-    result = run_sampling(model, SamplingSettings(chains=chains, sweeps=24, seed=5))
+    result = run_sampling(model, SamplingSettings(chains=chains, sweeps=24, seed=5,
+                                                  auto_extend=False))
     hiddens = hidden_configurations(NH, dtype=torch.float32)  # (2^NH, NH)
     log_weight = (hiddens @ model.hbias) + torch.logsumexp(
         model.visible_logits(hiddens), dim=-1).sum(-1)
@@ -162,7 +163,8 @@ def test_sample_stage_is_reproducible_with_a_seed(tmp_path: Path) -> None:
         out = tmp_path / f"{name}.fasta"
         info = tmp_path / f"{name}.json"
         run_stage(model_path, data_path, out, info,
-                     SamplingSettings(chains=31, sweeps=12, seed=seed), device="cpu")
+                  SamplingSettings(chains=31, sweeps=12, seed=seed,
+                                   auto_extend=False), device="cpu")
         runs.append((out.read_text(), json.loads(info.read_text())))
     assert runs[0][0] == runs[1][0]
     assert runs[0][1]["trajectories"] == runs[1][1]["trajectories"]
@@ -183,7 +185,8 @@ def test_rdm_model_is_sampled_with_its_training_steps(tmp_path: Path) -> None:
                for name, _ in read_fasta(out))
     forced = tmp_path / "forced.json"
     run_stage(model_path, data_path, out, forced,
-                 SamplingSettings(chains=29, sweeps=16, seed=0, mode="equilibrium"), device="cpu")
+                 SamplingSettings(chains=29, sweeps=16, seed=0, mode="equilibrium",
+                               auto_extend=False), device="cpu")
     assert json.loads(forced.read_text())["sweeps"] == 16
 
 
@@ -199,8 +202,8 @@ def test_unmixed_chains_still_write_samples_with_a_warning(
     out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
     with caplog.at_level("WARNING"):
         run_stage(model_path, data_path, out, info,
-                     SamplingSettings(chains=151, sweeps=32, seed=0, method="gibbs"),
-                     device="cpu")
+                  SamplingSettings(chains=151, sweeps=32, seed=0, method="gibbs",
+                                   auto_extend=False), device="cpu")
     report = json.loads(info.read_text())
     assert report["equilibrated"] is False and report["not_equilibrated"] is True
     assert "mixing_random" in report["equilibrium"]["failed_checks"]

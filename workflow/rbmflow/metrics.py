@@ -24,6 +24,7 @@ from rbmflow.stats import (
     pearson,
     site_frequencies,
     slope,
+    slope_tls,
 )
 
 # -- three-site connected correlations -------------------------------------------------------
@@ -277,6 +278,32 @@ def adversarial_accuracy(truth: Tensor, synthetic: Tensor, num_states: int,
     return {"AA_truth": aa_truth, "AA_syn": aa_syn, "AA": 0.5 * (aa_truth + aa_syn)}
 
 
+def weighted_median(values: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The smallest value at which the cumulative weight reaches half the total."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan")
+    if weights is None:
+        return float(np.median(values))
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def weighted_subsample(weights: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of `size` distinct items drawn in proportion to `weights` (M,), one at
+    a time without replacement (Efraimidis-Spirakis keys log(u) / w); all, in order, if
+    M <= size. Items of zero weight are drawn last."""
+    weights = np.asarray(weights, dtype=np.float64)
+    num = weights.shape[0]
+    if num <= size:
+        return np.arange(num)
+    u = np.random.default_rng(seed).random(num)
+    with np.errstate(divide="ignore"):
+        keys = np.where(weights > 0, np.log(u) / np.where(weights > 0, weights, 1.0), -np.inf)
+    return np.sort(np.argsort(-keys, kind="stable")[:size])
+
+
 def subsample(num: int, size: int, seed: int) -> np.ndarray:
     """Indices of a seeded random subset of `size` out of `num` (all, in order, if num <= size)."""
     if num <= size:
@@ -344,6 +371,84 @@ def _pearson_or_none(x: Tensor, y: Tensor) -> float | None:
     return pearson(x, y)
 
 
+def amino_acid_entries(length: int, num_states: int, device: torch.device | str = "cpu"
+                       ) -> Tensor:
+    """Boolean mask over the entries of `connected_correlations` (pairs i < j, then (a, b)):
+    True where neither state is the gap (code 0)."""
+    states = torch.ones(num_states, num_states, dtype=torch.bool, device=device)
+    states[0, :] = states[:, 0] = False
+    return states.reshape(-1).repeat(length * (length - 1) // 2)
+
+
+def _weighted_neighbour_metrics(train: Tensor, train_weights: Tensor, test: Tensor,
+                                test_weights: Tensor, generated: Tensor, q: int,
+                                settings: EvaluationSettings,
+                                arrays: dict[str, np.ndarray]) -> dict:
+    """Nearest-neighbour scores with the natural sets subsampled in proportion to their
+    sequence weights (so a model of the weighted distribution scores AA ~ 0.5), and Yelmen's
+    privacy loss AA(test, generated) - AA(train, generated), both at the same size."""
+    out: dict = {"nn_natural_sampling": "in proportion to the sequence weights, "
+                                        "without replacement"}
+    keys = ("hamming_nn_median_weighted", "hamming_nn_median_test_weighted", "nnaa_weighted",
+            "nnaa_test_weighted", "nnaa_test_vs_train_weighted", "privacy_loss")
+    out.update(dict.fromkeys(keys))
+    if train.shape[0] < 2:
+        return out
+    seed, L = settings.seed, generated.shape[1]
+    w_train = train_weights.double().cpu().numpy()
+    w_test = test_weights.double().cpu().numpy()
+
+    def pick(codes: Tensor, weights: np.ndarray | None, size: int, offset: int) -> Tensor:
+        index = (subsample(codes.shape[0], size, seed + offset) if weights is None
+                 else weighted_subsample(weights, size, seed + offset))
+        return codes[torch.as_tensor(index, device=codes.device)]
+
+    reference_size = settings.nn_reference if settings.nn_reference > 0 else train.shape[0]
+    train_ref = pick(train, w_train, reference_size, 11)
+    gen_nn = pick(generated, None, settings.nn_samples, 2)
+    out["hamming_nn_median_weighted"] = float(np.median(
+        nearest_hamming(gen_nn, train_ref, q).cpu().numpy() / L))
+    if test.shape[0]:
+        d_test = nearest_hamming(pick(test, w_test, settings.nn_samples, 13), train_ref,
+                                 q).cpu().numpy() / L
+        # A subsample drawn in proportion to the weights counts each member once; the whole
+        # set, when small enough to be taken whole, counts each by its weight.
+        whole = test.shape[0] <= settings.nn_samples
+        out["hamming_nn_median_test_weighted"] = weighted_median(
+            d_test, w_test if whole else None)
+        arrays["hamming_test_weighted"] = d_test
+
+    def aa(truth: Tensor, truth_w: np.ndarray, synthetic: Tensor, size: int,
+           offset: int) -> dict | None:
+        if size < 2:
+            return None
+        return {**adversarial_accuracy(pick(truth, truth_w, size, offset),
+                                       pick(synthetic, None, size, offset + 1), q),
+                "n": int(size)}
+
+    n_gen = min(settings.nn_samples, train.shape[0], generated.shape[0])
+    out["nnaa_weighted"] = aa(train, w_train, generated, n_gen, 14)
+    if out["nnaa_weighted"] is not None:
+        out["nnaa_weighted"]["truth"] = "train"
+    if test.shape[0] >= 2:
+        n_ref = min(settings.nn_samples, train.shape[0], test.shape[0])
+        tvt = adversarial_accuracy(pick(train, w_train, n_ref, 16),
+                                   pick(test, w_test, n_ref, 17), q)
+        out["nnaa_test_vs_train_weighted"] = {**tvt, "n": int(n_ref), "truth": "train"}
+        n_priv = min(settings.nn_samples, train.shape[0], test.shape[0], generated.shape[0])
+        on_test = aa(test, w_test, generated, n_priv, 18)
+        on_train = aa(train, w_train, generated, n_priv, 20)
+        if on_test is not None and on_train is not None:
+            out["nnaa_test_weighted"] = {**on_test, "truth": "test"}
+            out["privacy_loss"] = {"value": on_test["AA"] - on_train["AA"],
+                                   "AA_test": on_test["AA"], "AA_train": on_train["AA"],
+                                   "n": int(n_priv),
+                                   "definition": "AA(test, generated) - AA(train, generated)"
+                                                 " (Yelmen et al. 2021); near 0: no "
+                                                 "memorisation of the training sequences"}
+    return out
+
+
 def evaluate(train: Tensor, train_weights: Tensor, test: Tensor, test_weights: Tensor,
              generated: Tensor, num_states: int, settings: EvaluationSettings,
              model: PottsRBM | None = None) -> Evaluation:
@@ -383,6 +488,13 @@ def evaluate(train: Tensor, train_weights: Tensor, test: Tensor, test_weights: T
     m["pearson_cij_train_vs_test"] = _pearson_or_none(cij_train, cij_ref) if has_test else None
     m["slope_cij_train_vs_test"] = (slope(cij_ref, cij_train)
                                     if has_test and float(cij_ref.std()) > 0 else None)
+    m["slope_cij_tls"] = slope_tls(cij_ref, cij_gen) if float(cij_ref.std()) > 0 else None
+    m["slope_cij_tls_train_vs_test"] = (slope_tls(cij_ref, cij_train)
+                                        if has_test and float(cij_ref.std()) > 0 else None)
+    residues = amino_acid_entries(L, q, cij_ref.device)
+    m["pearson_cij_aa"] = _pearson_or_none(cij_gen[residues], cij_ref[residues])
+    m["pearson_cij_aa_train_vs_test"] = (_pearson_or_none(cij_train[residues], cij_ref[residues])
+                                         if has_test else None)
     arrays.update(cij_reference=cij_ref.cpu().numpy(), cij_generated=cij_gen.cpu().numpy(),
                   cij_train=cij_train.cpu().numpy())
 
@@ -481,6 +593,8 @@ def evaluate(train: Tensor, train_weights: Tensor, test: Tensor, test_weights: T
         notes.append("fewer than 2 training sequences: no nearest-neighbour metrics")
         m["hamming_nn_median"] = m["hamming_nn_median_test"] = None
         m["nnaa"] = m["nnaa_test_vs_train"] = None
+    m.update(_weighted_neighbour_metrics(train, train_weights, test, test_weights, generated,
+                                         q, settings, arrays))
 
     if model is not None:
         energies = {"train": (train, train_weights), "test": (test, test_weights),

@@ -617,6 +617,16 @@ _METRIC_ROWS = [
     ("  AA_syn (generated sequences)", "nnaa.AA_syn", "nnaa_test_vs_train.AA_syn", ""),
     ("Mean free energy F (nats)", "energy.generated.mean", "energy.test.mean",
      "generated vs natural test"),
+    ("Slope of C_ij, total least squares", "slope_cij_tls", "slope_cij_tls_train_vs_test",
+     "not attenuated by the test set's sampling noise, unlike the least-squares slope"),
+    ("Pearson of C_ij, amino acids only", "pearson_cij_aa", "pearson_cij_aa_train_vs_test",
+     "entries with a gap left out: the gap blocks dominate the all-entries value"),
+    ("Median distance to nearest training sequence (weighted)", "hamming_nn_median_weighted",
+     "hamming_nn_median_test_weighted", "natural sets subsampled in proportion to their weights"),
+    ("NN adversarial accuracy AA (weighted)", "nnaa_weighted.AA",
+     "nnaa_test_vs_train_weighted.AA", "natural sets subsampled in proportion to their weights"),
+    ("Privacy loss AA(test, gen) - AA(train, gen)", "privacy_loss.value", "",
+     "Yelmen et al.: near 0 is good; positive: the model memorises training sequences"),
 ]
 
 

@@ -82,7 +82,7 @@ class SamplingSettings:
     seed: int = 0
     mode: str = "auto"
     record_every: int = 0
-    auto_extend: bool = False
+    auto_extend: bool = True
     max_sweeps: int = 8000
     data_chains: int | None = None
     criteria: Criteria = field(default_factory=Criteria)

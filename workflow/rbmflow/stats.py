@@ -63,6 +63,20 @@ def pearson(x: Tensor, y: Tensor) -> float:
     return float((x @ y) / torch.sqrt((x @ x) * (y @ y)))
 
 
+def slope_tls(x: Tensor, y: Tensor) -> float:
+    """Total-least-squares slope of y against x (orthogonal regression, equal noise on both).
+
+    Unlike the least-squares slope it is not attenuated by noise in x: for y = x plus noise
+    on both coordinates it tends to 1.
+    """
+    x = x.double().reshape(-1) - x.double().mean()
+    y = y.double().reshape(-1) - y.double().mean()
+    sxx, syy, sxy = float(x @ x), float(y @ y), float(x @ y)
+    if sxy == 0.0:
+        return 0.0 if sxx >= syy else float("inf")
+    return (syy - sxx + ((syy - sxx) ** 2 + 4 * sxy * sxy) ** 0.5) / (2 * sxy)
+
+
 def slope(x: Tensor, y: Tensor) -> float:
     """Least-squares slope of y against x (y = a + slope * x)."""
     x = x.double().reshape(-1) - x.double().mean()

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from rbmflow.errors import InputError
+from rbmflow.metrics import EvaluationSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,16 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "report.html)")
     run.add_argument("--family", help="family name shown in the report (default: from outdir)")
     run.add_argument("--run", dest="run_name", help="run name (default: from outdir)")
-    run.add_argument("--seed", type=int, default=0, help="seed of every subsample (default 0)")
-    run.add_argument("--triplets", type=int, default=500,
-                     help="site triplets for three-site correlations (default 500)")
-    run.add_argument("--nn-samples", type=int, default=2000,
-                     help="generated/test sequences in nearest-neighbour metrics (default 2000)")
-    run.add_argument("--nn-reference", type=int, default=50000,
+    d = EvaluationSettings()
+    run.add_argument("--seed", type=int, default=d.seed,
+                     help="seed of every subsample (default %(default)s)")
+    run.add_argument("--triplets", type=int, default=d.triplets,
+                     help="site triplets for three-site correlations (default %(default)s)")
+    run.add_argument("--nn-samples", type=int, default=d.nn_samples,
+                     help="generated/test sequences in nearest-neighbour metrics "
+                          "(default %(default)s)")
+    run.add_argument("--nn-reference", type=int, default=d.nn_reference,
                      help="training sequences used as nearest-neighbour reference, 0 = all "
-                          "(default 50000)")
-    run.add_argument("--pca-components", type=int, default=5,
-                     help="principal components kept (default 5)")
+                          "(default %(default)s)")
+    run.add_argument("--pca-components", type=int, default=d.pca_components,
+                     help="principal components kept (default %(default)s)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     summary = parser.add_argument_group("summary of several runs")
     summary.add_argument("--summary", nargs="+", type=Path, metavar="METRICS_JSON",
@@ -59,7 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from rbmflow.metrics import EvaluationSettings
     from rbmflow.provenance import nothing_new_on_failure
     from rbmflow.report import ReportInputs, run_stage, summarize
 
