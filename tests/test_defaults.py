@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from rbmflow.cli import build_parser
-from rbmflow.generate import SamplingSettings
+from rbmflow.sample import SamplingSettings
 from rbmflow.loglik import LoglikSettings
 from rbmflow.metrics import EvaluationSettings
 from rbmflow.prepare import PrepareSettings
