@@ -6,6 +6,7 @@ import base64
 import csv
 import dataclasses
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from rbmflow.model import PottsRBM
 from rbmflow.report import ReportInputs, read_samples, run_stage, summarize
 
 L, NH, M_NATURAL, M_GENERATED = 11, 3, 67, 43
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Page(HTMLParser):
@@ -286,3 +288,41 @@ def test_report_shows_the_mutation_heat_map(tiny_run: dict[str, Path], tmp_path:
     assert base64.b64decode(embedded["mutations.png"].split(",", 1)[1]) == \
         (run_dir / "mutations.png").read_bytes()
     assert f"{covered} / {covered}" in " ".join(page.text)
+
+
+def _captions_named_by_rules() -> set[str]:
+    """Caption files the Snakemake rules point at: literal paths, `report_figure("name")` and
+    the REPORT_FIGURES list (both go through `captions/{name}.rst` in common.smk)."""
+    rules = "".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
+    assert 'caption=f"../rbmflow/report/captions/{name}.rst"' in rules
+    names = set(re.findall(r"\.\./rbmflow/report/captions/(\w+)\.rst", rules))
+    names |= set(re.findall(r'report_figure\("(\w+)"\)', rules))
+    listed = re.search(r"REPORT_FIGURES = \[(.*?)\]", rules, re.S)
+    assert listed is not None
+    return names | set(re.findall(r'"(\w+)"', listed.group(1)))
+
+
+def test_every_figure_has_one_caption_file_and_every_caption_file_is_used(
+        tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    from rbmflow.report import FIGURES, caption
+
+    captions = ROOT / "workflow" / "rbmflow" / "report" / "captions"
+    files = {p.stem for p in captions.glob("*.rst")}
+    by_rules = _captions_named_by_rules()
+    assert set(FIGURES) <= files, set(FIGURES) - files
+    assert by_rules <= files, by_rules - files
+    assert files == set(FIGURES) | by_rules, files - set(FIGURES) - by_rules
+    for name in FIGURES:
+        text = caption(name)
+        assert len(text) > 40 and "{{" not in text and "``" not in text and "\n" not in text
+
+    outdir = tmp_path / "report"
+    metrics = run_stage(ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"],
+                                     tiny_run["sampling.json"]),
+                        outdir, SETTINGS, device="cpu", family="tiny", run="r")
+    drawn, omitted = set(metrics["figures"]), set(metrics["omitted_figures"])
+    assert drawn | omitted <= set(FIGURES) and drawn
+    text = " ".join(" ".join(_parse(outdir / "report.html").text).split())
+    for name in drawn:
+        assert caption(name) in text, name
+

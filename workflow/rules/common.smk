@@ -86,7 +86,7 @@ def report_trajectory(wildcards):
 def report_figure(name):
     """A report figure of one family and run, tagged for `snakemake --report`."""
     return report(f"results/{{family}}/{{run}}/report/{name}.png",
-                  caption=f"../report/{name}.rst", category="{family}", subcategory="{run}",
+                  caption=f"../rbmflow/report/captions/{name}.rst", category="{family}", subcategory="{run}",
                   labels={"family": "{family}", "run": "{run}", "figure": name})
 
 

@@ -4,7 +4,7 @@ rule mutations:
         data="results/{family}/data/alignment.npz",
     output:
         csv="results/{family}/{run}/mutations.csv",
-        heatmap=report("results/{family}/{run}/mutations.png", caption="../report/mutations.rst",
+        heatmap=report("results/{family}/{run}/mutations.png", caption="../rbmflow/report/captions/mutations.rst",
                        category="{family}", subcategory="{run}",
                        labels={"family": "{family}", "run": "{run}", "figure": "mutations"}),
         summary="results/{family}/{run}/mutations.json",

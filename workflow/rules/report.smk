@@ -1,4 +1,4 @@
-report: "../report/workflow.rst"
+report: "../rbmflow/report/captions/workflow.rst"
 
 REPORT_FIGURES = ["site_frequencies", "correlations", "pca", "hamming", "energy", "logos",
                   "training", "sampling", "hidden_units", "hidden_inputs"]
@@ -18,7 +18,7 @@ rule report:
         structure=structure_input,
     output:
         metrics="results/{family}/{run}/report/metrics.json",
-        html=report("results/{family}/{run}/report/report.html", caption="../report/report.rst",
+        html=report("results/{family}/{run}/report/report.html", caption="../rbmflow/report/captions/report.rst",
                     category="{family}", subcategory="{run}",
                     labels={"family": "{family}", "run": "{run}", "figure": "report.html"}),
         figures=[report_figure(name) for name in REPORT_FIGURES],
@@ -49,8 +49,8 @@ rule summary:
     input:
         expand("results/{family}/{run}/report/metrics.json", family=FAMILIES, run=RUNS),
     output:
-        csv=report("results/summary.csv", caption="../report/summary.rst", category="Summary"),
-        html=report("results/summary.html", caption="../report/summary.rst", category="Summary"),
+        csv=report("results/summary.csv", caption="../rbmflow/report/captions/summary.rst", category="Summary"),
+        html=report("results/summary.html", caption="../rbmflow/report/captions/summary.rst", category="Summary"),
     log:
         "logs/report/summary.log",
     conda:

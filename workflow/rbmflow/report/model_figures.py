@@ -13,24 +13,6 @@ from matplotlib.figure import Figure
 
 from rbmflow.contacts import CONTACT_DISTANCE, MIN_SEPARATION, PPV_RANKS, Structure, ppv_curve
 
-FIGURE_CAPTIONS = {
-    "contacts_ppv": "Precision (PPV) of the top-k predicted contacts against the structure: "
-                    "pairs |i-j| > 4 ranked by the APC-corrected Frobenius norm of the RBM's "
-                    "effective couplings (zero-sum gauge, gaps excluded); a contact is a "
-                    "minimum heavy-atom distance below 8 A. Dotted lines mark k = L/5, L/2, L "
-                    "and 2L; the grey curve is the distance table's own score column when it "
-                    "has one.",
-    "contact_map": "Contact map: true contacts (grey, < 8 A, |i-j| > 4) below the diagonal "
-                   "and in the background, the top 2L predicted pairs above it (blue: in "
-                   "contact, red: not).",
-    "hidden_units": "Weight logos of the hidden units with the largest weight norms "
-                    "(zero-sum gauge): letters above the axis raise the unit's input, letters "
-                    "below lower it; positions in the encoded alignment, 1-based.",
-    "hidden_inputs": "Distribution of each unit's input I = sum_i W[i, v_i] (no hidden bias) "
-                     "over natural (weighted) and generated sequences. Several modes mean the "
-                     "unit sorts sequences into groups; the generated ones should match.",
-}
-
 _CHEMISTRY = {"GSTYC": "green", "NQ": "purple", "KRH": "blue", "DE": "red",
               "PAWFLIMV": "black", "-": "#a0aec0"}
 

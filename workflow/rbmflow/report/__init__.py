@@ -1,0 +1,256 @@
+"""The report stage: metrics.json, figures and a self-contained report.html for one run,
+and a summary table across runs.
+
+Inputs of one run: the encoded alignment (natural train/test split and weights), the
+generated sequences (FASTA), and, each optional, sampling.json, model.h5, train_log.csv,
+loglik.json and the log-likelihood trajectory CSV. An absent optional input omits the
+figures and rows that need it; the HTML says which and why.
+
+Modules: `inputs` (reading them), `figures` and `model_figures` (drawing), `html` (the page),
+`captions/*.rst` (what each figure shows, shared with the Snakemake report).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
+from rbmflow.device import resolve_device
+from rbmflow.errors import InputError
+from rbmflow.metrics import EvaluationSettings, evaluate
+from rbmflow.provenance import (
+    FORMAT_VERSION,
+    atomic_path,
+    atomic_paths,
+    now_utc,
+    provenance,
+    write_json,
+)
+from rbmflow.report.figures import (
+    copy_figure,
+    fig_correlations,
+    fig_energy,
+    fig_hamming,
+    fig_loglik_trajectory,
+    fig_logos,
+    fig_pca,
+    fig_sampling,
+    fig_site_frequencies,
+    fig_training,
+    information_heights,
+    placeholder,
+    save_figure,
+)
+from rbmflow.report.html import (
+    CSS,
+    FIGURES,
+    caption,
+    fmt,
+    loglik_warnings,
+    render_html,
+    sampling_warnings,
+)
+from rbmflow.report.inputs import (
+    ReportInputs,
+    load_model,
+    lookup,
+    mutations_coverage,
+    read_csv,
+    read_json,
+    read_samples,
+)
+from rbmflow.report.model_figures import add_model_figures
+
+__all__ = ["FIGURES", "ReportInputs", "caption", "information_heights", "lookup",
+           "read_samples", "run_stage", "summarize"]
+
+log = logging.getLogger(__name__)
+
+# -- the stage ------------------------------------------------------------------------------
+
+
+def _scalar_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
+                settings: EvaluationSettings | None = None, device: str = "auto",
+                family: str | None = None, run: str | None = None) -> dict[str, Any]:
+    """Compute the metrics, draw the figures and write metrics.json and report.html in outdir.
+
+    Returns the metrics dictionary that was written.
+    """
+    settings = settings or EvaluationSettings()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    torch_device = resolve_device(device)
+    try:
+        data: EncodedAlignment = load_encoded(inputs.data)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    generated_np = read_samples(inputs.samples, data.alphabet, data.length)
+    sampling = read_json(inputs.sampling, "sampling")
+    loglik = read_json(inputs.loglik, "log-likelihood")
+    train_log = read_csv(inputs.train_log, "training log", ["update"])
+    trajectory = read_csv(inputs.trajectory, "log-likelihood trajectory", ["update"])
+    model, model_meta = load_model(inputs.model, torch_device)
+    if model is not None and (model.num_visibles, model.num_states) != (data.length,
+                                                                          data.num_states):
+        raise InputError(f"{inputs.model}: model has L={model.num_visibles}, "
+                         f"q={model.num_states}; {inputs.data} has L={data.length}, "
+                         f"q={data.num_states}")
+
+    train, test = data.subset(TRAIN), data.subset(TEST)
+    log.info("report: %d generated, %d train, %d test sequences, L=%d, on %s",
+             generated_np.shape[0], train.num_sequences, test.num_sequences, data.length,
+             torch_device)
+    ev = evaluate(train.codes_tensor(torch_device), train.weights_tensor(torch_device,
+                                                                         torch.float64),
+                  test.codes_tensor(torch_device), test.weights_tensor(torch_device,
+                                                                       torch.float64),
+                  torch.from_numpy(generated_np.astype(np.int64)).to(torch_device),
+                  data.num_states, settings, model)
+
+    warnings = sampling_warnings(sampling) + loglik_warnings(loglik)
+    for warning in warnings:
+        log.warning("%s\nWARNING: %s\n%s", "!" * 78, warning, "!" * 78)
+    metrics: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "family": family if family is not None else outdir.parent.parent.name,
+        "run": run if run is not None else outdir.parent.name,
+        **ev.metrics,
+        "loglik_train": _scalar_or_none(lookup(loglik, "loglik_train")),
+        "loglik_test": _scalar_or_none(lookup(loglik, "loglik_test")),
+        "log_z": _scalar_or_none(lookup(loglik, "log_z")),
+        "log_z_std": _scalar_or_none(lookup(loglik, "log_z_std")),
+        "loglik_method": lookup(loglik, "method"),
+        "loglik_ess": _scalar_or_none(lookup(loglik, "ess")),
+        "equilibrated": lookup(sampling, "equilibrated"),
+        "mixing_time": lookup(sampling, "mixing_time"),
+        "sampling_sweeps": lookup(sampling, "sweeps"),
+        "sampling_mode": lookup(sampling, "mode"),
+        "split": lookup(data.provenance, "summary.split"),
+        "sampling_method": lookup(sampling, "method"),
+        "swap_rates": lookup(sampling, "swap_rates"),
+        "min_swap_rate": min(lookup(sampling, "swap_rates") or [None],
+                             key=lambda r: -1.0 if r is None else r),
+        "gibbs_agrees_with_tempering": lookup(sampling, "gibbs_vs_tempering.passed"),
+        "warnings": warnings,
+        "notes": list(ev.notes),
+    }
+
+    figures: dict[str, Path] = {}
+    omitted: dict[str, str] = {}
+
+    def draw(name: str, maker: Callable[[], Figure | None], missing: str | None = None) -> None:
+        if missing is not None:
+            omitted[name] = missing
+            return
+        fig = maker()
+        if fig is None:
+            fig = placeholder(name, "its input holds nothing to draw")
+        figures[name] = save_figure(fig, outdir / f"{name}.png")
+
+    natural_freqs = (ev.arrays["fi_train"] * train.weights.sum()
+                     + ev.arrays["fi_reference"] * (test.weights.sum() if test.num_sequences
+                                                    else 0.0))
+    natural_freqs = natural_freqs / natural_freqs.sum(1, keepdims=True)
+    draw("site_frequencies", lambda: fig_site_frequencies(ev))
+    draw("correlations", lambda: fig_correlations(ev))
+    draw("pca", lambda: fig_pca(ev))
+    draw("hamming", lambda: fig_hamming(ev) if "hamming_generated" in ev.arrays else None)
+    draw("energy", lambda: fig_energy(ev), None if model is not None else "no model.h5 given")
+    draw("logos", lambda: fig_logos(ev, data.alphabet, natural_freqs))
+    draw("training", lambda: fig_training(train_log),
+         None if train_log is not None else "no train_log.csv given")
+    draw("loglik_trajectory", lambda: fig_loglik_trajectory(trajectory),
+         None if trajectory is not None else "no log-likelihood trajectory CSV given")
+    draw("sampling", lambda: fig_sampling(sampling),
+         None if sampling is not None else "no sampling.json given")
+    if inputs.mutations_heatmap is not None:
+        figures["mutations"] = copy_figure(inputs.mutations_heatmap, outdir / "mutations.png")
+        metrics["mutations"] = mutations_coverage(read_json(inputs.mutations_summary,
+                                                             "mutations summary"))
+    add_model_figures(draw, metrics, model, data, generated_np, inputs.contacts,
+                      inputs.structure, inputs.structure_chain)
+    if loglik is None:
+        metrics["notes"].append("no loglik.json given: log-likelihood rows are empty")
+    if sampling is not None and sampling.get("mode") == "rdm":
+        metrics["notes"].append("samples drawn the way the model was trained (Rdm-k: k sweeps "
+                                "from random starts), not at equilibrium: "
+                                + str(sampling.get("mode_reason") or ""))
+
+    present = {role: path for role, path in asdict(inputs).items()
+               if path is not None and role != "structure_chain"}
+    metrics["figures"] = {name: path.name for name, path in figures.items()}
+    metrics["omitted_figures"] = omitted
+    metrics["settings"] = asdict(settings)
+    metrics["provenance"] = provenance("report", inputs=present,
+                                       settings={**asdict(settings), "device": device},
+                                       seed=settings.seed)
+    page = render_html(metrics, figures, omitted, model_meta, {
+        "report": metrics["provenance"],
+        "alignment (alignment.npz)": data.provenance,
+        "sampling (sampling.json)": lookup(sampling, "provenance"),
+        "log-likelihood (loglik.json)": lookup(loglik, "provenance"),
+        "model (model.h5 metadata)": lookup(model_meta, "provenance"),
+    })
+    with atomic_paths(outdir / "metrics.json", outdir / "report.html") as (metrics_tmp, page_tmp):
+        write_json(metrics_tmp, metrics)
+        page_tmp.write_text(page, encoding="utf-8")
+    log.info("report written to %s (pearson_cij %s, ceiling %s)", outdir / "report.html",
+             fmt(metrics["pearson_cij"]), fmt(metrics["pearson_cij_train_vs_test"]))
+    return metrics
+
+
+# -- summary across runs --------------------------------------------------------------------
+
+SUMMARY_COLUMNS = [
+    "family", "run", "n_generated", "pearson_fi", "pearson_cij", "slope_cij",
+    "pearson_cij_train_vs_test", "pearson_cijk", "pca.distance", "pca.distance_train_vs_test",
+    "hamming_nn_median", "hamming_nn_median_test", "copy_fraction", "nnaa.AA", "nnaa.AA_truth",
+    "nnaa.AA_syn", "loglik_train", "loglik_test", "equilibrated", "mixing_time", "warnings",
+]
+
+
+def summarize(metric_paths: Sequence[str | os.PathLike[str]],
+              out_csv: str | os.PathLike[str]) -> pd.DataFrame:
+    """Put the metrics of several runs side by side: `out_csv` and the same table as HTML
+    (same path, suffix .html). Rows are sorted by family, then run."""
+    rows = []
+    for path in metric_paths:
+        metrics = read_json(Path(path), "metrics")
+        assert metrics is not None
+        row = {key: lookup(metrics, key) for key in SUMMARY_COLUMNS}
+        row["warnings"] = "; ".join(metrics.get("warnings") or [])
+        row["metrics"] = str(path)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "metrics"])
+    frame = frame.sort_values(["family", "run"], kind="stable").reset_index(drop=True)
+    out_csv = Path(out_csv)
+    with atomic_path(out_csv) as tmp:
+        frame.to_csv(tmp, index=False)
+    table = frame.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.4g}",
+                          escape=True, border=0)
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>rbmflow "
+            f"summary</title><style>{CSS}</style></head><body><h1>rbmflow summary</h1>"
+            f"<p class='sub'>{len(frame)} runs, created {escape(now_utc())}. Generated vs "
+            "natural test; *_train_vs_test columns are the natural ceiling. NNAA 0.5 is "
+            "ideal.</p>" + table + "</body></html>\n")
+    with atomic_path(out_csv.with_suffix(".html")) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return frame
