@@ -10,11 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from rbmflow.cli import parse_bool
 from rbmflow.dataset import TEST, TRAIN, load_encoded
-from rbmflow.device import resolve_device
 from rbmflow.errors import InputError
 from rbmflow.provenance import provenance
 from rbmflow.training import METHODS, TrainSettings, train
@@ -53,8 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=int, default=d.log_every,
                         help="updates between two rows of the training log")
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--restart", action="store_true",
                         help="ignore an interrupted run's partial archive and start over")
     parser.add_argument("--progress", type=parse_bool, default=None, metavar="BOOL",
@@ -62,9 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = args.device
     try:
         data = load_encoded(args.alignment)
     except (OSError, ValueError) as err:
