@@ -5,9 +5,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rbmflow.equilibrium import ReweightedChains, systematic_resample
-from rbmflow.model import PottsRBM, sample_categorical
-from rbmflow.partition import hidden_configurations, hidden_log_marginals, random_structured_rbm
+from rbmflow.equilibrium import (
+    CheckpointDensity,
+    EquilibriumMonitor,
+    ReweightedChains,
+    estimated_swap_rate,
+    occupancy_distance,
+    own_input_shifts,
+    projections,
+    systematic_resample,
+    top_directions,
+    weighted_ks,
+)
+from rbmflow.model import PottsRBM, one_hot, sample_categorical
+from rbmflow.partition import (
+    hidden_configurations,
+    hidden_log_marginals,
+    random_structured_rbm,
+    sample_exact,
+)
 from rbmflow.stats import site_frequencies
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,3 +108,87 @@ def test_resampling_keeps_the_weighted_averages():
     chains = weighted.maybe_resample(chains, g)
     assert weighted.resamplings == 1 and weighted.is_uniform()
     assert torch.allclose(site_frequencies(chains, 3, weighted.weights()), before, atol=0.01)
+
+
+def test_weighted_ks_and_orthant_occupancy_worked_by_hand():
+    # x = {0, 1, 2, 3} equally weighted, y = {1.5, 2.5}: F_x - F_y is 0.25, 0.5, 0, 0.25, 0
+    # after 0, 1, 1.5, 2, 2.5: sup = 0.5.
+    x, y = torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([1.5, 2.5])
+    assert weighted_ks(x, y) == pytest.approx(0.5)
+    # weights 0.7 on 0, 0.1 on the others: F_x(1) = 0.8, F_y = 0 there.
+    assert weighted_ks(x, y, torch.tensor([0.7, 0.1, 0.1, 0.1])) == pytest.approx(0.8)
+    assert weighted_ks(x, x) == 0.0
+    # reference centred at (0, 0): its occupancy is 1/2 in orthants (+,+) and (-,-); the
+    # chains put 3/4 in (+,+) and 1/4 in (+,-): TV = (1/4 + 1/4 + 1/2) / 2 = 1/2.
+    reference = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    chains = torch.tensor([[2.0, 2.0], [1.0, 3.0], [0.5, 0.5], [1.0, -1.0]])
+    assert occupancy_distance(chains, reference) == pytest.approx(0.5)
+
+
+def test_top_directions_and_projections_of_a_rank_one_model():
+    # W[i, a, mu] = x[i, a] y[mu] with x the zero-sum pattern +1 on state 0, -1 on state 1:
+    # the top direction is x / |x|, and a sequence of all state 0 projects on 1 / sqrt(2).
+    L, q = 4, 3
+    x = torch.zeros(L, q, dtype=torch.float64)
+    x[:, 0], x[:, 1] = 1.0, -1.0
+    y = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+    model = PottsRBM(x[:, :, None] * y, torch.zeros(L, q, dtype=torch.float64),
+                     torch.zeros(3, dtype=torch.float64))
+    u = top_directions(model, 1)
+    assert torch.allclose(u[:, 0], x.reshape(-1) / x.norm())
+    codes = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [0, 1, 0, 1]])
+    assert torch.allclose(projections(codes, u)[:, 0],
+                          torch.tensor([1, -1, 0, 0], dtype=torch.float64) / 2**0.5)
+
+
+def test_monitor_flags_chains_stuck_in_one_mode_and_passes_exact_samples():
+    target = two_mode_rbm(13, 3, coupling=3.0, bias_gap=1.5)
+    g = torch.Generator().manual_seed(17)
+    stuck = sample_exact(target, 4000, g)
+    mode = target.hidden_inputs(stuck).argmax(1)
+    stuck = stuck[mode == 1]  # the chains of the minor mode only (unit 1 dominant)
+    monitor = EquilibriumMonitor(samples=2000)
+    result = monitor.compare(target, stuck, None, update=1)
+    assert result.reference == "exact" and result.disagree
+    assert max(result.ks) > 0.2 and result.occupancy_tv > 0.1
+    fair = monitor.compare(target, sample_exact(target, 2000, g), None, update=2)
+    assert not fair.disagree
+
+
+def test_swap_rate_is_one_between_equal_models_and_matches_its_formula():
+    g = torch.Generator().manual_seed(19)
+    a = random_structured_rbm(6, 3, 4, coupling=1.0, generator=g)
+    b = PottsRBM(a.weight_matrix * 1.3, a.vbias.clone(), a.hbias.clone())
+    x_a, x_b = sample_exact(a, 50, g), sample_exact(b, 50, g)
+    assert estimated_swap_rate(a, x_a, a, x_b) == pytest.approx(1.0)
+    log_ratio = (a.free_energy(x_a) + b.free_energy(x_b) - a.free_energy(x_b)
+                 - b.free_energy(x_a))
+    expected = float(torch.minimum(torch.ones(50, dtype=torch.float64), log_ratio.exp()).mean())
+    assert estimated_swap_rate(a, x_a, b, x_b) == pytest.approx(expected)
+    density = CheckpointDensity(threshold=expected + 0.01)
+    density.reset(a, x_a)
+    assert density.due(b, x_b) and not density.due(a, x_b)
+
+
+def test_own_input_shifts_are_the_change_of_inputs_along_the_chains_own_centred_term():
+    g = torch.Generator().manual_seed(23)
+    L, q, nh = 5, 3, 4
+    model = random_structured_rbm(L, q, nh, coupling=1.0, generator=g)
+    codes = torch.randint(0, q, (6, L), generator=g)
+    v_bar = torch.softmax(torch.randn(L, q, generator=g, dtype=torch.float64), -1)
+    h_bar = torch.rand(nh, generator=g, dtype=torch.float64)
+    shift_v, shift_h = own_input_shifts(model, codes, v_bar, h_bar)
+    for c in range(codes.shape[0]):
+        one = codes[c:c + 1]
+        x = one_hot(one, q, torch.float64)[0]
+        m = torch.sigmoid(model.hidden_inputs(one))[0]
+        # T(g_c): the centring of `training.gradient` applied to chain c's own term
+        d_h = m
+        d_w = x[:, :, None] * m - v_bar[:, :, None] * d_h - x[:, :, None] * h_bar
+        d_v = x - d_w @ h_bar
+        d_h = d_h - torch.einsum("ia,iam->m", v_bar, d_w)
+        stepped = PottsRBM(model.weight_matrix + d_w, model.vbias + d_v, model.hbias + d_h)
+        assert torch.allclose(stepped.hidden_inputs(one) - model.hidden_inputs(one),
+                              shift_h[c:c + 1])
+        assert torch.allclose(stepped.visible_fields(one) - model.visible_fields(one),
+                              shift_v[c:c + 1])

@@ -417,9 +417,9 @@ def train(
             else:
                 start_codes = random_codes(chains.shape[0], L, q, device, generator)
             chains = model.gibbs(start_codes, s.gibbs_steps, generator=generator)
-            d_w, d_v, d_h = gradient(moments(model, batch_codes, batch_weights),
-                                     moments(model, chains, chain_weights()), s.centered)
-            f_before = None if reweighted is None else model.free_energy(chains)
+            data_moments = moments(model, batch_codes, batch_weights)
+            d_w, d_v, d_h = gradient(data_moments, moments(model, chains, chain_weights()),
+                                     s.centered)
             if s.l2:
                 d_w = d_w - s.l2 * model.weight_matrix
             if s.l1:
@@ -433,12 +433,14 @@ def train(
                 scale = lr / math.sqrt(grad_sq_value)
             else:
                 scale = lr
+            own = (None if reweighted is None else reweighted.own_terms(
+                model, chains, scale, data_moments.v, data_moments.h, s.centered))
             model.weight_matrix.add_(d_w, alpha=scale)
             model.vbias.add_(d_v, alpha=scale)
             model.hbias.add_(d_h, alpha=scale)
             model.apply_zero_sum_gauge_()
-            if reweighted is not None and f_before is not None:
-                reweighted.add_free_energy_change(f_before, model.free_energy(chains))
+            if reweighted is not None and own is not None:
+                reweighted.add_work_without_own(model, chains, own)
                 chains = reweighted.maybe_resample(chains, generator)
             update += 1
             bar.update(1)
