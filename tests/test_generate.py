@@ -13,6 +13,7 @@ from rbmflow.cli import main
 from rbmflow.dataset import EncodedAlignment, save_encoded
 from rbmflow.generate import (
     SamplingSettings,
+    choose_method,
     choose_mode,
     fasta_records,
     record_times,
@@ -20,7 +21,13 @@ from rbmflow.generate import (
     sample_stage,
 )
 from rbmflow.model import PottsRBM
-from rbmflow.partition import hidden_configurations
+from rbmflow.partition import (
+    hidden_configurations,
+    interpolate,
+    planted_pattern_rbm,
+    sample_exact,
+)
+from torch import Tensor
 
 L, Q, NH = 7, 5, 3
 ALPHABET = "-ACDE"
@@ -108,7 +115,8 @@ def test_sample_stage_writes_fasta_and_sampling_json(tmp_path: Path) -> None:
     out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
     code = main(["sample", str(model_path), str(data_path), "--out", str(out), "--info",
                  str(info), "--chains", "101", "--sweeps", "40", "--seed", "3",
-                 "--device", "cpu", "--auto-extend", "True", "--max-sweeps", "160"])
+                 "--device", "cpu", "--auto-extend", "True", "--max-sweeps", "160",
+                 "--method", "gibbs"])
     assert code == 0
     records = read_fasta(out)
     assert len(records) == 101
@@ -124,7 +132,12 @@ def test_sample_stage_writes_fasta_and_sampling_json(tmp_path: Path) -> None:
     assert report["mixing_time"] is not None and report["mixing_time"] <= 20
     assert set(report["equilibrium"]["checks"]) == {
         "mixing_random", "mixing_data", "energy_random_vs_data", "overlap_random_vs_data",
-        "pearson_random_vs_data", "mixing_time"}
+        "pearson_random_vs_data", "mixing_time", "rhat", "autocorrelation",
+        "tempering_reference"}
+    # One checkpoint: the tempering reference is parallel tempering in beta.
+    assert report["method"] == "gibbs" and report["tempering"]["method"] == "pt"
+    assert len(report["swap_rates"]) == len(report["swap_pairs"]) >= 1
+    assert report["gibbs_vs_tempering"]["passed"] is True
     traj = report["trajectories"]["random"]
     assert traj["sweep"] == [0] + record_times(40)
     assert len(traj["energy_mean"]) == len(traj["sweep"]) == len(traj["pearson_cij_train"])
@@ -184,7 +197,8 @@ def test_unmixed_chains_still_write_samples_with_a_warning(
     out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
     with caplog.at_level("WARNING"):
         sample_stage(model_path, data_path, out, info,
-                     SamplingSettings(chains=151, sweeps=32, seed=0), device="cpu")
+                     SamplingSettings(chains=151, sweeps=32, seed=0, method="gibbs"),
+                     device="cpu")
     report = json.loads(info.read_text())
     assert report["equilibrated"] is False and report["not_equilibrated"] is True
     assert "mixing_random" in report["equilibrium"]["failed_checks"]
@@ -204,3 +218,98 @@ def test_mismatched_alignment_is_an_input_error(tmp_path: Path,
     assert code == 1
     assert "L=9" in capsys.readouterr().err
     assert not (tmp_path / "s.fa").exists()
+
+
+# -- tempering in the stage: a multimodal model whose modes plain Gibbs does not cross ------
+
+PLANTED_ALPHABET = "-AC"
+
+
+def planted_archive(tmp_path: Path, checkpoints: int) -> tuple[Path, Path, PottsRBM, Tensor]:
+    """An archive whose checkpoints grow three planted patterns from nothing, as a training
+    run would, and an alignment of exact samples of the last one.
+
+    The deepest mode (strongest couplings) is the heaviest at equilibrium but the hardest to
+    enter from random sequences, so plain Gibbs from random over-fills the shallow ones.
+    """
+    g = torch.Generator().manual_seed(0)
+    target = planted_pattern_rbm(11, 3, 3, coupling=6.0, threshold=0.6, generator=g)
+    depth = torch.tensor([1.2, 1.0, 0.9], dtype=torch.float64)
+    target.weight_matrix *= depth
+    target.hbias *= depth
+    target.hbias += torch.tensor([0.0, 6.4, 6.1], dtype=torch.float64)
+    target = target.to(dtype=torch.float32)
+    zero = PottsRBM(*(torch.zeros_like(t) for t in target.tensors()))
+    model_path = tmp_path / "model.h5"
+    hyper = {"batch_size": 13, "gibbs_steps": 10, "learning_rate": 0.01, "L1": 0.0,
+             "L2": 0.0, "seed": 0, "num_hiddens": 3, "num_visibles": 11, "num_chains": 17}
+    fractions = torch.linspace(0, 1, checkpoints).tolist() if checkpoints > 1 else [1.0]
+    for k, t in enumerate(fractions):
+        save_checkpoint(model_path, interpolate(zero, target, t),
+                        torch.zeros(17, 11, dtype=torch.long), update=10 * k + 1, time_s=1.0,
+                        rng_state=None, hyperparameters=hyper,
+                        metadata={"method": "pcd", "gibbs_steps": 10,
+                                  "alphabet": PLANTED_ALPHABET})
+    codes = sample_exact(target, 307, g).numpy()
+    data = EncodedAlignment(
+        codes=codes.astype(np.uint8), weights=np.ones(307, dtype=np.float32),
+        split=(np.arange(307) % 5 == 0).astype(np.uint8),
+        names=np.array([f"seq{m}" for m in range(307)]), columns=np.arange(11),
+        alphabet=PLANTED_ALPHABET)
+    data_path = tmp_path / "alignment.npz"
+    save_encoded(data_path, data)
+    return model_path, data_path, target, target.weight_matrix.argmax(1).T
+
+
+def mode_weights(codes: Tensor, patterns: Tensor) -> Tensor:
+    overlaps = (codes[:, None, :] == patterns[None]).double().mean(-1)
+    best = torch.where(overlaps.max(1).values > 0.6, overlaps.argmax(1),
+                       torch.full((codes.shape[0],), patterns.shape[0]))
+    return torch.bincount(best, minlength=patterns.shape[0] + 1).double() / codes.shape[0]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ptt_stage_samples_the_modes_that_plain_gibbs_misses(tmp_path: Path) -> None:
+    model_path, data_path, target, patterns = planted_archive(tmp_path, 8)
+    out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
+    settings = SamplingSettings(chains=301, sweeps=400, seed=1, auto_extend=False,
+                                reference_chains=301, data_chains=0)
+    result = sample_stage(model_path, data_path, out, info, settings, device="cpu")
+    report = json.loads(info.read_text())
+    assert report["method"] == "ptt" and "8 checkpoints" in report["method_reason"]
+    assert report["tempering"]["levels"][0] == "update_1"
+    assert report["tempering"]["levels"][-1] == "update_71"
+    assert len(report["swap_rates"]) == len(report["tempering"]["levels"]) - 1
+    assert min(report["swap_rates"]) > 0.1
+    assert report["equilibrated"] is True
+    exact = mode_weights(sample_exact(target, 20000, torch.Generator().manual_seed(2)),
+                         patterns)
+    sampled = mode_weights(result.codes, patterns)
+    assert (sampled - exact).abs().max() < 0.05, (sampled, exact)
+    # Plain Gibbs from random falls into the modes by basin size, not by weight.
+    assert report["gibbs_vs_tempering"]["passed"] is False
+    assert "plain Gibbs does not cross" in report["gibbs_vs_tempering_warning"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_gibbs_is_never_called_equilibrated_against_a_disagreeing_reference(
+        tmp_path: Path) -> None:
+    model_path, data_path, _, _ = planted_archive(tmp_path, 8)
+    out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
+    settings = SamplingSettings(chains=301, sweeps=400, seed=1, auto_extend=False,
+                                reference_chains=301, data_chains=0, method="gibbs")
+    sample_stage(model_path, data_path, out, info, settings, device="cpu")
+    report = json.loads(info.read_text())
+    assert report["method"] == "gibbs" and report["tempering"]["method"] == "ptt"
+    assert report["equilibrated"] is False and report["not_equilibrated"] is True
+    assert "tempering_reference" in report["equilibrium"]["failed_checks"]
+    assert "rhat" in report["equilibrium"]["failed_checks"]  # R-hat sees the modes too
+
+
+def test_method_choice_follows_the_checkpoints() -> None:
+    assert choose_method("auto", 5)[0] == "ptt"
+    assert choose_method("auto", 1)[0] == "pt"
+    assert choose_method("ptt", 1)[0] == "pt"
+    assert choose_method("gibbs", 5)[0] == "gibbs"
+    with pytest.raises(ValueError):
+        choose_method("anneal", 5)

@@ -27,7 +27,8 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,18 +42,25 @@ from rbmflow.errors import InputError
 from rbmflow.mixing import (
     Criteria,
     compare_energies,
+    compare_projections,
     compare_sets,
     first_stable_pass,
+    integrated_autocorrelation_time,
     mixing_test,
+    project,
+    split_rhat,
+    top_directions,
 )
 from rbmflow.mixing import mixing_time as estimate_mixing_time
 from rbmflow.model import PottsRBM, random_codes
 from rbmflow.provenance import FORMAT_VERSION, atomic_paths, provenance, write_json
 from rbmflow.stats import connected_correlations, pearson
+from rbmflow.tempering import Level, TemperingResult, beta_levels, select_ladder, temper
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "equilibrium", "rdm")
+METHODS = ("auto", "gibbs", "pt", "ptt")
 RANDOM, DATA = "random", "data"
 
 
@@ -78,12 +86,24 @@ class SamplingSettings:
     max_sweeps: int = 8000
     data_chains: int | None = None
     criteria: Criteria = field(default_factory=Criteria)
+    method: str = "auto"
+    swap_floor: float = 0.3
+    min_swap_rate: float = 0.1
+    max_levels: int = 32
+    pt_levels: int = 8
+    reference_chains: int = 1000
+    directions: int = 3
+    rhat_max: float = 1.1
 
     def __post_init__(self) -> None:
         if self.chains < 2:
             raise ValueError("the equilibrium tests need at least 2 chains")
         if self.data_chains == 1:
             raise ValueError("data_chains must be 0 (none) or at least 2")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.reference_chains < 0 or self.reference_chains == 1:
+            raise ValueError("reference_chains must be 0 (none) or at least 2")
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -205,6 +225,8 @@ class SamplingResult:
     elapsed_s: float
     sweep_seconds: float
     chain_counts: dict[str, int]
+    trace: Tensor | None = None  # (T, all chains, d) observable at trace_sweeps
+    trace_sweeps: list[int] = field(default_factory=list)
 
     @property
     def mixing_time(self) -> int | None:
@@ -281,6 +303,7 @@ def run_sampling(
     train_weights: Tensor | None = None,
     metadata: dict[str, Any] | None = None,
     initial: dict[str, Tensor] | None = None,
+    observable: Callable[[Tensor], Tensor] | None = None,
 ) -> SamplingResult:
     """Sample `model` as `settings` say and check equilibrium.
 
@@ -288,8 +311,10 @@ def run_sampling(
     Pearson and pool of the data-start chains (without them: no Pearson, no data set).
     metadata: the model's training metadata (mode choice). initial: optional starting codes
     per set name ('random', 'data'), replacing the default starts (used to test the
-    diagnostics from chosen states). Everything runs on the model's device; a run is
-    reproduced exactly by the same settings (seed included) on the same device.
+    diagnostics from chosen states). observable: maps codes (C, L) to (C, d) values (e.g.
+    projections on W's top singular vectors), recorded for all chains about 128 times
+    along the run for R-hat and autocorrelation times. Everything runs on the model's
+    device; a run is reproduced exactly by the same settings (seed included) on the same device.
     """
     device = model.device
     choice = choose_mode(settings.mode, settings.sweeps, metadata)
@@ -332,6 +357,10 @@ def run_sampling(
         targets = [choice.sweeps]
     records = sorted(set(record_times(targets[-1], settings.record_every)) | set(targets))
     needed_snapshots = {t // 2 for t in records}
+    trace_every = max(1, targets[-1] // 128)
+    trace_times = set(range(trace_every, targets[-1] + 1, trace_every)) if observable else set()
+    trace: list[Tensor] = []
+    trace_sweeps: list[int] = []
 
     names = list(starts)
     sizes = [starts[name].shape[0] for name in names]
@@ -366,7 +395,7 @@ def run_sampling(
     extensions: list[dict[str, Any]] = []
     checks: dict[str, dict[str, Any]] = {}
     equilibrated: bool | None = None
-    events = sorted(needed_snapshots | set(records))
+    events = sorted(needed_snapshots | set(records) | trace_times)
     sweep = 0
     sweep_seconds = 0.0
     started = time.perf_counter()
@@ -382,6 +411,9 @@ def run_sampling(
                 sweep_seconds += time.perf_counter() - t0
                 sweep = event
                 take_snapshot(sweep)
+                if sweep in trace_times and observable is not None:
+                    trace.append(observable(state).float().cpu())
+                    trace_sweeps.append(sweep)
                 if sweep in records:
                     record(sweep, split(snapshots[sweep // 2]))
                     _log_record(sweep, trackers)
@@ -421,6 +453,8 @@ def run_sampling(
         elapsed_s=time.perf_counter() - started,
         sweep_seconds=sweep_seconds,
         chain_counts=dict(zip(names, sizes, strict=True)),
+        trace=torch.stack(trace) if trace else None,
+        trace_sweeps=trace_sweeps,
     )
 
 
@@ -533,12 +567,172 @@ def result_summary(result: SamplingResult) -> dict[str, Any]:
 
 
 
+# -- tempering and the tests that can see modes ---------------------------------------------
+
+def choose_method(requested: str, num_checkpoints: int) -> tuple[str, str]:
+    """Resolve `auto`: ptt when the archive holds at least 2 checkpoints, else pt.
+
+    Returns (method, reason). Asking for ptt with fewer than 2 checkpoints falls back to pt.
+    """
+    if requested not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {requested!r}")
+    if requested in ("auto", "ptt"):
+        if num_checkpoints >= 2:
+            return "ptt", (f"{'requested' if requested == 'ptt' else 'auto'}: parallel "
+                           f"trajectory tempering over the archive's {num_checkpoints} "
+                           "checkpoints")
+        return "pt", (f"{'ptt requested' if requested == 'ptt' else 'auto'}: the archive has "
+                      f"{num_checkpoints} checkpoint(s), no trajectory; parallel tempering in "
+                      "inverse temperature")
+    if requested == "pt":
+        return "pt", "requested: parallel tempering in inverse temperature"
+    return "gibbs", "requested: plain block-Gibbs chains, checked against a tempering reference"
+
+
+def gibbs_mode_checks(trace: Tensor | None, trace_sweeps: list[int], sweeps: int,
+                      rhat_max: float) -> dict[str, dict[str, Any]]:
+    """R-hat and integrated autocorrelation time of projections over the second half of a run.
+
+    trace: (T, C, d) recorded at `trace_sweeps` (evenly spaced); only records after sweeps / 2
+    are used. rhat passes when every direction's split R-hat is <= rhat_max; autocorrelation
+    passes when the second half spans at least 10 autocorrelation times (in sweeps).
+    """
+    if trace is None:
+        return {}
+    keep = [k for k, t in enumerate(trace_sweeps) if 2 * t > sweeps]
+    if len(keep) < 4:
+        return {}
+    part = trace[keep]
+    step = trace_sweeps[keep[1]] - trace_sweeps[keep[0]]
+    rhat = split_rhat(part)
+    tau = integrated_autocorrelation_time(part) * step
+    span = trace_sweeps[keep[-1]] - trace_sweeps[keep[0]] + step
+    return {
+        "rhat": {"rhat": rhat.tolist(), "rhat_max": rhat_max, "records": len(keep),
+                 "passed": bool((rhat <= rhat_max).all())},
+        "autocorrelation": {"tau_sweeps": tau.tolist(), "span_sweeps": span,
+                            "resolution_sweeps": step,
+                            "passed": bool((10 * tau <= span).all())},
+    }
+
+
+@dataclass
+class TemperingRun:
+    """A tempering run of the sample stage: its samples, ladder, swap rates and checks."""
+
+    method: str
+    result: TemperingResult
+    ladder_rounds: int
+    checks: dict[str, dict[str, Any]]
+    equilibrated: bool
+    ladder_s: float
+
+    @property
+    def codes(self) -> Tensor:
+        return self.result.codes
+
+    def summary(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "method": self.method, "levels": r.labels, "num_levels": len(r.labels),
+            "swap_rates": r.swap_rates, "swap_attempts": r.swap_attempts,
+            "min_swap_rate": r.min_swap_rate, "passages": r.passages,
+            "chains": int(r.codes.shape[0]), "sweeps": r.sweeps,
+            "ladder_rounds": self.ladder_rounds, "equilibrated": self.equilibrated,
+            "failed_checks": [n for n, c in self.checks.items() if not c["passed"]],
+            "checks": self.checks,
+            "timing": {"ladder_s": self.ladder_s, "sampling_s": r.elapsed_s},
+        }
+
+
+def tempering_candidates(method: str, model: PottsRBM, checkpoints: list[tuple[int, PottsRBM]],
+                         pt_levels: int) -> list[Level]:
+    """The candidate ladder: the checkpoints in order (ptt) or `pt_levels` inverse
+    temperatures evenly spaced from 0 to 1 (pt)."""
+    if method == "ptt":
+        return [Level(m, 1.0, f"update_{u}") for u, m in checkpoints]
+    return beta_levels(model, pt_levels)
+
+
+def run_tempering(method: str, candidates: list[Level], num_chains: int, sweeps: int,
+                  settings: SamplingSettings, directions: Tensor,
+                  generator: torch.Generator) -> TemperingRun:
+    """Select a ladder from `candidates`, run tempering and check its target chains.
+
+    Checks: every neighbouring swap rate >= settings.min_swap_rate (none near zero); at
+    least as many first-to-last-level passages as chains (on average every target chain
+    was renewed from the easy end of the ladder); split R-hat of the projections of the
+    target chains over the second half <= rhat_max; that half spans >= 10 autocorrelation
+    times.
+    """
+    t0 = time.perf_counter()
+    ladder = select_ladder(candidates, min(256, num_chains), max(20, min(100, sweeps // 10)),
+                           settings.swap_floor, settings.max_levels, generator=generator)
+    ladder_s = time.perf_counter() - t0
+    levels = ladder.levels if ladder.levels else candidates
+    init = None
+    if ladder.codes:
+        pick = torch.arange(num_chains, device=ladder.codes[0].device) % ladder.codes[0].shape[0]
+        init = [codes[pick] for codes in ladder.codes]
+    log.info("%s ladder of %d levels (%s), swap rates %s", method, len(levels),
+             ", ".join(level.label for level in levels),
+             ", ".join(f"{r:.2f}" for r in ladder.swap_rates))
+    record_every = max(1, sweeps // 200)
+    result = temper(levels, num_chains, sweeps, generator, init,
+                    lambda codes: project(codes, directions), record_every)
+    checks: dict[str, dict[str, Any]] = {}
+    if len(levels) > 1:
+        checks["swap_rates"] = {"min_swap_rate": result.min_swap_rate,
+                                "threshold": settings.min_swap_rate,
+                                "passed": bool(result.min_swap_rate is not None
+                                               and result.min_swap_rate >= settings.min_swap_rate)}
+        checks["passages"] = {"passages": result.passages, "chains": num_chains,
+                              "passed": result.passages >= num_chains}
+    checks.update(gibbs_mode_checks(result.trace, result.trace_sweeps, sweeps, settings.rhat_max))
+    equilibrated = bool(checks) and all(c["passed"] for c in checks.values())
+    log.info("%s: swap rates %s, %d passages, %s", method,
+             ", ".join(f"{r:.2f}" for r in result.swap_rates), result.passages,
+             "equilibrated" if equilibrated else "NOT equilibrated (failed: " + ", ".join(
+                 n for n, c in checks.items() if not c["passed"]) + ")")
+    return TemperingRun(method, result, ladder.rounds, checks, equilibrated, ladder_s)
+
+
+def compare_with_reference(reference: Tensor, plain: Tensor, directions: Tensor,
+                           criteria: Criteria) -> dict[str, Any]:
+    """Tempering samples against plain Gibbs samples, codes (C_a, L) and (C_b, L): a KS test
+    per projection on W's top singular vectors (`compare_projections`), with the mean of
+    each projection in both sets."""
+    a, b = project(reference, directions), project(plain, directions)
+    out = compare_projections(a, b, effect_max=criteria.effect_max / 2)
+    out["mean_tempering"] = a.mean(0).tolist()
+    out["mean_gibbs"] = b.mean(0).tolist()
+    return out
+
+
 def fasta_records(codes: Tensor, alphabet: str, sweep: int, prefix: str = "sample") -> str:
     """FASTA text, one record per chain: `>{prefix}_{c} sweep={sweep} chain={c}`."""
     table = np.frombuffer(alphabet.encode("ascii"), dtype=np.uint8)
     rows = table[codes.detach().cpu().numpy()]
     return "".join(f">{prefix}_{c} sweep={sweep} chain={c}\n{row.tobytes().decode('ascii')}\n"
                    for c, row in enumerate(rows))
+
+
+@dataclass
+class StageResult:
+    """What the sample stage wrote: the samples (C, L) and sampling.json's summary."""
+
+    codes: Tensor
+    summary: dict[str, Any]
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def sample_stage(
@@ -549,11 +743,14 @@ def sample_stage(
     settings: SamplingSettings,
     device: str = "auto",
     update: int | None = None,
-) -> SamplingResult:
+) -> StageResult:
     """Run the sample stage: write `out_path` (FASTA) and `info_path` (sampling.json).
 
-    The model's training metadata chooses the mode (see choose_mode); the alignment gives
-    the alphabet and the training sequences (correlations target, data-start chains).
+    The model's training metadata chooses the mode (see choose_mode) and, at equilibrium,
+    the archive's checkpoints the method (see choose_method): ptt or pt samples come with a
+    plain Gibbs run beside them (`reference_chains`), gibbs samples with a tempering
+    reference; sampling.json compares the two. The alignment gives the alphabet and the
+    training sequences (correlations target, data-start chains).
     """
     torch_device = resolve_device(device)
     metadata = read_metadata(model_path)
@@ -574,31 +771,142 @@ def sample_stage(
         raise InputError(f"{model_path}: rdm sampling needs the model's training gibbs_steps, "
                          "which its metadata lacks")
     train = data.subset(TRAIN)
-    log.info("sampling %s: L=%d q=%d Nh=%d on %s, %d chains, mode %s", model_path,
-             model.num_visibles, model.num_states, model.num_hiddens, torch_device,
-             settings.chains, settings.mode)
-    result = run_sampling(model, settings, train.codes_tensor(torch_device),
-                          train.weights_tensor(torch_device, torch.float64), metadata)
+    train_codes = train.codes_tensor(torch_device)
+    train_weights = train.weights_tensor(torch_device, torch.float64)
+    updates = [u for u in metadata.get("updates") or [] if update is None or u <= update]
+    choice = choose_mode(settings.mode, settings.sweeps, metadata)
+    if choice.mode == "rdm":
+        method, method_reason = "gibbs", choice.reason
+    else:
+        method, method_reason = choose_method(settings.method, len(updates))
+    log.info("sampling %s: L=%d q=%d Nh=%d on %s, %d chains, mode %s, method %s (%s)",
+             model_path, model.num_visibles, model.num_states, model.num_hiddens,
+             torch_device, settings.chains, choice.mode, method, method_reason)
+    directions = top_directions(model.weight_matrix, settings.directions).to(model.dtype)
 
-    if result.mode.mode == "rdm" and result.mode.sweeps != settings.sweeps:
-        log.info("rdm mode: %d sweeps, the model's training gibbs_steps, not --sweeps %d",
-                 result.mode.sweeps, settings.sweeps)
-    summary = result_summary(result)
+    def observe(codes: Tensor) -> Tensor:
+        return project(codes, directions)
+
+    def tempering(which: str, chains: int, sweeps: int) -> TemperingRun:
+        checkpoints = []
+        if which == "ptt":
+            checkpoints = [(u, load_rbm(model_path, update=u, device=torch_device,
+                                        dtype=torch.float32)) for u in updates]
+        generator = torch.Generator(device=torch_device).manual_seed(settings.seed + 7)
+        candidates = tempering_candidates(which, model, checkpoints, settings.pt_levels)
+        run = run_tempering(which, candidates, chains, sweeps, settings, directions, generator)
+        while (not run.equilibrated and settings.auto_extend
+               and 2 * sweeps <= max(settings.max_sweeps, settings.sweeps)):
+            sweeps *= 2
+            log.info("%s not equilibrated (%s); rerunning with %d sweeps", which,
+                     ", ".join(run.summary()["failed_checks"]), sweeps)
+            run = run_tempering(which, candidates, chains, sweeps, settings, directions,
+                                generator)
+        return run
+
+    tempering_run: TemperingRun | None = None
+    comparison: dict[str, Any] | None = None
+    mode_checks: dict[str, dict[str, Any]] = {}
+    if choice.mode == "rdm" or method == "gibbs":
+        result = run_sampling(model, settings, train_codes, train_weights, metadata,
+                              observable=observe if choice.mode == "equilibrium" else None)
+        samples = result.codes
+        summary = result_summary(result)
+        if choice.mode == "equilibrium":
+            mode_checks = gibbs_mode_checks(result.trace, result.trace_sweeps, result.sweeps,
+                                            settings.rhat_max)
+            if settings.reference_chains >= 2:
+                reference_method = choose_method("auto", len(updates))[0]
+                tempering_run = tempering(reference_method,
+                                          min(settings.reference_chains, settings.chains),
+                                          result.sweeps)
+                comparison = compare_with_reference(tempering_run.codes, samples, directions,
+                                                    settings.criteria)
+                comparison["reference_equilibrated"] = tempering_run.equilibrated
+                mode_checks["tempering_reference"] = {
+                    **comparison, "passed": bool(comparison["passed"]
+                                                 and tempering_run.equilibrated)}
+            else:
+                mode_checks["tempering_reference"] = {
+                    "passed": False, "reason": "no tempering reference (reference_chains 0): "
+                    "nothing that can see modes backs a verdict"}
+            failed = [n for n, c in mode_checks.items() if not c["passed"]]
+            equilibrated = bool(result.equilibrated) and not failed
+            summary["equilibrium"]["failed_checks"] += failed
+            summary["equilibrium"]["checks"].update(mode_checks)
+            summary["equilibrated"] = summary["equilibrium"]["equilibrated"] = equilibrated
+            summary["not_equilibrated"] = not equilibrated
+            if not equilibrated:
+                all_failed = summary["equilibrium"]["failed_checks"]
+                summary["warning"] = (
+                    f"plain Gibbs chains do not look equilibrated after {result.sweeps} sweeps "
+                    f"(failed: {', '.join(all_failed)}); the samples may not represent the "
+                    "model's distribution (sample.method: ptt or pt crosses between modes)")
+    else:
+        tempering_run = tempering(method, settings.chains, settings.sweeps)
+        samples = tempering_run.codes
+        summary = {}
+        if settings.reference_chains >= 2:
+            plain = replace(settings, chains=min(settings.reference_chains, settings.chains),
+                            auto_extend=False,
+                            data_chains=(None if settings.data_chains is None
+                                         else min(settings.data_chains,
+                                                  settings.reference_chains)))
+            result = run_sampling(model, plain, train_codes, train_weights, metadata)
+            summary = result_summary(result)
+            comparison = compare_with_reference(samples, result.codes, directions,
+                                                settings.criteria)
+            summary["equilibrium"]["plain_gibbs_equilibrated"] = result.equilibrated
+        equilibrated = tempering_run.equilibrated
+        failed = tempering_run.summary()["failed_checks"]
+        warning = None
+        if not equilibrated:
+            warning = (f"{method} chains do not look equilibrated after "
+                       f"{tempering_run.result.sweeps} sweeps (failed: {', '.join(failed)}); "
+                       "the samples may not represent the model's distribution")
+        summary.update({
+            "sweeps": tempering_run.result.sweeps, "sweeps_planned": settings.sweeps,
+            "equilibrated": equilibrated, "not_equilibrated": not equilibrated,
+            "warning": warning,
+        })
+        equilibrium = summary.setdefault("equilibrium", {"checks": {}})
+        equilibrium.update({"checked": True, "equilibrated": equilibrated,
+                            "failed_checks": failed})
+        equilibrium["checks"] = {f"tempering_{n}": c for n, c in tempering_run.checks.items()}
+        summary.setdefault("mode", choice.mode)
+        summary.setdefault("mode_reason", choice.reason)
+    if comparison is not None and not comparison["passed"]:
+        message = ("plain Gibbs chains and the tempering samples disagree on the projections "
+                   "on W's top singular vectors (KS distances "
+                   + ", ".join(f"{d:.3f}" for d in comparison["ks_statistic"])
+                   + "): the model has modes that plain Gibbs does not cross")
+        log.warning(message)
+        summary["gibbs_vs_tempering_warning"] = message
+    summary["method"] = method
+    summary["method_reason"] = method_reason
+    summary["tempering"] = tempering_run.summary() if tempering_run is not None else None
+    summary["swap_rates"] = (tempering_run.result.swap_rates
+                             if tempering_run is not None else None)
+    summary["swap_pairs"] = ([f"{a} / {b}" for a, b in zip(tempering_run.result.labels,
+                                                           tempering_run.result.labels[1:],
+                                                           strict=False)]
+                             if tempering_run is not None else None)
+    summary["gibbs_vs_tempering"] = comparison
+
     if summary["not_equilibrated"]:
         banner = "!" * 78
         log.warning("%s\nWARNING: %s.\nWARNING: samples written anyway to %s; run more sweeps "
                     "(--sweeps, --auto-extend) before trusting them.\n%s", banner,
                     summary["warning"], out_path, banner)
-    elif result.mode.mode == "equilibrium":
-        log.info("chains look equilibrated after %d sweeps (mixing time %s sweeps)",
-                 result.sweeps, result.mixing_time)
+    elif choice.mode == "equilibrium":
+        log.info("%s samples look equilibrated after %d sweeps", method, summary["sweeps"])
     else:
-        log.info("rdm sampling: %s", result.mode.reason)
+        log.info("rdm sampling: %s", choice.reason)
 
     record = {
         "format_version": FORMAT_VERSION,
         "samples": str(out_path),
-        "n_samples": int(result.codes.shape[0]),
+        "n_samples": int(samples.shape[0]),
         "alphabet": data.alphabet,
         "training_method": metadata.get("method"),
         "training_gibbs_steps": metadata.get("gibbs_steps"),
@@ -613,6 +921,6 @@ def sample_stage(
             seed=settings.seed),
     }
     with atomic_paths(out_path, info_path) as (fasta_tmp, info_tmp):
-        fasta_tmp.write_text(fasta_records(result.codes, data.alphabet, result.sweeps))
-        write_json(info_tmp, record)
-    return result
+        fasta_tmp.write_text(fasta_records(samples, data.alphabet, summary["sweeps"]))
+        write_json(info_tmp, _json_safe(record))
+    return StageResult(samples, summary)

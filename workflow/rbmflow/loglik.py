@@ -7,8 +7,8 @@ estimators of `rbmflow.partition`:
 - exact: enumeration of the hidden layer (Nh <= `exact_max_hiddens`);
 - ais: forward AIS by temperature from an independent-site base fitted to the training
   data's weighted frequencies (in expectation a lower bound on log Z);
-- reverse: reverse AIS from equilibrium samples of the model back to the base (in
-  expectation an upper bound);
+- reverse: reverse AIS from equilibrium samples of the model (exact draws, or tempering
+  across the checkpoints) back to the base (in expectation an upper bound);
 - trajectory: AIS along the training checkpoints, giving log Z at every checkpoint.
 
 The estimates are cross-checked: a low effective sample size, or two estimates further
@@ -39,7 +39,6 @@ from rbmflow.partition import (
     IndependentSites,
     TrajectoryResult,
     ais_log_partition,
-    cpu_generator,
     log_partition_exact,
     mean_log_likelihood,
     reverse_ais_log_partition,
@@ -47,6 +46,7 @@ from rbmflow.partition import (
     trajectory_ais,
 )
 from rbmflow.provenance import FORMAT_VERSION, atomic_path, atomic_paths, provenance, write_json
+from rbmflow.tempering import Level, beta_levels, select_ladder, temper
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ class LoglikSettings:
     temperature paths; chains: chains per repeat; repeats: independent groups of chains;
     sweeps: Gibbs sweeps per temperature; trajectory_steps: annealing steps shared among
     the intervals between checkpoints; trajectory_betas: temperatures from the base to the
-    first checkpoint; equilibration_sweeps: Gibbs sweeps from the training sequences that
-    give the reverse AIS its model samples; pseudocount: mixing weight of the uniform
+    first checkpoint; equilibration_sweeps: sweeps of the tempering run (trajectory
+    tempering over the checkpoints, else tempering in beta) that gives the reverse AIS its
+    equilibrium samples; pseudocount: mixing weight of the uniform
     distribution in the base's site frequencies; tolerance (nats): largest difference
     between two estimates without a warning; min_ess: smallest ESS / chains without one.
     """
@@ -148,22 +149,39 @@ def _split(data: EncodedAlignment, part: int, device: torch.device) -> tuple[Ten
     return sub.codes_tensor(device), sub.weights_tensor(device, torch.float64)
 
 
-def model_samples(model: PottsRBM, train_codes: Tensor, train_weights: Tensor, num: int,
-                  sweeps: int, generator: torch.Generator,
-                  exact_max_hiddens: int = 16) -> tuple[Tensor, str]:
-    """`num` (near-)equilibrium samples of the model for reverse AIS, and how they were made.
+def model_samples(model: PottsRBM, checkpoints: Sequence[Checkpoint], num: int, sweeps: int,
+                  generator: torch.Generator, exact_max_hiddens: int = 16,
+                  swap_floor: float = 0.3) -> tuple[Tensor, dict[str, Any]]:
+    """`num` equilibrium samples of the model for reverse AIS, and how they were made.
 
-    Exact draws when Nh <= exact_max_hiddens; otherwise training sequences drawn in
-    proportion to their weights, then `sweeps` Gibbs sweeps of the model.
+    Exact draws when Nh <= exact_max_hiddens; otherwise tempering, which crosses between
+    modes: parallel trajectory tempering over `checkpoints` (>= 2, the last being `model`),
+    else parallel tempering in inverse temperature, `sweeps` sweeps on a ladder whose
+    neighbouring swap rates stay at or above `swap_floor` (`select_ladder`). Reverse AIS is
+    an upper bound on log Z in expectation only from such samples: started from chains
+    stuck in part of the distribution, it can fall below log Z.
     """
     if model.num_hiddens <= exact_max_hiddens:
-        return sample_exact(model, num, generator), "exact"
-    picks = torch.multinomial(train_weights.double().cpu(), num, replacement=True,
-                              generator=cpu_generator(generator)).to(train_codes.device)
-    codes = train_codes[picks]
+        return sample_exact(model, num, generator), {"how": "exact"}
+    if len(checkpoints) >= 2:
+        method = "ptt"
+        candidates = [Level(c.model, 1.0, f"update_{c.update}") for c in checkpoints]
+    else:
+        method = "pt"
+        candidates = beta_levels(model, 8)
     with torch.no_grad():
-        codes = model.gibbs(codes, sweeps, generator=generator)
-    return codes, f"training sequences + {sweeps} Gibbs sweeps"
+        ladder = select_ladder(candidates, min(256, num), max(20, min(100, sweeps // 10)),
+                               swap_floor, generator=generator)
+        init = None
+        if ladder.codes:
+            pick = torch.arange(num, device=ladder.codes[0].device) % ladder.codes[0].shape[0]
+            init = [codes[pick] for codes in ladder.codes]
+        result = temper(ladder.levels, num, sweeps, generator, init)
+    rates = result.swap_rates
+    how = (f"{method} over {len(ladder.levels)} levels, {sweeps} sweeps, smallest swap rate "
+           f"{min(rates):.2f}" if rates else f"{method}, {sweeps} sweeps")
+    return result.codes, {"how": how, "method": method, "levels": result.labels,
+                          "swap_rates": rates, "passages": result.passages}
 
 
 def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,
@@ -195,6 +213,28 @@ def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,
                     f"log Z estimates disagree: {first} {a:.3f} vs {second} {b:.3f} "
                     f"(difference {abs(a - b):.3f} nats > tolerance {tolerance} nats).{hint}")
     return warnings
+
+
+def choose_log_z(estimates: dict[str, dict[str, Any]], methods: Sequence[str],
+                 num_checkpoints: int) -> tuple[str, str]:
+    """Which estimate is reported as log_z, and why.
+
+    exact when computed; else trajectory AIS when it ran (it follows the training path,
+    through which the modes appeared one by one, and its last checkpoint is the last row of
+    loglik_trajectory.csv); else the first requested method, with the reason why no
+    trajectory estimate was available.
+    """
+    if "exact" in estimates:
+        return "exact", "exact enumeration of the 2^Nh hidden states"
+    if "trajectory" in estimates:
+        return "trajectory", (f"trajectory AIS along the {num_checkpoints} checkpoints "
+                              "(the last row of loglik_trajectory.csv)")
+    first = next(m for m in methods if m in estimates)
+    if num_checkpoints < 2:
+        why = "the archive holds one checkpoint, so there is no trajectory"
+    else:
+        why = "trajectory AIS was not requested (loglik.method)"
+    return first, f"{why}; {first} reported instead"
 
 
 def _ais_summary(result: AISResult) -> dict[str, Any]:
@@ -251,13 +291,14 @@ def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
                                        s.repeats, generator)
             estimates["ais"] = _ais_summary(result)
         elif method == "reverse":
-            samples, how = model_samples(model, train_codes, train_weights,
+            samples, how = model_samples(model, list(checkpoints),
                                          s.chains * s.repeats, s.equilibration_sweeps,
                                          generator, s.exact_max_hiddens)
             result = reverse_ais_log_partition(model, base, samples, s.betas, s.schedule,
                                                s.sweeps, s.repeats, generator)
-            estimates["reverse"] = _ais_summary(result) | {"model_samples": how,
-                                                           "time_s": time.perf_counter() - t0}
+            estimates["reverse"] = _ais_summary(result) | {
+                "model_samples": how.pop("how"), "model_samples_detail": how,
+                "time_s": time.perf_counter() - t0}
         elif method == "trajectory":
             models = [c.model.to(device) for c in checkpoints]
             trajectory = trajectory_ais(models, base, s.chains, s.trajectory_steps,
@@ -269,7 +310,7 @@ def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
         log.info("%s: log Z = %.4f +- %.4f (%.1f s)", method, estimates[method]["log_z"],
                  estimates[method]["log_z_std"], time.perf_counter() - t0)
 
-    primary = "exact" if "exact" in estimates else methods[0]
+    primary, log_z_reason = choose_log_z(estimates, methods, len(checkpoints))
     chosen = estimates[primary]
     log_z = chosen["log_z"]
     warnings = check_estimates(estimates, s.tolerance, s.min_ess)
@@ -279,6 +320,7 @@ def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
         "log_z": log_z,
         "log_z_std": chosen["log_z_std"],
         "method": primary,
+        "log_z_reason": log_z_reason,
         "checkpoint": final.update,
         "n_betas": chosen.get("n_betas"),
         "n_chains": chosen.get("n_chains"),
@@ -382,7 +424,7 @@ def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[s
     if "num_hiddens" not in meta:
         raise InputError(f"{model_path}: hyperparameters/num_hiddens missing")
     methods = settings.resolved_methods(int(meta["num_hiddens"]), len(meta["updates"]))
-    need_all = trajectory_csv is not None or "trajectory" in methods
+    need_all = trajectory_csv is not None or "trajectory" in methods or "reverse" in methods
     checkpoints = load_checkpoints(model_path, settings.checkpoint, need_all, device)
     result = estimate(checkpoints, data, settings, device,
                       trajectory_table=trajectory_csv is not None)

@@ -155,3 +155,129 @@ def mixing_time(sweeps: list[int], passed: list[bool]) -> int | None:
     """
     first = first_stable_pass(sweeps, passed)
     return None if first is None else first - first // 2
+
+
+# -- tests that can see modes: projections on W's top singular vectors ---------------------
+
+def top_directions(weight_matrix: Tensor, num: int) -> Tensor:
+    """The `num` top left singular vectors of W flattened to (L*q, Nh); returns (L*q, num).
+
+    The hidden units read a sequence only through W, so its dominant directions are where
+    the modes of the model separate.
+    """
+    L, q, nh = weight_matrix.shape
+    u, _, _ = torch.linalg.svd(weight_matrix.reshape(L * q, nh).double(), full_matrices=False)
+    u = u[:, :min(num, u.shape[1])]
+    # A sign convention, so that projections are comparable between calls.
+    sign = torch.sign(u.sum(0))
+    sign[sign == 0] = 1
+    return u * sign
+
+
+def project(codes: Tensor, directions: Tensor) -> Tensor:
+    """Projections of the one-hot sequences on `directions` (L*q, d), divided by sqrt(L):
+    sum_i directions[i*q + v_i] / sqrt(L) for codes (C, L); returns (C, d) float64."""
+    L = codes.shape[1]
+    q = directions.shape[0] // L
+    flat = codes.long() + torch.arange(L, device=codes.device) * q
+    return torch.nn.functional.embedding_bag(flat, directions.to(codes.device), mode="sum") \
+        / math.sqrt(L)
+
+
+def split_rhat(trace: Tensor) -> Tensor:
+    """Split-chain potential scale reduction factor R-hat (Gelman et al.) of each observable.
+
+    trace: (T, C, d), the values of d observables along T recorded steps of C chains; each
+    chain is split into halves (2C chains of T // 2 steps). R-hat = sqrt(((n - 1)/n W + B/n)
+    / W), W the mean within-chain variance, B / n the variance of the chain means; 1 at
+    equilibrium, above when the chains sample different regions (modes). Returns (d,).
+    """
+    T = trace.shape[0]
+    n = T // 2
+    if n < 2:
+        raise ValueError("R-hat needs at least 4 recorded steps")
+    x = torch.cat([trace[:n], trace[T - n:]], dim=1).double()  # (n, 2C, d)
+    means = x.mean(0)
+    within = x.var(0).mean(0)
+    between_over_n = means.var(0)
+    pooled = (n - 1) / n * within + between_over_n
+    return torch.sqrt(pooled / within.clamp_min(1e-300))
+
+
+def integrated_autocorrelation_time(trace: Tensor, window: float = 5.0) -> Tensor:
+    """Integrated autocorrelation time tau = 1 + 2 sum_t rho(t) of each observable, in steps.
+
+    trace: (T, C, d). rho is the autocorrelation averaged over chains, with each chain's mean
+    removed (FFT); the sum runs to Sokal's window, the first M with M >= window * tau(M).
+    An AR(1) series x_t = r x_{t-1} + noise has tau = (1 + r) / (1 - r). Returns (d,).
+    """
+    T = trace.shape[0]
+    x = trace.double() - trace.double().mean(0, keepdim=True)
+    f = torch.fft.rfft(x, n=2 * T, dim=0)
+    acov = torch.fft.irfft(f * f.conj(), n=2 * T, dim=0)[:T].mean(1)  # (T, d)
+    rho = acov / acov[:1].clamp_min(1e-300)
+    out = torch.empty(rho.shape[1], dtype=torch.float64)
+    for k in range(rho.shape[1]):
+        tau = 2 * torch.cumsum(rho[:, k], 0) - 1
+        ok = torch.arange(T, dtype=torch.float64) >= window * tau
+        m = int(ok.nonzero()[0]) if bool(ok.any()) else T - 1
+        out[k] = tau[m]
+    return out
+
+
+def ks_two_sample(a: Tensor, b: Tensor) -> dict[str, float]:
+    """Kolmogorov-Smirnov two-sample test of 1-D samples a and b.
+
+    Returns the statistic D (largest gap of the empirical CDFs) and its asymptotic p-value
+    Q_KS(sqrt(n_eff) D), n_eff = n_a n_b / (n_a + n_b).
+    """
+    a, b = a.double().flatten().cpu(), b.double().flatten().cpu()
+    both = torch.cat([a, b]).sort().values
+    cdf_a = torch.searchsorted(a.sort().values, both, right=True) / a.numel()
+    cdf_b = torch.searchsorted(b.sort().values, both, right=True) / b.numel()
+    d = float((cdf_a - cdf_b).abs().max())
+    n_eff = a.numel() * b.numel() / (a.numel() + b.numel())
+    lam = (math.sqrt(n_eff) + 0.12 + 0.11 / math.sqrt(n_eff)) * d
+    return {"statistic": d, "p_value": _kolmogorov_q(lam)}
+
+
+def _kolmogorov_q(lam: float) -> float:
+    if lam < 1e-3:
+        return 1.0
+    total = sum(2 * (-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
+    return min(max(total, 0.0), 1.0)
+
+
+def chi_square_two_sample(counts_a: Tensor, counts_b: Tensor) -> dict[str, float]:
+    """Chi-square test that two vectors of category counts come from one distribution.
+
+    The 2 x k contingency table without its empty categories; returns the statistic, the
+    degrees of freedom and the p-value (regularised upper incomplete gamma).
+    """
+    table = torch.stack([counts_a.double().cpu(), counts_b.double().cpu()])
+    table = table[:, table.sum(0) > 0]
+    dof = table.shape[1] - 1
+    if dof < 1:
+        return {"statistic": 0.0, "dof": 0, "p_value": 1.0}
+    expected = table.sum(1, keepdim=True) * table.sum(0, keepdim=True) / table.sum()
+    stat = float(((table - expected) ** 2 / expected).sum())
+    p = float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64),
+                                      torch.tensor(stat / 2, dtype=torch.float64)))
+    return {"statistic": stat, "dof": dof, "p_value": p}
+
+
+def compare_projections(reference: Tensor, other: Tensor, alpha: float = 1e-3,
+                        effect_max: float = 0.05) -> dict[str, Any]:
+    """Do two sets of projections (C_a, d) and (C_b, d) come from one distribution?
+
+    A two-sample KS test per direction at level alpha / d (Bonferroni); a direction passes
+    when its p-value is above that level or its KS distance is at most `effect_max` (a gap
+    of mode weights too small to matter). Returns per-direction statistics and `passed`.
+    """
+    d = reference.shape[1]
+    tests = [ks_two_sample(reference[:, k], other[:, k]) for k in range(d)]
+    level = alpha / max(d, 1)
+    passed = [t["p_value"] > level or t["statistic"] <= effect_max for t in tests]
+    return {"ks_statistic": [t["statistic"] for t in tests],
+            "p_value": [t["p_value"] for t in tests], "level": level,
+            "effect_max": effect_max, "passed": bool(all(passed))}

@@ -179,6 +179,13 @@ def sampling_warnings(sampling: dict[str, Any] | None) -> list[str]:
     return [f"SAMPLES NOT AT EQUILIBRIUM: {detail}"]
 
 
+def _rates_text(rates: list[float] | None) -> str | None:
+    """Swap rates as one short line: '0.61, 0.48, 0.52'."""
+    if not rates:
+        return None
+    return ", ".join(f"{r:.2f}" for r in rates)
+
+
 def loglik_warnings(loglik: dict[str, Any] | None) -> list[str]:
     """The warnings loglik.json carries (a string or a list), each prefixed."""
     if loglik is None:
@@ -644,6 +651,11 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
         ("log Z method", metrics.get("loglik_method")),
         ("effective sample size (AIS)", metrics.get("loglik_ess")),
         ("sampling mode", metrics.get("sampling_mode")),
+        ("sampling method", metrics.get("sampling_method")),
+        ("swap acceptance rates (neighbouring levels)", _rates_text(
+            metrics.get("swap_rates"))),
+        ("smallest swap rate", metrics.get("min_swap_rate")),
+        ("plain Gibbs agrees with tempering", metrics.get("gibbs_agrees_with_tempering")),
         ("sweeps", metrics.get("sampling_sweeps")),
         ("mixing time (sweeps)", metrics.get("mixing_time")),
         ("equilibrated", metrics.get("equilibrated")),
@@ -736,6 +748,11 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
         "mixing_time": lookup(sampling, "mixing_time"),
         "sampling_sweeps": lookup(sampling, "sweeps"),
         "sampling_mode": lookup(sampling, "mode"),
+        "sampling_method": lookup(sampling, "method"),
+        "swap_rates": lookup(sampling, "swap_rates"),
+        "min_swap_rate": min(lookup(sampling, "swap_rates") or [None],
+                             key=lambda r: -1.0 if r is None else r),
+        "gibbs_agrees_with_tempering": lookup(sampling, "gibbs_vs_tempering.passed"),
         "warnings": warnings,
         "notes": list(ev.notes),
     }

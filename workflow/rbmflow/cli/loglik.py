@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="temperatures from the base to the first checkpoint "
                              f"(default {d.trajectory_betas})")
     parser.add_argument("--equilibration-sweeps", type=int, default=d.equilibration_sweeps,
-                        help="Gibbs sweeps from the training sequences that make the reverse "
-                             f"AIS samples (default {d.equilibration_sweeps})")
+                        help="sweeps of the tempering run (over the checkpoints, else in "
+                             "beta) that makes the reverse AIS equilibrium samples "
+                             f"(default {d.equilibration_sweeps})")
     parser.add_argument("--pseudocount", type=float, default=d.pseudocount,
                         help=f"uniform weight in the base's frequencies (default {d.pseudocount})")
     parser.add_argument("--tolerance", type=float, default=d.tolerance,

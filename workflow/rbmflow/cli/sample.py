@@ -10,7 +10,7 @@ import torch
 
 from rbmflow.cli import parse_bool
 from rbmflow.errors import InputError
-from rbmflow.generate import MODES, SamplingSettings, sample_stage
+from rbmflow.generate import METHODS, MODES, SamplingSettings, sample_stage
 from rbmflow.mixing import Criteria
 
 
@@ -50,6 +50,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode,
                         help="auto: rdm for models trained with rdm, else equilibrium")
+    parser.add_argument("--method", choices=METHODS, default=defaults.method,
+                        help="auto: ptt when the archive holds >= 2 checkpoints, else pt; "
+                             "gibbs: plain chains, checked against a tempering reference")
+    parser.add_argument("--swap-floor", type=_positive_float, default=defaults.swap_floor,
+                        help="tempering ladder: neighbouring swap rates kept at or above this "
+                             "(default %(default)s)")
+    parser.add_argument("--min-swap-rate", type=_positive_float,
+                        default=defaults.min_swap_rate,
+                        help="tempering verdict: smallest accepted swap rate "
+                             "(default %(default)s)")
+    parser.add_argument("--max-levels", type=_int_at_least(2), default=defaults.max_levels,
+                        help="tempering ladder: at most this many levels (default %(default)s)")
+    parser.add_argument("--pt-levels", type=_int_at_least(2), default=defaults.pt_levels,
+                        help="pt: inverse temperatures the ladder starts from "
+                             "(default %(default)s)")
+    parser.add_argument("--reference-chains", type=_int_at_least(0),
+                        default=defaults.reference_chains,
+                        help="chains of the comparison run: plain Gibbs beside tempering, "
+                             "tempering beside gibbs (default %(default)s; 0: none)")
+    parser.add_argument("--directions", type=_int_at_least(1), default=defaults.directions,
+                        help="top singular vectors of W the chains are projected on "
+                             "(default %(default)s)")
+    parser.add_argument("--rhat-max", type=_positive_float, default=defaults.rhat_max,
+                        help="largest accepted R-hat of the projections (default %(default)s)")
     parser.add_argument("--record-every", type=_int_at_least(0), default=defaults.record_every,
                         help="also record diagnostics every K sweeps (0: log-spaced only)")
     parser.add_argument("--auto-extend", type=parse_bool, nargs="?", const=True,
@@ -84,7 +108,11 @@ def run(args: argparse.Namespace) -> None:
     settings = SamplingSettings(
         chains=args.chains, sweeps=args.sweeps, beta=args.beta, seed=args.seed, mode=args.mode,
         record_every=args.record_every, auto_extend=args.auto_extend,
-        max_sweeps=args.max_sweeps, data_chains=args.data_chains,
+        max_sweeps=args.max_sweeps, data_chains=args.data_chains, method=args.method,
+        swap_floor=args.swap_floor, min_swap_rate=args.min_swap_rate,
+        max_levels=args.max_levels, pt_levels=args.pt_levels,
+        reference_chains=args.reference_chains, directions=args.directions,
+        rhat_max=args.rhat_max,
         criteria=Criteria(z_max=args.z_max, effect_max=args.effect_max,
                           pearson_tolerance=args.pearson_tolerance))
     sample_stage(args.model, args.data, args.out, args.info, settings, device=args.device,
