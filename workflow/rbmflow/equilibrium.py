@@ -273,8 +273,8 @@ class EquilibriumMonitor:
     parallel trajectory tempering over up to `max_levels` of the models saved so far (each
     level started from the persistent chains saved with it). Holds those models."""
 
-    def __init__(self, samples: int = 1000, exact_max_hiddens: int = 16, max_levels: int = 10,
-                 ptt_sweeps: int = 50, seed: int = 0) -> None:
+    def __init__(self, samples: int = 500, exact_max_hiddens: int = 16, max_levels: int = 8,
+                 ptt_sweeps: int = 40, seed: int = 0) -> None:
         self.samples = samples
         self.exact_max_hiddens = exact_max_hiddens
         self.max_levels = max_levels
