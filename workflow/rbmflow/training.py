@@ -99,7 +99,7 @@ class TrainSettings:
     seed: int = 0
     pseudocount: float = 1e-3
     init_std: float = 0.01
-    reweight: bool = True
+    reweight: bool = False
     min_ess: float = 0.5
     swap_threshold: float = 0.3
     monitor: bool = True
@@ -498,7 +498,7 @@ def _monitor_columns(at: int, model: PottsRBM, chains: Tensor, weights: Tensor |
         log.warning("update %d: the persistent chains are NOT at the model's equilibrium: "
                     "KS distance %.3f > %.3f along W's top directions vs %s samples, orthant "
                     "occupancies differ by %.3f; the gradient's model term is biased "
-                    "(multimodal data? use reweight: true)", at, max(result.ks),
+                    "(multimodal data: the model's mode weights may be wrong)", at, max(result.ks),
                     result.critical, result.reference, result.occupancy_tv)
     return result.columns()
 

@@ -49,9 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize-gradient", type=parse_bool, default=d.normalize_gradient,
                         metavar="BOOL", help="unit-norm gradient steps, as rbms (default true)")
     parser.add_argument("--reweight", type=parse_bool, default=d.reweight, metavar="BOOL",
-                        help="pcd: Jarzynski-reweighted persistent chains, so that model "
-                             "averages stay right across modes the chains do not cross "
-                             "(default true)")
+                        help="pcd: Jarzynski-reweighted persistent chains (experimental; "
+                             "default false)")
     parser.add_argument("--min-ess", type=float, default=d.min_ess,
                         help="reweighted chains are resampled when their effective sample "
                              "size falls under this fraction of the chains")
