@@ -236,3 +236,17 @@ def test_three_clusters_monitor_flags_plain_pcd_and_reweighting_narrows_the_gap(
     reweighted_gap, rows = _three_cluster_run(tmp_path, reweight=True)
     assert reweighted_gap < plain_gap - 0.2
     assert all(0 < float(r["chains_ess"]) <= 1 for r in rows)
+
+
+def test_training_figure_has_a_panel_comparing_chains_with_equilibrium():
+    import pandas as pd
+    from rbmflow.report import fig_training
+
+    frame = pd.DataFrame({"update": [0, 50, 100], "pearson_cij_train": [0.1, 0.9, 0.99],
+                          "monitor_reference": ["", "exact", "exact"],
+                          "monitor_ks": [None, 0.3, 0.6],
+                          "monitor_ks_critical": [None, 0.12, 0.12]})
+    fig = fig_training(frame)
+    panels = {ax.get_ylabel(): [line.get_label() for line in ax.get_lines()]
+              for ax in fig.axes}
+    assert panels["chains vs equilibrium"] == ["monitor_ks", "monitor_ks_critical"]
