@@ -79,7 +79,8 @@ class TrainSettings:
     resampled at each checkpoint, so the saved chains are equally weighted samples.
     swap_threshold: an extra checkpoint is saved when the estimated swap acceptance between
     the last saved model and the current one falls under it (0: log-spaced ones only).
-    monitor: compare the chains with equilibrium samples at each checkpoint (`equilibrium`).
+    monitor (pcd only): compare the chains with equilibrium samples at each log row
+    (`equilibrium.EquilibriumMonitor`).
     """
 
     hidden: int = 100
@@ -354,7 +355,8 @@ def train(
     last_saved = start
     density = CheckpointDensity(s.swap_threshold)
     density.reset(model, chains)
-    monitor = EquilibriumMonitor(seed=s.seed) if s.monitor else None
+    # cd and rdm chains are not meant to be at equilibrium: nothing to monitor
+    monitor = EquilibriumMonitor(seed=s.seed) if s.monitor and s.method == "pcd" else None
 
     def chain_weights() -> Tensor | None:
         return None if reweighted is None else reweighted.weights().to(dtype)
