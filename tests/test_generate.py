@@ -29,6 +29,8 @@ from rbmflow.partition import (
 )
 from torch import Tensor
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 L, Q, NH = 7, 5, 3
 ALPHABET = "-ACDE"
 
@@ -268,7 +270,6 @@ def mode_weights(codes: Tensor, patterns: Tensor) -> Tensor:
     return torch.bincount(best, minlength=patterns.shape[0] + 1).double() / codes.shape[0]
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_ptt_stage_samples_the_modes_that_plain_gibbs_misses(tmp_path: Path) -> None:
     model_path, data_path, target, patterns = planted_archive(tmp_path, 8)
     out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
@@ -291,7 +292,6 @@ def test_ptt_stage_samples_the_modes_that_plain_gibbs_misses(tmp_path: Path) -> 
     assert "plain Gibbs does not cross" in report["gibbs_vs_tempering_warning"]
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_gibbs_is_never_called_equilibrated_against_a_disagreeing_reference(
         tmp_path: Path) -> None:
     model_path, data_path, _, _ = planted_archive(tmp_path, 8)

@@ -14,7 +14,7 @@ import torch
 from rbmflow import ALPHABET, archive
 from rbmflow import partition as P
 from rbmflow.cli import main
-from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.dataset import EncodedAlignment, load_encoded, save_encoded
 from rbmflow.errors import RbmflowError
 from rbmflow.loglik import (
     TRAJECTORY_COLUMNS,
@@ -175,27 +175,55 @@ def test_first_order_transition_is_right_or_visibly_wrong(pseudocount):
     assert math.isfinite(result["loglik_train"]) and math.isfinite(result["loglik_test"])
 
 
+@pytest.mark.slow
 def test_reverse_ais_from_tempering_samples_bounds_log_z_where_stuck_starts_do_not():
-    """Three planted patterns with weights about 0.6 / 0.3 / 0.1. Started from training
-    sequences of the smallest subfamily plus 200 Gibbs sweeps (which never leave it),
-    reverse AIS misses the other modes and lands about log(1/0.1) nats BELOW log Z; started
-    from the tempering samples of `model_samples`, it brackets log Z from above within its
-    error."""
+    """Planted patterns behind a first-order transition (L = 20, q = 5, Nh = 3), with
+    training sequences that are not the model's equilibrium (uniformly random: the
+    paramagnetic phase, where Gibbs chains stay). Today's start, those sequences + 200
+    sweeps, puts reverse AIS about 8 nats BELOW log Z (no upper bound). Trajectory tempering
+    from the same sequences, over checkpoints whose couplings grow before their thresholds
+    (as in training), gives samples from which reverse AIS bounds log Z from above, within
+    its error."""
     g = torch.Generator().manual_seed(0)
-    model = P.planted_pattern_rbm(11, 3, 3, coupling=6.0, threshold=0.6, generator=g)
-    model.hbias += torch.tensor([0.0, -0.7, -1.8], dtype=torch.float64)
-    model = model.to(dtype=torch.float32)
+    model = P.planted_pattern_rbm(20, 5, 3, coupling=4.0, threshold=0.5,
+                                  generator=g).to(dtype=torch.float32)
     exact = P.log_partition_exact(model)
-    base = P.IndependentSites.uniform(11, 3)
-    chains = 400
-    subfamily = model.weight_matrix[:, :, 2].argmax(1).repeat(chains, 1)
-    stuck = model.gibbs(subfamily, 200, 1.0, g)
+    base = P.IndependentSites.uniform(20, 5)
+    chains = 300
+    starts = torch.randint(0, 5, (chains, 20), generator=g)
+    stuck = model.gibbs(starts, 200, 1.0, g)
     from_stuck = P.reverse_ais_log_partition(model, base, stuck, n_betas=400, generator=g)
-    assert from_stuck.log_z < exact - 1.0  # not an upper bound: today's failure
-    samples, how = model_samples(model, [Checkpoint(1, model)], chains, 200, g,
-                                 exact_max_hiddens=0)
-    assert how["method"] == "pt" and min(how["swap_rates"]) > 0.1
-    from_tempering = P.reverse_ais_log_partition(model, base, samples, n_betas=400,
-                                                 generator=g)
-    assert from_tempering.log_z > exact - 3 * from_tempering.log_z_std - 0.05
-    assert abs(from_tempering.log_z - exact) < 0.3
+    assert from_stuck.log_z < exact - 5.0
+    checkpoints = [Checkpoint(k, PottsRBM(t * model.weight_matrix, model.vbias.clone(),
+                                          t * t * model.hbias))
+                   for k, t in enumerate(torch.linspace(0, 1, 10).tolist())]
+    samples, how = model_samples(model, checkpoints, chains, 600, g, exact_max_hiddens=0,
+                                 starts=starts)
+    assert how["method"] == "ptt" and min(how["swap_rates"]) > 0.2
+    result = P.reverse_ais_log_partition(model, base, samples, n_betas=400, generator=g)
+    assert result.log_z > exact - 3 * result.log_z_std - 0.05
+    assert result.log_z < exact + max(3 * result.log_z_std, 0.2)
+
+
+def test_log_z_is_the_trajectory_estimate_when_there_are_checkpoints(trained, tmp_path):
+    """auto with Nh above the exact limit: forward, reverse and trajectory AIS run, and the
+    reported log_z is trajectory AIS, equal to the last row of the trajectory table; with a
+    single checkpoint loglik.json says why there is no trajectory estimate."""
+    model_path, data_path, _ = trained
+    settings = LoglikSettings(chains=100, betas=200, trajectory_steps=300,
+                              trajectory_betas=100, equilibration_sweeps=40,
+                              exact_max_hiddens=0, seed=1)
+    doc = run_stage(model_path, data_path, tmp_path / "loglik.json", settings,
+                    trajectory_csv=tmp_path / "trajectory.csv")
+    with open(tmp_path / "trajectory.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert doc["method"] == "trajectory" and "last row" in doc["log_z_reason"]
+    assert doc["log_z"] == pytest.approx(float(rows[-1]["log_z"]), abs=1e-5)
+    assert doc["estimates"]["reverse"]["model_samples"].startswith("ptt over")
+    single = LoglikSettings(methods=("ais", "reverse"), chains=100, betas=200,
+                            equilibration_sweeps=40, exact_max_hiddens=0, seed=1)
+    checkpoint = Checkpoint(1, archive.load_rbm(model_path))
+    data = load_encoded(data_path)
+    summary = estimate([checkpoint], data, single).summary
+    assert summary["method"] == "ais" and "one checkpoint" in summary["log_z_reason"]
+    assert summary["estimates"]["reverse"]["model_samples"].startswith("pt over")

@@ -84,6 +84,8 @@ def tiny_run(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "sampling.json").write_text(json.dumps({
         "mode": "equilibrium", "sweeps": 100, "equilibrated": False, "not_equilibrated": True,
         "warning": "chains do not look equilibrated after 100 sweeps", "mixing_time": None,
+        "method": "ptt", "swap_rates": [0.61, 0.283, 0.47],
+        "gibbs_vs_tempering": {"passed": False},
         "trajectories": {"random": {
             "sweep": sweeps, "energy_mean": [-float(np.log(t + 1)) for t in sweeps],
             "pearson_cij_train": [min(1.0, t / 50) for t in sweeps],
@@ -136,6 +138,8 @@ def test_report_renders_with_every_figure_embedded(tiny_run: dict[str, Path],
     assert written["copy_fraction"] == pytest.approx(1 / M_GENERATED)
     assert set(written["nnaa"]) >= {"AA_truth", "AA_syn", "AA"}
     assert written["equilibrated"] is False
+    assert written["sampling_method"] == "ptt" and written["min_swap_rate"] == 0.283
+    assert written["gibbs_agrees_with_tempering"] is False
     assert written["provenance"]["inputs"]["model"]["sha256"]
     assert written["energy"]["generated"]["mean"] == pytest.approx(metrics["energy"]["generated"]
                                                                    ["mean"])
@@ -158,6 +162,7 @@ def test_report_renders_with_every_figure_embedded(tiny_run: dict[str, Path],
     assert any("effective sample size 12 is low" in w for w in page.warnings)
     text = " ".join(page.text)
     assert "loglik_trajectory" in text and "no log-likelihood trajectory CSV given" in text
+    assert "0.61, 0.28, 0.47" in text  # the swap rates in the sampling section
 
 
 def test_report_without_optional_inputs(tiny_run: dict[str, Path], tmp_path: Path) -> None:

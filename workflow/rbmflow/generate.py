@@ -626,6 +626,9 @@ class TemperingRun:
     checks: dict[str, dict[str, Any]]
     equilibrated: bool
     ladder_s: float
+    levels: list[Level] = field(default_factory=list)
+    total_sweeps: int = 0  # sweeps since the start, earlier runs continued included
+    sampling_s: float = 0.0  # likewise
 
     @property
     def codes(self) -> Tensor:
@@ -637,11 +640,12 @@ class TemperingRun:
             "method": self.method, "levels": r.labels, "num_levels": len(r.labels),
             "swap_rates": r.swap_rates, "swap_attempts": r.swap_attempts,
             "min_swap_rate": r.min_swap_rate, "passages": r.passages,
-            "chains": int(r.codes.shape[0]), "sweeps": r.sweeps,
+            "chains": int(r.codes.shape[0]), "sweeps": self.total_sweeps,
+            "sweeps_last_segment": r.sweeps,
             "ladder_rounds": self.ladder_rounds, "equilibrated": self.equilibrated,
             "failed_checks": [n for n, c in self.checks.items() if not c["passed"]],
             "checks": self.checks,
-            "timing": {"ladder_s": self.ladder_s, "sampling_s": r.elapsed_s},
+            "timing": {"ladder_s": self.ladder_s, "sampling_s": self.sampling_s},
         }
 
 
@@ -656,8 +660,12 @@ def tempering_candidates(method: str, model: PottsRBM, checkpoints: list[tuple[i
 
 def run_tempering(method: str, candidates: list[Level], num_chains: int, sweeps: int,
                   settings: SamplingSettings, directions: Tensor,
-                  generator: torch.Generator) -> TemperingRun:
+                  generator: torch.Generator,
+                  previous: TemperingRun | None = None) -> TemperingRun:
     """Select a ladder from `candidates`, run tempering and check its target chains.
+
+    With `previous`, its ladder and chains are continued for `sweeps` more sweeps instead
+    (the checks then look at the new sweeps only).
 
     Checks: every neighbouring swap rate >= settings.min_swap_rate (none near zero); at
     least as many first-to-last-level passages as chains (on average every target chain
@@ -666,20 +674,28 @@ def run_tempering(method: str, candidates: list[Level], num_chains: int, sweeps:
     times.
     """
     t0 = time.perf_counter()
-    ladder = select_ladder(candidates, min(256, num_chains), max(20, min(100, sweeps // 10)),
-                           settings.swap_floor, settings.max_levels, generator=generator)
-    ladder_s = time.perf_counter() - t0
-    levels = ladder.levels if ladder.levels else candidates
-    init = None
-    if ladder.codes:
-        pick = torch.arange(num_chains, device=ladder.codes[0].device) % ladder.codes[0].shape[0]
-        init = [codes[pick] for codes in ladder.codes]
-    log.info("%s ladder of %d levels (%s), swap rates %s", method, len(levels),
-             ", ".join(level.label for level in levels),
-             ", ".join(f"{r:.2f}" for r in ladder.swap_rates))
+    if previous is not None:
+        levels, init = previous.levels, previous.result.level_codes
+        rounds, ladder_s = previous.ladder_rounds, previous.ladder_s
+    else:
+        ladder = select_ladder(candidates, min(256, num_chains),
+                               max(20, min(100, sweeps // 10)), settings.swap_floor,
+                               settings.max_levels, generator=generator)
+        ladder_s = time.perf_counter() - t0
+        rounds = ladder.rounds
+        levels = ladder.levels if ladder.levels else candidates
+        init = None
+        if ladder.codes:
+            pick = (torch.arange(num_chains, device=ladder.codes[0].device)
+                    % ladder.codes[0].shape[0])
+            init = [codes[pick] for codes in ladder.codes]
+        log.info("%s ladder of %d levels (%s), swap rates %s", method, len(levels),
+                 ", ".join(level.label for level in levels),
+                 ", ".join(f"{r:.2f}" for r in ladder.swap_rates))
     record_every = max(1, sweeps // 200)
     result = temper(levels, num_chains, sweeps, generator, init,
-                    lambda codes: project(codes, directions), record_every)
+                    lambda codes: project(codes, directions), record_every,
+                    log_every=max(1, sweeps // 10) if sweeps >= 100 else 0)
     checks: dict[str, dict[str, Any]] = {}
     if len(levels) > 1:
         checks["swap_rates"] = {"min_swap_rate": result.min_swap_rate,
@@ -694,7 +710,9 @@ def run_tempering(method: str, candidates: list[Level], num_chains: int, sweeps:
              ", ".join(f"{r:.2f}" for r in result.swap_rates), result.passages,
              "equilibrated" if equilibrated else "NOT equilibrated (failed: " + ", ".join(
                  n for n, c in checks.items() if not c["passed"]) + ")")
-    return TemperingRun(method, result, ladder.rounds, checks, equilibrated, ladder_s)
+    return TemperingRun(method, result, rounds, checks, equilibrated, ladder_s, list(levels),
+                        sweeps + (previous.total_sweeps if previous else 0),
+                        result.elapsed_s + (previous.sampling_s if previous else 0.0))
 
 
 def compare_with_reference(reference: Tensor, plain: Tensor, directions: Tensor,
@@ -796,12 +814,11 @@ def sample_stage(
         candidates = tempering_candidates(which, model, checkpoints, settings.pt_levels)
         run = run_tempering(which, candidates, chains, sweeps, settings, directions, generator)
         while (not run.equilibrated and settings.auto_extend
-               and 2 * sweeps <= max(settings.max_sweeps, settings.sweeps)):
-            sweeps *= 2
-            log.info("%s not equilibrated (%s); rerunning with %d sweeps", which,
-                     ", ".join(run.summary()["failed_checks"]), sweeps)
-            run = run_tempering(which, candidates, chains, sweeps, settings, directions,
-                                generator)
+               and 2 * run.total_sweeps <= max(settings.max_sweeps, settings.sweeps)):
+            log.info("%s not equilibrated (%s); continuing to %d sweeps", which,
+                     ", ".join(run.summary()["failed_checks"]), 2 * run.total_sweeps)
+            run = run_tempering(which, candidates, chains, run.total_sweeps, settings,
+                                directions, generator, previous=run)
         return run
 
     tempering_run: TemperingRun | None = None
@@ -862,10 +879,10 @@ def sample_stage(
         warning = None
         if not equilibrated:
             warning = (f"{method} chains do not look equilibrated after "
-                       f"{tempering_run.result.sweeps} sweeps (failed: {', '.join(failed)}); "
+                       f"{tempering_run.total_sweeps} sweeps (failed: {', '.join(failed)}); "
                        "the samples may not represent the model's distribution")
         summary.update({
-            "sweeps": tempering_run.result.sweeps, "sweeps_planned": settings.sweeps,
+            "sweeps": tempering_run.total_sweeps, "sweeps_planned": settings.sweeps,
             "equilibrated": equilibrated, "not_equilibrated": not equilibrated,
             "warning": warning,
         })

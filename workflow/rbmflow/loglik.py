@@ -39,6 +39,7 @@ from rbmflow.partition import (
     IndependentSites,
     TrajectoryResult,
     ais_log_partition,
+    cpu_generator,
     log_partition_exact,
     mean_log_likelihood,
     reverse_ais_log_partition,
@@ -151,15 +152,18 @@ def _split(data: EncodedAlignment, part: int, device: torch.device) -> tuple[Ten
 
 def model_samples(model: PottsRBM, checkpoints: Sequence[Checkpoint], num: int, sweeps: int,
                   generator: torch.Generator, exact_max_hiddens: int = 16,
-                  swap_floor: float = 0.3) -> tuple[Tensor, dict[str, Any]]:
+                  swap_floor: float = 0.3,
+                  starts: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
     """`num` equilibrium samples of the model for reverse AIS, and how they were made.
 
     Exact draws when Nh <= exact_max_hiddens; otherwise tempering, which crosses between
     modes: parallel trajectory tempering over `checkpoints` (>= 2, the last being `model`),
     else parallel tempering in inverse temperature, `sweeps` sweeps on a ladder whose
-    neighbouring swap rates stay at or above `swap_floor` (`select_ladder`). Reverse AIS is
-    an upper bound on log Z in expectation only from such samples: started from chains
-    stuck in part of the distribution, it can fall below log Z.
+    neighbouring swap rates stay at or above `swap_floor` (`select_ladder`). Every level's
+    chains start from `starts` (codes (n, L), e.g. training sequences; default: uniformly
+    random), repeated to `num`. Reverse AIS is an upper bound on log Z in expectation only
+    from such samples: started from chains stuck in part of the distribution, it can fall
+    far below log Z.
     """
     if model.num_hiddens <= exact_max_hiddens:
         return sample_exact(model, num, generator), {"how": "exact"}
@@ -169,9 +173,13 @@ def model_samples(model: PottsRBM, checkpoints: Sequence[Checkpoint], num: int, 
     else:
         method = "pt"
         candidates = beta_levels(model, 8)
+    ladder_init = None
+    if starts is not None:
+        ladder_init = starts[torch.arange(min(256, num), device=starts.device)
+                             % starts.shape[0]].long()
     with torch.no_grad():
         ladder = select_ladder(candidates, min(256, num), max(20, min(100, sweeps // 10)),
-                               swap_floor, generator=generator)
+                               swap_floor, generator=generator, init=ladder_init)
         init = None
         if ladder.codes:
             pick = torch.arange(num, device=ladder.codes[0].device) % ladder.codes[0].shape[0]
@@ -291,9 +299,12 @@ def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
                                        s.repeats, generator)
             estimates["ais"] = _ais_summary(result)
         elif method == "reverse":
+            picks = torch.multinomial(train_weights.double().cpu(), min(256, s.chains),
+                                      replacement=True, generator=cpu_generator(generator))
             samples, how = model_samples(model, list(checkpoints),
                                          s.chains * s.repeats, s.equilibration_sweeps,
-                                         generator, s.exact_max_hiddens)
+                                         generator, s.exact_max_hiddens,
+                                         starts=train_codes[picks.to(train_codes.device)])
             result = reverse_ais_log_partition(model, base, samples, s.betas, s.schedule,
                                                s.sweeps, s.repeats, generator)
             estimates["reverse"] = _ais_summary(result) | {

@@ -25,6 +25,7 @@ sweep to sweep. Energies are in nats; everything runs on the models' device.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ import torch
 from torch import Tensor
 
 from rbmflow.model import PottsRBM, random_codes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,10 @@ def temper(levels: Sequence[Level], num_chains: int, sweeps: int,
            generator: torch.Generator | None = None,
            init: Tensor | Sequence[Tensor] | None = None,
            observable: Callable[[Tensor], Tensor] | None = None,
-           record_every: int = 1) -> TemperingResult:
+           record_every: int = 1, log_every: int = 0) -> TemperingResult:
     """Run `sweeps` rounds of (one Gibbs sweep at every level, then swaps) on `levels`.
+
+    log_every: log the progress and the swap rates so far every that many sweeps (0: never).
 
     init: starting codes (C, L) for every level, or one (C, L) tensor per level; default
     uniformly random sequences. observable: maps the target chains (C, L) to (C, d) values,
@@ -171,6 +176,11 @@ def temper(levels: Sequence[Level], num_chains: int, sweeps: int,
                 passages += (top == -1).sum()
                 last_end[replica[-1]] = 1
                 last_end[replica[0]] = -1
+            if log_every and sweep % log_every == 0:
+                so_far = [float(a) / n if n else math.nan
+                          for a, n in zip(accepted.tolist(), attempts, strict=True)]
+                log.info("tempering sweep %d/%d (%.0f s): swap rates %s", sweep, sweeps,
+                         time.perf_counter() - started, ", ".join(f"{r:.2f}" for r in so_far))
             if observable is not None and (sweep % record_every == 0 or sweep == sweeps):
                 trace.append(observable(chains[-1]).float())
                 trace_sweeps.append(sweep)
