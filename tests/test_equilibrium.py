@@ -250,3 +250,21 @@ def test_training_figure_has_a_panel_comparing_chains_with_equilibrium():
     panels = {ax.get_ylabel(): [line.get_label() for line in ax.get_lines()]
               for ax in fig.axes}
     assert panels["chains vs equilibrium"] == ["monitor_ks", "monitor_ks_critical"]
+
+
+def test_monitor_uses_trajectory_tempering_when_nh_is_too_large_to_enumerate():
+    """exact_max_hiddens = 0 forces the tempering reference: levels along a path from the
+    independent-site model to the two-mode RBM, chains stuck in the minor mode."""
+    target = two_mode_rbm(13, 3, coupling=3.0, bias_gap=1.5)
+    g = torch.Generator().manual_seed(29)
+    monitor = EquilibriumMonitor(samples=400, exact_max_hiddens=0, max_levels=8, ptt_sweeps=60)
+    for k in range(7):
+        level = _path_to(target, k / 7)
+        monitor.remember(level, level.gibbs(sample_categorical(
+            level.vbias.expand(400, -1, -1), g), 20, generator=g))
+    exact = sample_exact(target, 4000, g)
+    stuck = exact[target.hidden_inputs(exact).argmax(1) == 1][:400]
+    result = monitor.compare(target, stuck, None, update=3)
+    assert result.reference == "ptt" and result.disagree
+    fair = monitor.compare(target, exact[:400], None, update=4)
+    assert fair.reference == "ptt" and not fair.disagree
