@@ -1,15 +1,30 @@
 # rbmflow: protein family -> alignment -> Potts RBM -> log-likelihood -> samples -> report.
 # Run:  snakemake --cores N [--profile profiles/default]      Docs: README.md
 
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default study (the embedded WW family). A study of your own,
+# `--configfile my.yaml`, replaces it instead of being merged into it, so a run schedules
+# exactly the families and runs it names; `--config key=value` alone still edits the default.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+
+# The rules run `python -m rbmflow` from this checkout's workflow/ folder, in a venv or in the
+# conda env of envs/rbmflow.yaml alike (that env installs the dependencies, not the package).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(
+        None, [os.path.join(workflow.basedir, "workflow"), os.environ.get("PYTHONPATH")]
+    )
+)
 
 
 include: "workflow/rules/common.smk"
@@ -18,7 +33,9 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/loglik.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/mutations.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/contacts.smk"
 
 
 # Run on the submitting host under a cluster profile: fetch needs the network that compute
@@ -29,6 +46,6 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -16,7 +16,7 @@ every update (what both packages do by default).
    `ensure_zero_sum_gauge`) run here without its per-update HDF5 bookkeeping, so the `rbms`
    figure is if anything optimistic. Updates per second exclude data loading on both sides.
    Then each side's persistent chains are compared with the test split: Pearson of the
-   connected correlations (all i < j, all q^2 entries, DESIGN.md).
+   connected correlations (all i < j, all q^2 entries, as in the README).
 
 Needs ../shared/data (or --data) and the `rbms` package (a test dependency of rbmflow).
 """

@@ -42,7 +42,9 @@ class Reply:
 
     `announce_length` overrides the Content-Length header (a larger value than len(body)
     makes a truncated body: the server closes the connection early). `delay_s` sleeps
-    before answering (to trigger client timeouts).
+    before answering (to trigger client timeouts). `trickle_s` sends the body one byte at a
+    time with that pause between bytes (a server that never times a read out); `endless`
+    repeats the body until the client hangs up (no Content-Length).
     """
 
     status: int = 200
@@ -50,6 +52,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     announce_length: int | None = None
     delay_s: float = 0.0
+    trickle_s: float = 0.0
+    endless: bool = False
 
 
 class FakeInterPro:
@@ -120,12 +124,25 @@ class FakeInterPro:
                     self.send_header(key, value)
                 length = len(reply.body) if reply.announce_length is None \
                     else reply.announce_length
-                self.send_header("Content-Length", str(length))
+                if not reply.endless:
+                    self.send_header("Content-Length", str(length))
                 self.send_header("Connection", "close")
                 self.end_headers()
-                self.wfile.write(reply.body)
-                self.wfile.flush()
                 self.close_connection = True
+                try:
+                    if reply.trickle_s:
+                        for i in range(len(reply.body)):
+                            self.wfile.write(reply.body[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(reply.trickle_s)
+                    elif reply.endless:
+                        while True:
+                            self.wfile.write(reply.body)
+                    else:
+                        self.wfile.write(reply.body)
+                        self.wfile.flush()
+                except OSError:  # the client hung up
+                    pass
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass

@@ -175,6 +175,79 @@ def test_first_order_transition_is_right_or_visibly_wrong(pseudocount):
     assert math.isfinite(result["loglik_train"]) and math.isfinite(result["loglik_test"])
 
 
+def test_nh_comes_from_the_weights_and_optional_hyperparameters_may_be_missing(trained,
+                                                                               tmp_path):
+    """An archive whose hyperparameters lack num_hiddens (and every other optional key), or
+    state a wrong one, still runs: Nh is the weight matrix's last dimension (7 here, so the
+    auto method is exact enumeration)."""
+    import h5py
+
+    model_path, data_path, _ = trained
+    exact = P.log_partition_exact(archive.load_rbm(model_path, dtype=torch.float64))
+    settings = LoglikSettings(seed=2)
+    for name, edit in (("lacking.h5", "drop"), ("wrong.h5", "wrong"), ("none.h5", "group")):
+        path = tmp_path / name
+        path.write_bytes(model_path.read_bytes())
+        with h5py.File(path, "a") as f:
+            hyper = f["hyperparameters"]
+            if edit == "group":
+                del f["hyperparameters"]
+            elif edit == "drop":
+                for key in list(hyper):
+                    if key not in ("batch_size", "gibbs_steps", "learning_rate", "L1", "L2"):
+                        del hyper[key]
+            else:
+                del hyper["num_hiddens"]
+                hyper["num_hiddens"] = 99
+        meta = archive.read_metadata(path)
+        assert (meta["num_visibles"], meta["num_states"], meta["num_hiddens"]) == (11, 5, 7)
+        doc = run_stage(path, data_path, tmp_path / f"{name}.json", settings)
+        assert doc["method"] == "exact" and doc["log_z"] == pytest.approx(exact, abs=1e-3)
+
+
+def test_disagreement_is_measured_in_combined_standard_errors():
+    """Two estimates 0.2 nats apart, each +-0.02, disagree (10 standard errors); 0.3 apart
+    with +-0.15 each do not (1.4 standard errors); nor do a few hundredths of a nat."""
+    floor = LoglikSettings().tolerance
+
+    def warned(a: float, sa: float, b: float, sb: float) -> bool:
+        estimates = {"ais": {"log_z": a, "log_z_std": sa},
+                     "reverse": {"log_z": b, "log_z_std": sb}}
+        return any("disagree" in w for w in check_estimates(estimates, floor, 0.1))
+
+    assert warned(10.0, 0.02, 10.2, 0.02)
+    assert not warned(10.0, 0.15, 10.3, 0.15)
+    assert not warned(10.0, 0.0, 10.0 + floor / 2, 0.0)
+    assert warned(10.0, 0.0, 10.0 + 2 * floor, 0.0)
+
+
+def test_defaults_run_independent_repeats_and_report_the_log_weight_variance():
+    """Default: the chains are split into independent repeats (same total, same cost), and
+    every AIS estimate reports Var(log w): zero for a model that is the base itself, with
+    hidden units that do not couple, positive for a coupled one."""
+    defaults = LoglikSettings()
+    assert defaults.repeats >= 3 and defaults.chains * defaults.repeats == 1000
+    g = torch.Generator().manual_seed(4)
+    coupled = P.random_structured_rbm(13, 4, 3, coupling=2.0, activation=0.35, generator=g)
+    data = _alignment(P.sample_exact(coupled, 400, g), ALPHABET[:4])
+    train = data.subset(0)
+    base = P.IndependentSites.from_codes(train.codes_tensor(), 4,
+                                         train.weights_tensor(dtype=torch.float64),
+                                         defaults.pseudocount)
+    uncoupled = PottsRBM(torch.zeros(13, 4, 3), base.fields.float(), torch.zeros(3))
+    settings = LoglikSettings(methods=("ais", "reverse"), betas=50, chains=40, repeats=5,
+                              exact_max_hiddens=0, seed=1)
+    variances = {}
+    for name, model in (("uncoupled", uncoupled), ("coupled", coupled)):
+        summary = estimate([Checkpoint(1, model)], data, settings).summary
+        for method in ("ais", "reverse"):
+            est = summary["estimates"][method]
+            assert len(est["repeat_log_z"]) == 5
+            variances[name, method] = est["log_w_var"]
+    assert max(variances["uncoupled", m] for m in ("ais", "reverse")) < 1e-8
+    assert min(variances["coupled", m] for m in ("ais", "reverse")) > 1e-3
+
+
 @pytest.mark.slow
 def test_reverse_ais_from_tempering_samples_bounds_log_z_where_stuck_starts_do_not():
     """Planted patterns behind a first-order transition (L = 20, q = 5, Nh = 3), with

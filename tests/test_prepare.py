@@ -186,3 +186,51 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert err.startswith("rbmflow prepare: error: ") and "aln.fasta: binary data" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_cluster_split_keeps_clusters_whole_and_both_splits_record_the_leak(
+        tmp_path: Path) -> None:
+    """With split=cluster no test sequence has a train neighbour at identity >= 0.8; the
+    random split of the same clustered data has many. summary.json records, for both, the
+    distribution of the test sequences' maximum identity to train."""
+    source = tmp_path / "aln.fasta"
+    synthetic_fasta(source, num_sequences=211, seed=9)
+    results = {}
+    for split in ("random", "cluster"):
+        out, summary_path = tmp_path / split / "alignment.npz", tmp_path / split / "summary.json"
+        settings = PrepareSettings(test_fraction=0.25, seed=3, split=split)
+        summary = prepare(source, out, summary_path, settings)
+        data = load_encoded(out)
+        test, train = data.codes[data.split == TEST], data.codes[data.split == TRAIN]
+        identity = np.array([[np.mean(a == b) for b in train] for a in test]).max(axis=1)
+        recorded = summary["split"]["test_max_identity_to_train"]
+        assert summary["split"]["method"] == split
+        assert data.provenance["summary"]["split"]["method"] == split
+        assert recorded["n"] == len(test)
+        assert recorded["mean"] == pytest.approx(identity.mean())
+        assert recorded["quantiles"]["1"] == pytest.approx(identity.max())
+        assert recorded["fraction_at_or_above_threshold"] == pytest.approx(
+            np.mean(identity >= 0.8))
+        assert sum(recorded["histogram"]["counts"]) == len(test)
+        results[split] = (summary, identity)
+    cluster, cluster_identity = results["cluster"]
+    random, random_identity = results["random"]
+    assert cluster_identity.max() < 0.8 and random_identity.max() >= 0.8
+    assert np.mean(random_identity >= 0.8) > 0.5
+    target = int(np.floor(0.25 * cluster["M"] + 0.5))
+    assert 0 < cluster["M_test"] <= target and cluster["split"]["clusters"] > 1
+
+
+def test_cluster_split_aims_at_the_fraction_and_refuses_one_cluster() -> None:
+    from rbmflow.prepare import cluster_split
+
+    components = np.repeat(np.arange(40), np.arange(1, 41))  # sizes 1..40, M = 820
+    split = cluster_split(components, 0.2, seed=5)
+    assert (split == TEST).sum() == 164  # small clusters fill the target exactly
+    for label in range(40):
+        assert len(set(split[components == label])) == 1
+    assert np.array_equal(split, cluster_split(components, 0.2, seed=5))
+    giant = np.r_[np.zeros(50, int), [50, 51]]
+    assert (cluster_split(giant, 0.5, seed=0) == TEST).sum() == 2
+    with pytest.raises(ValueError, match="one cluster"):
+        cluster_split(np.zeros(9, int), 0.2, seed=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -146,7 +147,7 @@ def test_report_renders_with_every_figure_embedded(tiny_run: dict[str, Path],
 
     pngs = sorted(p.name for p in outdir.glob("*.png"))
     expected = {"site_frequencies", "correlations", "pca", "hamming", "energy", "logos",
-                "training", "sampling"}
+                "training", "sampling", "hidden_units", "hidden_inputs"}
     assert pngs == sorted(f"{name}.png" for name in expected)
     page = _parse(outdir / "report.html")
     embedded = {img["data-file"]: img["src"] for img in page.images}
@@ -172,7 +173,8 @@ def test_report_without_optional_inputs(tiny_run: dict[str, Path], tmp_path: Pat
     assert metrics["loglik_test"] is None and metrics["energy"] is None
     assert metrics["warnings"] == []
     assert set(metrics["omitted_figures"]) == {"energy", "training", "loglik_trajectory",
-                                               "sampling"}
+                                               "sampling", "contacts_ppv", "contact_map",
+                                               "hidden_units", "hidden_inputs"}
     page = _parse(outdir / "report.html")
     assert not page.warnings
     assert len(page.images) == 5
@@ -240,3 +242,47 @@ def test_information_heights_known_answers() -> None:
         np.log2(q))
     np.testing.assert_allclose(heights[1], 0.0, atol=1e-12)
     np.testing.assert_allclose(heights[2, :2], 0.5 * (np.log2(q) - 1.0))
+
+
+def test_report_says_which_split_and_how_close_test_is_to_train(tiny_run: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    from rbmflow.dataset import load_encoded
+    from rbmflow.prepare import identity_distribution
+
+    data = load_encoded(tiny_run["alignment.npz"])
+    identity = np.array([0.55, 0.6, 0.7, 0.75, 0.85])
+    split = {"method": "cluster", "test_max_identity_to_train":
+             identity_distribution(identity, 0.8)}
+    save_encoded(tmp_path / "alignment.npz", dataclasses.replace(
+        data, provenance={"stage": "prepare", "summary": {"split": split}}))
+    outdir = tmp_path / "report"
+    metrics = make_report(ReportInputs(tmp_path / "alignment.npz", tiny_run["samples.fasta"],
+                                       None, None, None, None, None), outdir, SETTINGS,
+                          device="cpu")
+    assert metrics["split"]["method"] == "cluster"
+    text = " ".join(" ".join(_parse(outdir / "report.html").text).split())
+    assert "Train/test split: cluster" in text
+    assert "median 0.700" in text and "0.200 of them at or above 0.800" in text
+
+
+def test_report_shows_the_mutation_heat_map(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    run_dir = tmp_path / "results" / "tiny" / "wt"
+    wildtype = "".join(ALPHABET[a] for a in tiny_run["generated"][3])  # aligned, L letters
+    code = main(["mutations", str(tiny_run["model.h5"]), str(tiny_run["alignment.npz"]),
+                 "--wildtype", wildtype, "--first", "5", "--out", str(run_dir / "mutations.csv"),
+                 "--device", "cpu"])
+    assert code == 0
+    covered = sum(c != "-" for c in wildtype)
+    outdir = run_dir / "report"
+    metrics = make_report(ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"],
+                                       mutations_heatmap=run_dir / "mutations.png",
+                                       mutations_summary=run_dir / "mutations.json"),
+                          outdir, SETTINGS, device="cpu")
+    assert metrics["mutations"]["covered_positions"] == covered
+    assert metrics["mutations"]["matched_columns"] == covered
+    assert metrics["figures"]["mutations"] == "mutations.png"
+    page = _parse(outdir / "report.html")
+    embedded = {img["data-file"]: img["src"] for img in page.images}
+    assert base64.b64decode(embedded["mutations.png"].split(",", 1)[1]) == \
+        (run_dir / "mutations.png").read_bytes()
+    assert f"{covered} / {covered}" in " ".join(page.text)

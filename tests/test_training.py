@@ -101,6 +101,19 @@ def test_gradient_equals_autograd_of_exact_loglik():
     torch.testing.assert_close(centered[0], c_w)
     torch.testing.assert_close(centered[1], d_v - c_w @ h_bar)
     torch.testing.assert_close(centered[2], d_h - torch.einsum("ia,iam->m", v_bar, c_w))
+    # penalties enter the plain gradient, before the centring map
+    l1, l2 = 0.03, 0.07
+    weight_matrix = model.weight_matrix.detach()
+    with torch.no_grad():
+        plain_pen = gradient(data_moments, model_moments, False, weight_matrix, l1, l2)
+        centered_pen = gradient(data_moments, model_moments, True, weight_matrix, l1, l2)
+    p_w = d_w - l1 * torch.sign(weight_matrix) - l2 * weight_matrix
+    torch.testing.assert_close(plain_pen[0], p_w)
+    torch.testing.assert_close(plain_pen[1], d_v)
+    c_w = p_w - v_bar[:, :, None] * d_h - d_v[:, :, None] * h_bar
+    torch.testing.assert_close(centered_pen[0], c_w)
+    torch.testing.assert_close(centered_pen[1], d_v - c_w @ h_bar)
+    torch.testing.assert_close(centered_pen[2], d_h - torch.einsum("ia,iam->m", v_bar, c_w))
 
 
 def test_initial_model_reproduces_weighted_frequencies_in_zero_sum_gauge():
@@ -388,3 +401,39 @@ def test_learning_rate_decays_exponentially_to_the_final_ratio():
     assert settings.resume_key() != TrainSettings(updates=31, learning_rate=0.2,
                                                   lr_decay=0.1).resume_key()
     assert TrainSettings(updates=29).resume_key() == TrainSettings(updates=31).resume_key()
+
+
+def test_l2_training_converges_to_the_regularised_ml_condition(tmp_path, monkeypatch):
+    """With exact model moments in place of the chains', the centred ascent's fixed point
+    satisfies the regularised maximum-likelihood condition of the plain parametrisation:
+    f_data - f_model = l2 W for the weights, f_data = f_model for both biases."""
+    allv = _all_codes()
+    real_moments = training.moments
+
+    def exact_model_moments(model, codes, weights=None, chunk=8192):
+        if weights is not None:
+            return real_moments(model, codes, weights, chunk)
+        exact = model.to(dtype=torch.float64)
+        p = _exact_probabilities(exact, allv)
+        return training.Moments(*(t.to(model.dtype) for t in vars(
+            real_moments(exact, allv, p)).values()))
+
+    monkeypatch.setattr(training, "moments", exact_model_moments)
+    codes = _teacher_data(307, seed=8)
+    l2 = 0.05
+    settings = TrainSettings(hidden=2, updates=2000, chains=3, batch_size=307, gibbs_steps=1,
+                             learning_rate=0.5, normalize_gradient=False, l2=l2,
+                             checkpoints=1, log_every=2000, seed=1, init_std=0.5)
+    model = train(_alignment(codes), tmp_path / "m.h5", tmp_path / "log.csv", settings,
+                  progress=False).to(dtype=torch.float64)
+    # rbms reads hyperparameters/L2 as lambda in lambda sum theta^2: l2 / 2 for our penalty
+    hyper = archive.read_metadata(tmp_path / "m.h5")["hyperparameters"]
+    assert (hyper["L2"], hyper["weight_l2"], hyper["L1"]) == (l2 / 2, l2, 0.0)
+    data = real_moments(model, torch.from_numpy(codes).long())
+    fitted = real_moments(model, allv, _exact_probabilities(model, allv))
+    d_w, d_v, d_h = gradient(data, fitted, centered=False)
+    penalty = l2 * model.weight_matrix
+    assert float(penalty.abs().max()) > 5e-3  # the penalty is far above the tolerance
+    torch.testing.assert_close(d_w, penalty, rtol=0, atol=2e-5)
+    torch.testing.assert_close(d_v, torch.zeros_like(d_v), rtol=0, atol=2e-5)
+    torch.testing.assert_close(d_h, torch.zeros_like(d_h), rtol=0, atol=2e-5)

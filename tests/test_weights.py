@@ -109,3 +109,107 @@ def test_pf00014_effective_number(shared_data: Path) -> None:
     encoded = load_alignment(shared_data / "pfam" / "PF00014_mgap6.fasta.gz")
     assert encoded.codes.shape == (13600, 53)
     assert sequence_weights(encoded.codes, 0.8).sum() == pytest.approx(4363.9, abs=0.5)
+
+
+def _dtype_paths(length: int) -> list[tuple[str, bool]]:
+    """(device type, native bf16) pairs, one per distinct dtype product_dtype picks at length."""
+    from rbmflow import weights
+
+    chosen: dict[torch.dtype, tuple[str, bool]] = {}
+    for device_type in ("cpu", "cuda"):
+        for native_bf16 in (False, True):
+            weights._cpu_has_native_bf16.cache_clear()
+            original = weights._cpu_has_native_bf16
+            try:
+                weights._cpu_has_native_bf16 = lambda value=native_bf16: value
+                dtype = weights.product_dtype(torch.device(device_type), length)
+            finally:
+                weights._cpu_has_native_bf16 = original
+            chosen.setdefault(dtype, (device_type, native_bf16))
+    return list(chosen.values())
+
+
+def _force_path(monkeypatch: pytest.MonkeyPatch, device_type: str, native_bf16: bool) -> None:
+    """Make neighbour_counts (on the CPU) pick the dtype it would pick on that device."""
+    from rbmflow import weights
+
+    original = weights.product_dtype
+    monkeypatch.setattr(weights, "_cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(weights, "product_dtype",
+                        lambda device, length: original(torch.device(device_type), length))
+
+
+@pytest.mark.parametrize(("length", "path"), [(length, path) for length in (201, 251, 1500, 1501)
+                                              for path in _dtype_paths(length)])
+def test_counts_are_exact_at_the_boundary_on_every_dtype_path(
+        monkeypatch: pytest.MonkeyPatch, length: int, path: tuple[str, bool]) -> None:
+    """One match short of the threshold never counts, whatever dtype the products use.
+
+    At L = 201 and 251, 0.8 L needs an odd count whose half-integer threshold rounds to the
+    even number below in bfloat16; at L = 1501 the same happens in float16.
+    """
+    _force_path(monkeypatch, *path)
+    needed = min_matches(length, 0.8)
+    base = np.zeros(length, dtype=np.int64)
+    short = base.copy()
+    short[: length - needed + 1] = 7      # needed - 1 matches with base
+    enough = base.copy()
+    enough[needed:] = 5                   # needed matches with base, ~0.6 L with short
+    codes = np.stack([base, short, enough])
+    expected = brute_force_counts(codes, 0.8)
+    assert expected.tolist() == [2, 1, 2]
+    np.testing.assert_array_equal(neighbour_counts(codes, 0.8), expected)
+
+
+@pytest.mark.parametrize("length", [201, 251])
+def test_clustered_weights_are_exact_on_every_dtype_path(
+        monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+    rng = np.random.default_rng(length)
+    codes = clustered_alignment(rng, 307, length, 21, mutation_rate=0.11)
+    expected = brute_force_counts(codes, 0.8)
+    assert expected.max() > 1 and (expected == 1).any()
+    for path in _dtype_paths(length):
+        _force_path(monkeypatch, *path)
+        np.testing.assert_array_equal(neighbour_counts(codes, 0.8, block_size=101), expected)
+
+
+def brute_force_identity(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """identity[a, b] = mean(first[a] == second[b]), one pair at a time."""
+    return np.array([[np.mean(a == b) for b in second] for a in first])
+
+
+@pytest.mark.parametrize(("num_sequences", "length", "block_size"),
+                         [(89, 13, None), (101, 17, 7), (61, 11, 60)])
+def test_identity_components_equal_brute_force(num_sequences: int, length: int,
+                                               block_size: int | None) -> None:
+    from rbmflow.weights import identity_components
+
+    rng = np.random.default_rng(num_sequences)
+    codes = clustered_alignment(rng, num_sequences, length, 21, mutation_rate=0.15)
+    linked = brute_force_identity(codes, codes) >= 0.8
+    expected = np.full(num_sequences, -1)
+    for start in range(num_sequences):  # label = smallest member, by graph search
+        if expected[start] >= 0:
+            continue
+        stack, expected[start] = [start], start
+        while stack:
+            node = stack.pop()
+            for other in np.flatnonzero(linked[node] & (expected < 0)):
+                expected[other] = start
+                stack.append(other)
+    assert 1 < len(set(expected)) < num_sequences  # real clusters, more than one
+    labels = identity_components(codes, 0.8, block_size=block_size)
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_max_identity_equals_brute_force() -> None:
+    from rbmflow.weights import max_identity
+
+    rng = np.random.default_rng(2)
+    codes = clustered_alignment(rng, 131, 19, 21, mutation_rate=0.2)
+    query, reference = codes[:37], codes[37:]
+    expected = brute_force_identity(query, reference).max(axis=1)
+    for block_size in (None, 5, 40):
+        np.testing.assert_array_equal(max_identity(query, reference, block_size=block_size),
+                                      expected)
+    assert np.isnan(max_identity(query, reference[:0])).all()

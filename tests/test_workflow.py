@@ -7,6 +7,7 @@ stage's test asks for its outputs with `workflow.run(targets)` on the tiny confi
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -22,34 +23,16 @@ from rbmflow.dataset import load_encoded
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
-TINY_STOCKHOLM = """# STOCKHOLM 1.0
-#=GF ID tiny
-s1/1-12   MKV.LWAcRGTHD-Y
-s2/1-12   MKI.LWAcRGSHD-Y
-s3/3-14   MRVkLWA.RGTHEKY
-s4/1-12   AKV.LWG.RGTHDKY
-s5/1-11   MKV.LWA.-GTHD-Y
-s6/1-11   MKV.-----GTHD-Y
-s7/1-12   WCE.PQR.STVWD-A
-s8/2-13   MKV.LWA.RGTHDKF
-#=GC seq_cons MKV.LWA.RGTHD+Y
-//
-"""
+TEST_DIR = REPO / ".test"
+TINY_STOCKHOLM = (TEST_DIR / "tiny.sto").read_text()
 """8 sequences, 13 match columns, 2 insert columns; s6 has 5 gaps (> 0.2 x 13)."""
 
 
 def tiny_config() -> dict:
-    """A config on the tiny alignment, with runs small enough for a test."""
-    return {
-        "families": {"tiny": {"source": "tiny.sto"}},
-        "runs": {"quick": {"hidden": 3, "updates": 20, "chains": 16, "batch_size": 4,
-                           "gibbs_steps": 2, "checkpoints": 2}},
-        "device": "cpu",
-        "prepare": {"identity": 0.8, "max_gap_fraction": 0.2, "test_fraction": 0.25,
-                    "seed": 0},
-        "sample": {"chains": 23, "sweeps": 20, "auto_extend": False, "data_chains": 23},
-        "report": {"triplets": 5, "nn_samples": 20, "pca_components": 2},
-    }
+    """The tiny study of .test/config.yaml, its alignment read from `tiny.sto` in the run folder."""
+    config = yaml.safe_load((TEST_DIR / "config.yaml").read_text())
+    config["families"]["tiny"]["source"] = "tiny.sto"
+    return config
 
 
 @dataclass
@@ -150,6 +133,49 @@ def test_dry_run_of_default_config(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
+def job_counts(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Rule -> number of jobs, from the "Job stats" table of a dry run."""
+    counts: dict[str, int] = {}
+    lines = (result.stdout + result.stderr).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    for line in lines[start + 3:]:
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].isdigit() or fields[0] == "total":
+            break
+        counts[fields[0]] = int(fields[1])
+    return counts
+
+
+def test_a_study_of_ones_own_replaces_the_default(tmp_path: Path) -> None:
+    """--configfile names the whole study: config.yaml's family and run are not added."""
+    flow = Workflow(tmp_path)
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    (tmp_path / "tiny.sto").write_text(TINY_STOCKHOLM)
+    study = tmp_path / "my.yaml"
+    study.write_text(yaml.safe_dump({"families": {"mine": {"source": "tiny.sto"}},
+                                     "runs": {"r1": {"hidden": 7}}}))
+    result = flow.run("-n", configfile=study)
+    assert result.returncode == 0, explain(result)
+    counts = job_counts(result)
+    stages = ("fetch", "prepare", "train", "loglik", "sample", "report", "summary")
+    assert {stage: counts.get(stage) for stage in stages} == dict.fromkeys(stages, 1), counts
+    output = result.stdout + result.stderr
+    assert "results/WW" not in output and "/default/" not in output
+
+
+def test_the_default_study_without_a_configfile(tmp_path: Path) -> None:
+    """Without --configfile, config.yaml of the working directory is the study."""
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--cores", "1", "--config", "device=cpu"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, explain(result)
+    assert job_counts(result)["train"] == 1
+    assert "results/WW/default/model.h5" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(("section", "key", "wrong"), [("prepare", "identity", "identiy"),
                                                       (None, "device", "devices")])
 def test_misspelled_key_stops_before_any_job(workflow: Workflow, section: str | None,
@@ -176,3 +202,61 @@ def test_family_names_that_escape_results_are_refused(workflow: Workflow, name: 
     output = result.stdout + result.stderr
     assert "propertyNames" in output and repr(name) in output
     assert workflow.created() == set()
+
+
+def wildtype_config() -> dict:
+    """The tiny config with a wild type (two flanking residues, then 13 matching ones) on
+    family `tiny`, and a second family `plain` without one."""
+    config = tiny_config()
+    config["families"]["tiny"]["wildtype"] = {"sequence": "GSMKVLWARGTHDKY", "first": 3}
+    config["families"]["plain"] = {"source": "tiny.sto"}
+    return config
+
+
+def test_mutations_only_for_families_with_a_wild_type(workflow: Workflow) -> None:
+    workflow.write_config(wildtype_config())
+    result = workflow.run("-n")
+    assert result.returncode == 0, explain(result)
+    output = result.stdout + result.stderr
+    assert "results/tiny/quick/mutations.csv" in output
+    assert "results/plain/quick/mutations.csv" not in output
+    assert "--mutations-heatmap results/tiny/quick/mutations.png" in output
+    assert "--mutations-heatmap results/plain" not in output
+
+
+@pytest.mark.slow
+def test_family_with_a_wild_type_gets_mutations_and_the_heat_map(workflow: Workflow) -> None:
+    workflow.write_config(wildtype_config())
+    run = workflow.directory / "results/tiny/quick"
+    result = workflow.run("results/tiny/quick/report/report.html")
+    assert result.returncode == 0, explain(result)
+    with open(run / "mutations.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 13 * 19  # 13 residues match the 13 columns; G3 and S4 do not
+    assert rows[0]["mutant"] == "M5A" and rows[0]["column"] == "1"
+    assert rows[-1]["mutant"] == "Y17W" and rows[-1]["column"] == "13"
+    summary = json.loads((run / "mutations.json").read_text())
+    assert summary["unmatched_positions"] == [3, 4]
+    metrics = json.loads((run / "report/metrics.json").read_text())
+    assert metrics["figures"]["mutations"] == "mutations.png"
+    assert metrics["mutations"]["covered_positions"] == 13
+    assert "data-file='mutations.png'" in (run / "report/report.html").read_text()
+
+
+@pytest.mark.slow
+def test_contacts_rule_with_a_distance_table(workflow: Workflow) -> None:
+    config = tiny_config()
+    pairs = [(i, j) for i in range(1, 14) for j in range(i + 1, 14)]
+    (workflow.directory / "tiny_struct.dat").write_text(
+        "".join(f"{i} {j} {1.0 / (j - i)} {4.0 if j - i == 5 else 12.0}\n" for i, j in pairs))
+    config["families"]["tiny"]["structure"] = "tiny_struct.dat"
+    config["contacts"] = {"method": "tubiana"}
+    workflow.write_config(config)
+    result = workflow.run("results/tiny/quick/report/report.html")
+    assert result.returncode == 0, explain(result)
+    rows = (workflow.directory / "results/tiny/quick/contacts.csv").read_text().splitlines()
+    assert rows[0] == "i,j,score" and len(rows) == 1 + 13 * 12 // 2
+    metrics = json.loads(
+        (workflow.directory / "results/tiny/quick/report/metrics.json").read_text())
+    assert set(metrics["contacts"]["ppv_8A"]) == {"L/5", "L/2", "L", "2L"}
+    assert metrics["contacts"]["ppv_table_score_8A"]["L/5"] == 1.0  # 1/(j-i) ranks j-i = 5 first

@@ -45,6 +45,7 @@ AMBIGUOUS_LETTERS = "BZJXUO"
 AMBIGUOUS_RULES = ("gap", "drop")
 GZIP_MAGIC = b"\x1f\x8b"
 _SNIFF_BYTES = 1 << 16
+MAX_COLUMNS = 200_000  # characters per record of an input alignment (inserts included)
 
 _INVALID = 255
 _AMBIGUOUS = 254
@@ -111,7 +112,7 @@ def open_text(path: Path) -> Iterator[IO[str]]:
     with open(path, "rb") as probe:
         compressed = probe.read(2) == GZIP_MAGIC
     raw: IO[bytes] = gzip.open(path, "rb") if compressed else open(path, "rb")
-    with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None) as text:
+    with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline=None) as text:
         yield text
 
 
@@ -210,29 +211,47 @@ def _fasta_lines(handle: IO[str], path: Path) -> Iterator[str]:
         yield line
 
 
+def _bounded_lines(lines: Iterator[str], path: Path) -> Iterator[str]:
+    """`lines`, refusing a record of more than MAX_COLUMNS characters (before it is joined)."""
+    size, name = 0, ""
+    for line in lines:
+        if line.startswith(">"):
+            size, name = 0, line[1:].strip()[:40]
+        else:
+            size += len(line.strip())
+            if size > MAX_COLUMNS:
+                raise InputError(f"{path}: record {name!r} is longer than {MAX_COLUMNS} "
+                                 "columns, the limit of an input alignment")
+        yield line
+
+
 def _read_fasta(path: Path) -> tuple[list[str], list[str]]:
     names, rows = [], []
     with open_text(path) as handle:
-        for title, sequence in SimpleFastaParser(_fasta_lines(handle, path)):
+        for title, sequence in SimpleFastaParser(_bounded_lines(_fasta_lines(handle, path),
+                                                                path)):
             names.append(title.split(maxsplit=1)[0] if title.strip() else f"record_{len(names)+1}")
             rows.append(sequence)
     return names, rows
 
 
 def _check_stockholm_names(path: Path) -> None:
-    """Find repeated names within a block and rows of unequal total length, with line numbers.
+    """Find repeated names within a block, rows of unequal total length or longer than
+    MAX_COLUMNS, and a missing closing '//' (a truncated file), with line numbers.
 
     Biopython's reader only says that lengths differ "or" a name repeats; this names both.
     """
     lengths: dict[str, int] = {}
     first_line: dict[str, int] = {}
     in_block: set[str] = set()
+    last, last_number = "", 0
     with open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             stripped = line.strip()
             if not stripped:
                 in_block = set()
                 continue
+            last, last_number = stripped, number
             if stripped.startswith("#") or stripped == "//":
                 if stripped == "//":
                     in_block = set()
@@ -248,6 +267,12 @@ def _check_stockholm_names(path: Path) -> None:
             in_block.add(name)
             first_line.setdefault(name, number)
             lengths[name] = lengths.get(name, 0) + len(sequence)
+            if lengths[name] > MAX_COLUMNS:
+                raise InputError(f"{path}: line {number}: record {name!r} is longer than "
+                                 f"{MAX_COLUMNS} columns, the limit of an input alignment")
+    if last != "//":
+        raise InputError(f"{path}: no closing '//' line (the file ends at line {last_number}: "
+                         "truncated?)")
     if lengths:
         expected_name, expected = next(iter(lengths.items()))
         for name, length in lengths.items():
@@ -283,6 +308,9 @@ def encode_alignment(raw: RawAlignment, ambiguous: str = "gap") -> Encoded:
     path = raw.path
     _check_characters(raw)
     widths = np.fromiter((len(row) for row in raw.rows), dtype=np.int64, count=len(raw.rows))
+    if not widths.any():
+        raise InputError(f"{path}: the records have names but no sequence letters "
+                         "(headers only)")
     if np.all(widths == widths[0]):
         chars = _as_bytes(raw.rows, int(widths[0]))
         columns = _match_columns(chars, raw)

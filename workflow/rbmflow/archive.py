@@ -1,10 +1,12 @@
 """The model archive (`model.h5`): the HDF5 layout of the `rbms` package, plus our metadata.
 
-Layout, compatible with `rbms.io.load_params` / `rbms.io.load_model` (DESIGN.md):
+Layout, compatible with `rbms.io.load_params` / `rbms.io.load_model`:
 
     model_type                  "PBRBM" (string dataset)
     hyperparameters/            batch_size, gibbs_steps, learning_rate, L1, L2, seed,
-                                num_hiddens, num_visibles, num_chains, ... (scalar datasets)
+                                num_hiddens, num_visibles, num_chains, ... (scalar datasets;
+                                L1, L2 in rbms' convention L1 sum|theta| + L2 sum theta^2,
+                                weight_l1, weight_l2 rbmflow's l1 sum|W| + (l2/2) sum W^2)
     parallel_chains             (C, L) float32: state indices of the chains at the last checkpoint
     update_{n}/params/          weight_matrix (L, q, Nh), vbias (L, q), hbias (Nh)
     update_{n}/time             cumulative training seconds at update n
@@ -27,11 +29,12 @@ checkpoint do not grow with the number of checkpoints.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,9 @@ METADATA_GROUP = "rbmflow"
 _PARAM_NAMES = ("weight_matrix", "vbias", "hbias")
 _REQUIRED_HYPERPARAMETERS = ("batch_size", "gibbs_steps", "learning_rate", "L1", "L2", "seed",
                              "num_hiddens", "num_chains")
+_NUMERIC_HYPERPARAMETERS = (*_REQUIRED_HYPERPARAMETERS, "num_visibles", "num_states", "updates")
 _PIECE_NAME = re.compile(r"update_(\d+)\.h5")
+MAX_PARAMETERS = 2**28  # elements of one parameter array read from an archive (1 GiB float32)
 
 
 def save_checkpoint(
@@ -75,49 +80,42 @@ def save_checkpoint(
     missing = [k for k in _REQUIRED_HYPERPARAMETERS if k not in hyperparameters]
     if missing:
         raise ValueError(f"hyperparameters lack {missing}")
-    with atomic_path(path) as tmp:
-        if path.exists():
-            shutil.copyfile(path, tmp)
-            mode = "a"
+    with atomic_path(path) as tmp, _via_memory(tmp, path if path.exists() else None) as f:
+        if "model_type" not in f:
+            f["model_type"] = MODEL_TYPE
+            hyper = f.create_group("hyperparameters")
+            for key, value in hyperparameters.items():
+                hyper[key] = value
+        key = f"update_{update}"
+        if key in f:
+            del f[key]
+        group = f.create_group(key)
+        params = group.create_group("params")
+        for name, tensor in model.named_parameters().items():
+            params[name] = tensor.detach().to("cpu", torch.float32).numpy()
+            group[name] = params[name]  # hard link, as `rbms` writes for older readers
+        group["time"] = float(time_s)
+        group["torch_rng_state"] = torch.get_rng_state().numpy()
+        np_state = np.random.get_state()  # noqa: NPY002 (what `rbms` restores)
+        for i, part in enumerate(np_state):
+            group[f"numpy_rng_arg{i}"] = part
+        if rng_state is not None:
+            group["rbmflow_rng_state"] = rng_state.detach().cpu().numpy().astype(np.uint8)
+        group.create_group("flags")
+        chain_array = chains.detach().to("cpu").numpy().astype(np.float32)
+        if "parallel_chains" in f and f["parallel_chains"].shape == chain_array.shape:
+            f["parallel_chains"][...] = chain_array
         else:
-            mode = "w"
-        with h5py.File(tmp, mode) as f:
-            if mode == "w":
-                f["model_type"] = MODEL_TYPE
-                hyper = f.create_group("hyperparameters")
-                for key, value in hyperparameters.items():
-                    hyper[key] = value
-            key = f"update_{update}"
-            if key in f:
-                del f[key]
-            group = f.create_group(key)
-            params = group.create_group("params")
-            for name, tensor in model.named_parameters().items():
-                params[name] = tensor.detach().to("cpu", torch.float32).numpy()
-                group[name] = params[name]  # hard link, as `rbms` writes for older readers
-            group["time"] = float(time_s)
-            group["torch_rng_state"] = torch.get_rng_state().numpy()
-            np_state = np.random.get_state()  # noqa: NPY002 (what `rbms` restores)
-            for i, part in enumerate(np_state):
-                group[f"numpy_rng_arg{i}"] = part
-            if rng_state is not None:
-                group["rbmflow_rng_state"] = rng_state.detach().cpu().numpy().astype(np.uint8)
-            group.create_group("flags")
-            chain_array = chains.detach().to("cpu").numpy().astype(np.float32)
-            if "parallel_chains" in f and f["parallel_chains"].shape == chain_array.shape:
-                f["parallel_chains"][...] = chain_array
-            else:
-                if "parallel_chains" in f:
-                    del f["parallel_chains"]
-                f["parallel_chains"] = chain_array
-            meta = f.require_group(METADATA_GROUP)
-            meta.attrs["format_version"] = FORMAT_VERSION
-            meta.attrs["metadata_json"] = json.dumps(metadata, default=json_default)
-            if train_log is not None:
-                if "train_log" in meta:
-                    del meta["train_log"]
-                meta["train_log"] = train_log
-        _fsync(tmp)
+            if "parallel_chains" in f:
+                del f["parallel_chains"]
+            f["parallel_chains"] = chain_array
+        meta = f.require_group(METADATA_GROUP)
+        meta.attrs["format_version"] = FORMAT_VERSION
+        meta.attrs["metadata_json"] = json.dumps(metadata, default=json_default)
+        if train_log is not None:
+            if "train_log" in meta:
+                del meta["train_log"]
+            meta["train_log"] = train_log
 
 
 def piece_path(directory: str | os.PathLike[str], update: int) -> Path:
@@ -148,22 +146,35 @@ def assemble(pieces: Sequence[str | os.PathLike[str]], path: str | os.PathLike[s
     rbmflow group, its checkpoints) plus every `update_{n}` group of the other pieces that
     it lacks, the later piece winning. Each piece is read once and the result written once.
     """
+    with atomic_path(path) as tmp:
+        assemble_into(pieces, tmp)
+
+
+def assemble_into(pieces: Sequence[str | os.PathLike[str]], target: str | os.PathLike[str]
+                  ) -> None:
+    """`assemble`, written in place to `target` (a temporary file of the caller's), fsynced."""
     sources = [Path(piece) for piece in pieces]
     if not sources:
         raise ValueError("no pieces to assemble")
-    with atomic_path(path) as tmp:
-        shutil.copyfile(sources[-1], tmp)
-        with h5py.File(tmp, "a") as f:
-            for source in reversed(sources[:-1]):
-                with h5py.File(source, "r") as src:
-                    for key in src:
-                        if key.startswith("update_") and key not in f:
-                            src.copy(src[key], f, name=key)
-        _fsync(tmp)
+    with _via_memory(Path(target), sources[-1]) as f:
+        for source in reversed(sources[:-1]):
+            with h5py.File(source, "r") as src:
+                for key in src:
+                    if key.startswith("update_") and key not in f:
+                        src.copy(src[key], f, name=key)
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
+@contextmanager
+def _via_memory(target: Path, initial: Path | None) -> Iterator[h5py.File]:
+    """An HDF5 file built in memory (from a copy of `initial`, or empty), then written to
+    `target` and fsynced with plain file I/O, so that a full disk or a file-size limit is one
+    OSError naming `target` rather than a failure inside the HDF5 library."""
+    buffer = io.BytesIO(initial.read_bytes() if initial is not None else b"")
+    with h5py.File(buffer, "a" if initial is not None else "w") as f:
+        yield f
+    with open(target, "wb") as handle:
+        handle.write(buffer.getbuffer())
+        handle.flush()
         os.fsync(handle.fileno())
 
 
@@ -172,6 +183,52 @@ def _open(path: str | os.PathLike[str]) -> h5py.File:
         return h5py.File(path, "r")
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: not a readable model archive ({err})") from err
+
+
+def _dataset(f: h5py.File, name: str, path: str | os.PathLike[str],
+             max_size: int = MAX_PARAMETERS) -> h5py.Dataset:
+    """The numeric dataset `name`, refused (InputError) if it is reached through an external
+    link, stores its data in another file, is not numeric or holds more than `max_size`."""
+    node: Any = f
+    parts = name.strip("/").split("/")
+    for i, part in enumerate(parts):
+        if not isinstance(node, h5py.Group) or part not in node:
+            raise InputError(f"{path}: no {'/'.join(parts[:i + 1])}")
+        link = node.get(part, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise InputError(f"{path}: {name} is an external link to {link.filename}; "
+                             "archives must be self-contained")
+        node = node[part]
+    if not isinstance(node, h5py.Dataset):
+        raise InputError(f"{path}: {name} is not a dataset")
+    if node.external:
+        raise InputError(f"{path}: {name} stores its data in another file; "
+                         "archives must be self-contained")
+    if node.dtype.kind not in "biuf":
+        raise InputError(f"{path}: {name} has dtype {node.dtype}, expected numbers")
+    if node.size > max_size:
+        raise InputError(f"{path}: {name} declares shape {node.shape} ({node.size} values), "
+                         f"more than the limit of {max_size}")
+    return node
+
+
+def _parameters(f: h5py.File, update: int, path: str | os.PathLike[str]) -> list[np.ndarray]:
+    """weight_matrix (L, q, Nh), vbias (L, q), hbias (Nh) of `update_{update}`, validated:
+    shapes consistent, values finite (InputError naming the file and the array otherwise)."""
+    arrays = [np.asarray(_dataset(f, f"update_{update}/params/{name}", path)[()])
+              for name in _PARAM_NAMES]
+    weight_matrix, vbias, hbias = arrays
+    if (weight_matrix.ndim != 3 or vbias.ndim != 2 or hbias.ndim != 1
+            or vbias.shape != weight_matrix.shape[:2] or hbias.shape != weight_matrix.shape[2:]
+            or 0 in weight_matrix.shape):
+        raise InputError(
+            f"{path}: update_{update}: inconsistent parameter shapes: weight_matrix "
+            f"{weight_matrix.shape}, vbias {vbias.shape}, hbias {hbias.shape} (expected "
+            "(L, q, Nh), (L, q), (Nh,))")
+    for name, array in zip(_PARAM_NAMES, arrays, strict=True):
+        if not np.isfinite(array).all():
+            raise InputError(f"{path}: update_{update}/params/{name} holds NaN or inf")
+    return arrays
 
 
 def _complete_updates(f: h5py.File) -> list[int]:
@@ -183,7 +240,12 @@ def _complete_updates(f: h5py.File) -> list[int]:
             n = int(key[len("update_"):])
         except ValueError:
             continue
-        group = f[key]
+        if not isinstance(f.get(key, getlink=True), h5py.HardLink | h5py.SoftLink):
+            raise InputError(f"{f.filename}: {key} is an external link; archives must be "
+                             "self-contained")
+        group = f.get(key)
+        if not isinstance(group, h5py.Group):
+            continue
         if "params" in group and all(name in group["params"] for name in _PARAM_NAMES):
             updates.append(n)
     return sorted(updates)
@@ -211,9 +273,8 @@ def load_rbm(path: str | os.PathLike[str], update: int | None = None,
             update = updates[-1]
         elif update not in updates:
             raise InputError(f"{path}: no checkpoint update_{update} (have {updates})")
-        params = f[f"update_{update}/params"]
-        tensors = [torch.from_numpy(np.asarray(params[name][()])).to(device=device, dtype=dtype)
-                   for name in _PARAM_NAMES]
+        tensors = [torch.from_numpy(array).to(device=device, dtype=dtype)
+                   for array in _parameters(f, update, path)]
     return PottsRBM(*tensors)
 
 
@@ -222,7 +283,10 @@ def load_chains(path: str | os.PathLike[str], device: torch.device | str = "cpu"
     with _open(path) as f:
         if "parallel_chains" not in f:
             raise InputError(f"{path}: no parallel_chains")
-        chains = np.asarray(f["parallel_chains"][()])
+        chains = np.asarray(_dataset(f, "parallel_chains", path)[()])
+    if chains.ndim != 2 or not np.isfinite(chains).all() or (chains.size and chains.min() < 0):
+        raise InputError(f"{path}: parallel_chains must be a 2-D array of state indices, got "
+                         f"shape {chains.shape}")
     return torch.from_numpy(np.rint(chains).astype(np.int64)).to(device)
 
 
@@ -254,24 +318,46 @@ def _scalar(value: Any) -> Any:
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Hyperparameters and our metadata, flat, plus `hyperparameters` and `model_type` keys.
 
-    Always present: `method` (archives of `rbms` are PCD), `gibbs_steps`, `model_type`,
-    `updates` (the complete checkpoints), `alphabet` (None when the archive does not say).
+    Always present: `method` (archives of `rbms` are PCD), `model_type`, `updates` (the
+    complete checkpoints), `alphabet` (None when the archive does not say), and, when there is
+    a complete checkpoint, `num_visibles`, `num_states`, `num_hiddens` read from the shape of
+    its weight matrix (whatever `hyperparameters/` says). Every other hyperparameter is
+    optional: absent from the result when absent from the archive.
     """
     with _open(path) as f:
         hyper: dict[str, Any] = {}
         if "hyperparameters" in f:
-            for key, dataset in f["hyperparameters"].items():
+            group = f["hyperparameters"]
+            for key in group:
+                if key in _NUMERIC_HYPERPARAMETERS:
+                    dataset = _dataset(f, f"hyperparameters/{key}", path, max_size=1)
+                elif isinstance(group.get(key, getlink=True), h5py.ExternalLink):
+                    raise InputError(f"{path}: hyperparameters/{key} is an external link")
+                elif isinstance(group.get(key), h5py.Dataset) and group[key].size <= 1024:
+                    dataset = group[key]
+                else:
+                    continue
                 hyper[key] = _scalar(dataset[()])
         meta: dict[str, Any] = {}
         if METADATA_GROUP in f and "metadata_json" in f[METADATA_GROUP].attrs:
-            meta = json.loads(_scalar(f[METADATA_GROUP].attrs["metadata_json"]))
+            try:
+                meta = json.loads(_scalar(f[METADATA_GROUP].attrs["metadata_json"]))
+            except (ValueError, TypeError, UnicodeDecodeError) as err:
+                raise InputError(f"{path}: {METADATA_GROUP}/metadata_json is not valid JSON "
+                                 f"({err})") from err
+            if not isinstance(meta, dict):
+                raise InputError(f"{path}: {METADATA_GROUP}/metadata_json is not a JSON object")
         model_type = _scalar(f["model_type"][()]) if "model_type" in f else None
         updates = _complete_updates(f)
+        shape = (_dataset(f, f"update_{updates[-1]}/params/weight_matrix", path).shape
+                 if updates else None)
     out: dict[str, Any] = dict(hyper)
     out.update(meta)
     out["hyperparameters"] = hyper
     out["model_type"] = model_type
     out["updates"] = updates
+    if shape is not None and len(shape) == 3:
+        out["num_visibles"], out["num_states"], out["num_hiddens"] = (int(n) for n in shape)
     out.setdefault("method", "pcd")
     out.setdefault("alphabet", None)
     if "gibbs_steps" not in out and "gibbs_steps" in hyper:

@@ -1,6 +1,6 @@
 """The encoded alignment (`alignment.npz`) that every stage after `prepare` reads.
 
-Layout (DESIGN.md): `codes` uint8 (M, L) alphabet indices; `weights` float32 (M);
+Layout: `codes` uint8 (M, L) alphabet indices; `weights` float32 (M);
 `split` uint8 (M), 0 train and 1 test; `names` str (M); `columns` int (kept positions of the
 input alignment, 0-based); `alphabet` str. Loaded with allow_pickle=False.
 """
@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rbmflow.errors import InputError
 from rbmflow.provenance import FORMAT_VERSION, atomic_path
 
 TRAIN, TEST = 0, 1
+MAX_BYTES = 2**31  # decompressed size of all arrays of an alignment.npz, checked before reading
+_REQUIRED = ("codes", "weights", "split", "names", "columns", "alphabet")
 
 
 @dataclass(frozen=True)
@@ -74,23 +78,76 @@ def save_encoded(path: str | os.PathLike[str], data: EncodedAlignment) -> None:
 
 
 def load_encoded(path: str | os.PathLike[str]) -> EncodedAlignment:
-    """Read an `alignment.npz` written by `save_encoded` (or any file with the same arrays)."""
+    """Read an `alignment.npz` written by `save_encoded` (or any file with the same arrays).
+
+    Refused with InputError naming the file and the array: a file that is not such an archive,
+    arrays whose declared decompressed size exceeds MAX_BYTES in all (checked before reading),
+    wrong shapes or types, codes outside the alphabet, a non-ASCII alphabet, non-finite or
+    negative weights, a split other than 0/1.
+    """
     path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as bundle:
+            declared = sum(info.file_size for info in bundle.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        raise InputError(f"{path}: not a readable alignment.npz ({err})") from err
+    if declared > MAX_BYTES:
+        raise InputError(f"{path}: its arrays declare {declared} bytes once decompressed, more "
+                         f"than the limit of {MAX_BYTES}")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable alignment.npz ({err})") from err
-    with archive:
-        missing = {"codes", "weights", "split", "names", "columns", "alphabet"} - set(archive.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}")
-        prov = json.loads(str(archive["provenance"])) if "provenance" in archive.files else None
-        return EncodedAlignment(
-            codes=archive["codes"].astype(np.uint8),
-            weights=archive["weights"].astype(np.float32),
-            split=archive["split"].astype(np.uint8),
-            names=archive["names"],
-            columns=archive["columns"].astype(np.int64),
-            alphabet=str(archive["alphabet"]),
-            provenance=prov,
-        )
+        raise InputError(f"{path}: not a readable alignment.npz ({err})") from err
+    try:
+        with archive:
+            missing = set(_REQUIRED) - set(archive.files)
+            if missing:
+                raise InputError(f"{path}: missing arrays {sorted(missing)}")
+            arrays = {name: archive[name] for name in _REQUIRED}
+            prov = None
+            if "provenance" in archive.files:
+                try:
+                    prov = json.loads(str(archive["provenance"]))
+                except ValueError as err:
+                    raise InputError(f"{path}: provenance is not valid JSON ({err})") from err
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"{path}: not a readable alignment.npz ({err})") from err
+    return _validated(path, arrays, prov)
+
+
+def _validated(path: Path, arrays: dict[str, np.ndarray], prov: dict | None
+               ) -> EncodedAlignment:
+    codes, weights, split = arrays["codes"], arrays["weights"], arrays["split"]
+    names, columns, alphabet_array = arrays["names"], arrays["columns"], arrays["alphabet"]
+    if codes.ndim != 2 or codes.dtype.kind not in "iu":
+        raise InputError(f"{path}: codes must be a 2-D integer array (M, L), got "
+                         f"{codes.dtype} {codes.shape}")
+    m, length = codes.shape
+    if alphabet_array.shape != () or alphabet_array.dtype.kind not in "US":
+        raise InputError(f"{path}: alphabet must be one string")
+    alphabet = str(alphabet_array)
+    if not alphabet.isascii() or not 2 <= len(alphabet) <= 64 or len(set(alphabet)) != len(
+            alphabet) or not alphabet.isprintable():
+        raise InputError(f"{path}: alphabet {alphabet[:70]!r} must be 2 to 64 distinct printable "
+                         "ASCII characters")
+    for name, array, dims in (("weights", weights, (m,)), ("split", split, (m,)),
+                              ("names", names, (m,)), ("columns", columns, (length,))):
+        if array.shape != dims:
+            raise InputError(f"{path}: {name} has shape {array.shape}, expected {dims} "
+                             f"(codes are {codes.shape})")
+    if weights.dtype.kind not in "iuf" or not np.isfinite(weights).all() or (weights < 0).any():
+        raise InputError(f"{path}: weights must be finite non-negative numbers")
+    if split.dtype.kind not in "iub" or not np.isin(split, (TRAIN, TEST)).all():
+        raise InputError(f"{path}: split must hold only 0 (train) and 1 (test)")
+    if columns.dtype.kind not in "iu" or names.dtype.kind not in "US":
+        raise InputError(f"{path}: columns must be integers and names strings")
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= len(alphabet)):
+        bad = np.argwhere((codes < 0) | (codes >= len(alphabet)))[0]
+        raise InputError(f"{path}: codes[{bad[0]}, {bad[1]}] = {codes[tuple(bad)]} is outside "
+                         f"the alphabet of {len(alphabet)} letters")
+    return EncodedAlignment(
+        codes=codes.astype(np.uint8), weights=weights.astype(np.float32),
+        split=split.astype(np.uint8), names=names, columns=columns.astype(np.int64),
+        alphabet=alphabet, provenance=prov)

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import ssl
 import time
@@ -62,6 +63,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_GZIP_LAYERS = 3
 _CHUNK = 1 << 20
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_MAX_LINE = 1 << 22  # bytes of one line of a downloaded Stockholm file (a record is one line)
+_ROOT_DEADLINE_S = 15.0  # the best-effort request for the Pfam release
 
 
 @dataclass(frozen=True)
@@ -70,19 +73,26 @@ class RetryPolicy:
 
     `attempts` tries in all; after failed try k (1-based) wait `backoff_s * 2**(k-1)`
     seconds, capped at `max_backoff_s`. `timeout_s` bounds each blocking socket operation
-    (connect, or one read), not the whole transfer.
+    (connect, or one read); `deadline_s` bounds each whole transfer (a server sending a byte
+    now and then). `max_bytes` bounds the body as received, `max_decompressed_bytes` the
+    alignment once decompressed (a gzip bomb); both are refused, not retried.
     """
 
     attempts: int = 5
     backoff_s: float = 2.0
     max_backoff_s: float = 60.0
     timeout_s: float = 60.0
+    deadline_s: float = 3600.0
+    max_bytes: int = 4 << 30
+    max_decompressed_bytes: int = 32 << 30
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"attempts must be >= 1, got {self.attempts}")
-        if self.timeout_s <= 0 or self.backoff_s < 0:
-            raise ValueError("timeout_s must be > 0 and backoff_s >= 0")
+        if self.timeout_s <= 0 or self.backoff_s < 0 or self.deadline_s <= 0:
+            raise ValueError("timeout_s and deadline_s must be > 0 and backoff_s >= 0")
+        if self.max_bytes < 1 or self.max_decompressed_bytes < 1:
+            raise ValueError("max_bytes and max_decompressed_bytes must be positive")
 
     def delay(self, failed_attempt: int) -> float:
         return min(self.backoff_s * 2.0 ** (failed_attempt - 1), self.max_backoff_s)
@@ -273,10 +283,12 @@ def download_pfam(
     url = interpro_alignment_url(base_url, accession, alignment)
     outdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as cleanup:
+        cleanup.enter_context(_termination_raises())
         raw = _temporary(outdir, ".download", cleanup)
         response, attempts = _download_with_retries(url, raw, policy, accession, alignment)
         layers = _gzip_layers(raw, url)
-        _check_stockholm(raw, layers, url, response.headers.get("content-type", ""))
+        _check_stockholm(raw, layers, url, response.headers.get("content-type", ""),
+                         policy.max_decompressed_bytes)
         name = PFAM_FILES[0] if layers else PFAM_FILES[1]
         final = outdir / name
         # A record of an earlier fetch must not describe the file about to be replaced.
@@ -311,6 +323,24 @@ def download_pfam(
     }
 
 
+@contextmanager
+def _termination_raises() -> Iterator[None]:
+    """SIGTERM raises FetchError (as Ctrl-C raises KeyboardInterrupt), so that the clean-up
+    of temporary files runs (main thread only; elsewhere a no-op)."""
+    def handler(signum: int, _frame: Any) -> None:
+        raise FetchError(f"interrupted by signal {signum}; nothing saved")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _temporary(directory: Path, suffix: str, cleanup: ExitStack) -> Path:
     path = directory / f".{os.getpid()}-{time.monotonic_ns()}{suffix}.tmp"
     cleanup.callback(lambda: path.unlink(missing_ok=True))
@@ -323,7 +353,7 @@ def _download_with_retries(
     last: _TransientError | None = None
     for attempt in range(1, policy.attempts + 1):
         try:
-            return _download_once(url, dest, policy.timeout_s, accession, alignment), attempt
+            return _download_once(url, dest, policy, accession, alignment), attempt
         except _TransientError as err:
             last = err
             if attempt < policy.attempts:
@@ -343,8 +373,8 @@ def _give_up_message(url: str, err: _TransientError, policy: RetryPolicy) -> str
                 f"family's `source:` at a local alignment file (FASTA, A2M or Stockholm, .gz "
                 f"allowed), or set `pfam_base_url` to a reachable mirror of the InterPro API")
     if err.kind == "timeout":
-        return (f"{url} timed out ({err.detail}) on all {tries}; raise --timeout, try again "
-                f"later, or set `pfam_base_url` to a mirror")
+        return (f"{url} timed out ({err.detail}) on all {tries}; raise --timeout or "
+                f"--deadline, try again later, or set `pfam_base_url` to a mirror")
     if err.kind == "truncated":
         return f"the download of {url} was truncated ({err.detail}) on all {tries}; nothing saved"
     return (f"{url} answered {err.detail} on all {tries}; the server may be overloaded, try "
@@ -353,9 +383,12 @@ def _give_up_message(url: str, err: _TransientError, policy: RetryPolicy) -> str
 
 
 def _download_once(
-    url: str, dest: Path, timeout_s: float, accession: str, alignment: str
+    url: str, dest: Path, policy: RetryPolicy, accession: str, alignment: str
 ) -> _Response:
-    """One GET of `url` into `dest`, raw bytes as received (no decoding)."""
+    """One GET of `url` into `dest`, raw bytes as received (no decoding), within the
+    policy's deadline and byte bound."""
+    timeout_s = policy.timeout_s
+    deadline = time.monotonic() + policy.deadline_s
     request = urllib.request.Request(url, headers={
         "Accept-Encoding": "gzip",
         "Accept": "text/plain, application/octet-stream, */*;q=0.1",
@@ -364,7 +397,7 @@ def _download_once(
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             headers = {key.lower(): value for key, value in response.headers.items()}
-            received = _stream_to(response, dest)
+            received = _stream_to(response, dest, deadline, policy, url)
             status = response.status
     except urllib.error.HTTPError as err:
         err.close()
@@ -377,6 +410,9 @@ def _download_once(
     except urllib.error.URLError as err:
         raise _classify_network_error(err.reason, url) from None
     except TimeoutError as err:
+        if time.monotonic() >= deadline - 0.01:
+            raise _TransientError("timeout", f"the transfer passed its deadline of "
+                                  f"{policy.deadline_s:g} s") from err
         raise _TransientError("timeout", f"no answer within {timeout_s:g} s") from err
     except http.client.IncompleteRead as err:
         raise _TransientError("truncated", f"connection closed after {len(err.partial)} "
@@ -401,13 +437,35 @@ def _retry_after(value: str | None) -> float:
         return 0.0
 
 
-def _stream_to(response: IO[bytes], dest: Path) -> int:
+def _stream_to(response: Any, dest: Path | None, deadline: float, policy: RetryPolicy,
+               url: str) -> int:
+    """Copy the body to `dest` (None: discard), refusing more than `policy.max_bytes` and
+    giving up (a timeout, retried) at the monotonic time `deadline`; the bytes received."""
     received = 0
-    with open(dest, "wb") as out:
-        while block := response.read(_CHUNK):
-            out.write(block)
+    with open(dest, "wb") if dest is not None else ExitStack() as out:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _TransientError("timeout", f"the transfer passed its deadline of "
+                                      f"{policy.deadline_s:g} s ({received} bytes received)")
+            _limit_socket_wait(response, min(policy.timeout_s, remaining))
+            block = response.read1(_CHUNK)
+            if not block:
+                break
             received += len(block)
+            if received > policy.max_bytes:
+                raise FetchError(f"{url} sent more than {policy.max_bytes} bytes, the limit "
+                                 "of a download; nothing saved")
+            if dest is not None:
+                out.write(block)
     return received
+
+
+def _limit_socket_wait(response: Any, seconds: float) -> None:
+    """Let no single read of `response` block longer than `seconds` (best effort)."""
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.001))
 
 
 def _classify_network_error(reason: object, url: str) -> Exception:
@@ -465,19 +523,34 @@ def _gzip_layers(path: Path, url: str) -> int:
     return layers
 
 
-def _check_stockholm(path: Path, layers: int, url: str, content_type: str) -> None:
-    """Raise FetchError unless the (decompressed) body is one complete Stockholm alignment."""
+def _check_stockholm(path: Path, layers: int, url: str, content_type: str,
+                     max_decompressed_bytes: int = 32 << 30) -> None:
+    """Raise FetchError unless the (decompressed) body is one complete Stockholm alignment
+    of at least one sequence, of at most `max_decompressed_bytes`, lines of at most
+    _MAX_LINE bytes (read in bounded memory)."""
     first: bytes | None = None
     last = b""
+    total = 0
+    sequences = 0
     try:
         with _open_layers(path, layers) as stream:
-            for line in stream:
+            while line := stream.readline(_MAX_LINE + 1):
+                total += len(line)
+                if total > max_decompressed_bytes:
+                    raise FetchError(f"the alignment from {url} holds more than "
+                                     f"{max_decompressed_bytes} bytes once decompressed (a gzip "
+                                     "bomb?); nothing saved")
+                if len(line) > _MAX_LINE:
+                    raise FetchError(f"the alignment from {url} has a line longer than "
+                                     f"{_MAX_LINE} bytes; nothing saved")
                 stripped = line.strip()
                 if not stripped:
                     continue
                 if first is None:
                     first = stripped
                     _check_header(first, url, content_type)
+                elif not stripped.startswith((b"#", b"//")):
+                    sequences += 1
                 last = stripped
     except (OSError, EOFError, zlib.error) as err:
         raise FetchError(f"the gzip stream from {url} is broken or truncated ({err}); "
@@ -487,6 +560,8 @@ def _check_stockholm(path: Path, layers: int, url: str, content_type: str) -> No
     if last != b"//":
         raise FetchError(f"the alignment from {url} ends without the Stockholm terminator "
                          f"'//' (truncated?); nothing saved")
+    if sequences == 0:
+        raise FetchError(f"the alignment from {url} holds no sequence; nothing saved")
 
 
 def _check_header(first: bytes, url: str, content_type: str) -> None:
@@ -516,9 +591,20 @@ def _pfam_release(base_url: str, headers: dict[str, str], policy: RetryPolicy) -
             return value
     request = urllib.request.Request(f"{base_url.rstrip('/')}/", headers={
         "Accept": "application/json", "User-Agent": f"rbmflow/{__version__}"})
+    deadline = time.monotonic() + min(policy.deadline_s, _ROOT_DEADLINE_S)
     try:
-        with urllib.request.urlopen(request, timeout=min(policy.timeout_s, 15.0)) as response:
-            payload = json.loads(response.read(_CHUNK))
+        with urllib.request.urlopen(request, timeout=min(policy.timeout_s, _ROOT_DEADLINE_S)
+                                    ) as response:
+            body = bytearray()
+            while len(body) <= _CHUNK:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no complete answer within {_ROOT_DEADLINE_S:g} s")
+                _limit_socket_wait(response, max(deadline - time.monotonic(), 0.001))
+                block = response.read1(_CHUNK)
+                if not block:
+                    break
+                body += block
+            payload = json.loads(bytes(body))
         version = payload["databases"]["pfam"]["version"]
     except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as err:
         log.info("Pfam release not known (%s/ did not say: %s)", base_url.rstrip("/"), err)

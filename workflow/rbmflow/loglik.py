@@ -12,7 +12,10 @@ estimators of `rbmflow.partition`:
 - trajectory: AIS along the training checkpoints, giving log Z at every checkpoint.
 
 The estimates are cross-checked: a low effective sample size, or two estimates further
-apart than `tolerance` nats, produce warnings that loglik.json carries and the report shows.
+apart than WARN_STANDARD_ERRORS (3) combined standard errors plus `tolerance` nats, produce
+warnings that loglik.json carries and the report shows. Each AIS estimate also reports
+Var(log w), the variance of its log importance weights (reliable when about 1 or less).
+By default the chains run as independent repeats, whose spread enters the standard error.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ from rbmflow.tempering import Level, beta_levels, select_ladder, temper
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "exact", "ais", "reverse", "trajectory")
+WARN_STANDARD_ERRORS = 3.0
+"""Two estimates of log Z disagree when further apart than this many combined standard
+errors, sqrt(std_a^2 + std_b^2), plus the `tolerance` floor."""
 TRAJECTORY_COLUMNS = ("update", "log_z", "log_z_std", "loglik_train", "loglik_test",
                       "ess_fraction", "method")
 
@@ -68,23 +74,24 @@ class LoglikSettings:
     the intervals between checkpoints; trajectory_betas: temperatures from the base to the
     first checkpoint; equilibration_sweeps: sweeps of the tempering run (trajectory
     tempering over the checkpoints, else tempering in beta) that gives the reverse AIS its
-    equilibrium samples; pseudocount: mixing weight of the uniform
-    distribution in the base's site frequencies; tolerance (nats): largest difference
-    between two estimates without a warning; min_ess: smallest ESS / chains without one.
+    equilibrium samples; pseudocount: mixing weight of the uniform distribution in the
+    base's site frequencies; tolerance (nats): floor added to WARN_STANDARD_ERRORS combined
+    standard errors, the largest difference between two estimates without a warning;
+    min_ess: smallest ESS / chains without one.
     """
 
     methods: tuple[str, ...] = ("auto",)
     checkpoint: int | None = None
     betas: int = 3000
-    chains: int = 1000
+    chains: int = 200
     schedule: str = "sigmoid"
     sweeps: int = 1
-    repeats: int = 1
+    repeats: int = 5
     trajectory_steps: int = 5000
     trajectory_betas: int = 1000
     equilibration_sweeps: int = 200
     pseudocount: float = 0.01
-    tolerance: float = 0.5
+    tolerance: float = 0.05
     min_ess: float = 0.1
     exact_max_hiddens: int = 16
     seed: int = 0
@@ -195,9 +202,10 @@ def model_samples(model: PottsRBM, checkpoints: Sequence[Checkpoint], num: int, 
 def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,
                     min_ess: float) -> list[str]:
     """Warnings about the estimates of log Z: low effective sample sizes, and pairs of
-    estimates further apart than `tolerance` nats (the forward/reverse pair brackets log Z
-    in expectation, so a wide gap means that at least one of them missed part of the
-    distribution: a first-order transition, or chains that do not mix)."""
+    estimates further apart than WARN_STANDARD_ERRORS combined standard errors plus
+    `tolerance` nats (the forward/reverse pair brackets log Z in expectation, so a wide gap
+    means that at least one of them missed part of the distribution: a first-order
+    transition, or chains that do not mix)."""
     warnings = []
     for name, est in estimates.items():
         frac = est.get("ess_fraction")
@@ -210,7 +218,10 @@ def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,
     for i, first in enumerate(names):
         for second in names[i + 1:]:
             a, b = estimates[first]["log_z"], estimates[second]["log_z"]
-            if abs(a - b) > tolerance:
+            std = math.hypot(estimates[first].get("log_z_std") or 0.0,
+                             estimates[second].get("log_z_std") or 0.0)
+            allowed = WARN_STANDARD_ERRORS * std + tolerance
+            if abs(a - b) > allowed:
                 hint = ""
                 if {first, second} == {"ais", "reverse"}:
                     hint = (" Forward AIS is in expectation a lower bound and reverse AIS an "
@@ -219,7 +230,8 @@ def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,
                             "transition or slow mixing).")
                 warnings.append(
                     f"log Z estimates disagree: {first} {a:.3f} vs {second} {b:.3f} "
-                    f"(difference {abs(a - b):.3f} nats > tolerance {tolerance} nats).{hint}")
+                    f"(difference {abs(a - b):.3f} nats > {WARN_STANDARD_ERRORS:g} x "
+                    f"{std:.3f} combined standard error + {tolerance} nats).{hint}")
     return warnings
 
 
@@ -248,6 +260,8 @@ def choose_log_z(estimates: dict[str, dict[str, Any]], methods: Sequence[str],
 def _ais_summary(result: AISResult) -> dict[str, Any]:
     out = result.summary()
     out["n_chains_total"] = result.log_weights.shape[0]
+    log_w = result.log_weights.double()
+    out["log_w_var"] = float(log_w.var()) if log_w.numel() > 1 else 0.0
     return out
 
 
@@ -432,8 +446,8 @@ def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[s
     except ValueError as err:
         raise InputError(str(err)) from err
     meta = archive.read_metadata(model_path)
-    if "num_hiddens" not in meta:
-        raise InputError(f"{model_path}: hyperparameters/num_hiddens missing")
+    if "num_hiddens" not in meta:  # the shape of the last checkpoint's weight matrix
+        raise InputError(f"{model_path}: no complete checkpoint")
     methods = settings.resolved_methods(int(meta["num_hiddens"]), len(meta["updates"]))
     need_all = trajectory_csv is not None or "trajectory" in methods or "reverse" in methods
     checkpoints = load_checkpoints(model_path, settings.checkpoint, need_all, device)

@@ -1,6 +1,6 @@
 """Metrics that compare generated sequences with natural ones, beyond one- and two-site statistics.
 
-Conventions (DESIGN.md): sequences are integer codes (M, L) over q states, gap included;
+Conventions: sequences are integer codes (M, L) over q states, gap included;
 natural statistics are weighted by the sequence weights, generated ones unweighted, and no
 pseudocount is added. Hamming distances are normalised by L (fraction of differing sites).
 
@@ -347,7 +347,7 @@ def _pearson_or_none(x: Tensor, y: Tensor) -> float | None:
 def evaluate(train: Tensor, train_weights: Tensor, test: Tensor, test_weights: Tensor,
              generated: Tensor, num_states: int, settings: EvaluationSettings,
              model: PottsRBM | None = None) -> Evaluation:
-    """Compare generated codes with natural train and test codes, as DESIGN.md defines.
+    """Compare generated codes with natural train and test codes (README: evaluation).
 
     All code tensors (M, L) live on the computing device. Natural statistics use the
     sequence weights, generated ones are unweighted. The natural reference is the test split;

@@ -1,6 +1,6 @@
 """The Potts-Bernoulli RBM: parameters, energies and the conditional distributions.
 
-Conventions (DESIGN.md): visible units are categorical with q states, given as integer codes
+Conventions: visible units are categorical with q states, given as integer codes
 (C, L); hidden units are binary {0, 1}.
 
     E(v, h) = - sum_{i,mu} W[i, v_i, mu] h_mu - sum_i vbias[i, v_i] - sum_mu hbias[mu] h_mu

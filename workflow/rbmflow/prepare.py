@@ -6,8 +6,11 @@ Steps, in order (conventions of parsing and encoding: `rbmflow.alignment`):
    encode to the gap-first alphabet; ambiguous letters become gaps (or, with
    `ambiguous="drop"`, remove their sequences);
 2. drop the sequences whose fraction of gap symbols exceeds `max_gap_fraction`;
-3. split at random, seeded: round(test_fraction * M) sequences go to the test part (0 < that
-   number < M whenever test_fraction > 0);
+3. split, seeded, aiming at round(test_fraction * M) test sequences (0 < that number < M
+   whenever test_fraction > 0): `split="random"` (default) draws them at random;
+   `split="cluster"` sends whole connected components of the identity >= `identity` graph
+   to one side, so no test sequence has a train neighbour at that identity. For either,
+   the distribution of the test sequences' maximum identity to train is recorded;
 4. compute the sequence weights within each part separately (`rbmflow.weights`), so that no
    test sequence lowers the weight of a train sequence or the reverse;
 5. write `alignment.npz` (`rbmflow.dataset`) and `summary.json`, both atomically; if the
@@ -31,9 +34,12 @@ from rbmflow.alignment import AMBIGUOUS_RULES, FORMATS, encode_alignment, read_a
 from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, save_encoded
 from rbmflow.errors import InputError
 from rbmflow.provenance import atomic_paths, provenance, sha256_file, write_json
-from rbmflow.weights import sequence_weights
+from rbmflow.weights import identity_components, max_identity, sequence_weights
 
 log = logging.getLogger(__name__)
+
+SPLITS = ("random", "cluster")
+IDENTITY_QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class PrepareSettings:
     test_fraction: float = 0.2
     seed: int = 0
     ambiguous: str = "gap"
+    split: str = "random"
     format: str | None = None  # None: from source.json, else sniffed from the content
 
     def check(self) -> None:
@@ -59,6 +66,8 @@ class PrepareSettings:
         if self.ambiguous not in AMBIGUOUS_RULES:
             raise InputError(f"ambiguous must be one of {', '.join(AMBIGUOUS_RULES)}, "
                              f"got {self.ambiguous!r}")
+        if self.split not in SPLITS:
+            raise InputError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.format is not None and self.format not in FORMATS:
             raise InputError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
 
@@ -126,6 +135,53 @@ def random_split(num_sequences: int, test_fraction: float, seed: int) -> np.ndar
     return split
 
 
+def cluster_split(components: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """uint8 (M,) split in which every component (labels (M,)) lies wholly on one side.
+
+    Components are visited in a seeded random order and each joins the test part if it
+    does not take the test part past round(test_fraction * M); if none fits, the smallest
+    one is the test part. Raises ValueError when there is a single component.
+    """
+    num_sequences = components.shape[0]
+    split = np.full(num_sequences, TRAIN, dtype=np.uint8)
+    if test_fraction <= 0.0:
+        return split
+    labels, inverse, sizes = np.unique(components, return_inverse=True, return_counts=True)
+    if labels.size < 2:
+        raise ValueError(f"all {num_sequences} sequences form one cluster; no cluster split")
+    target = min(max(int(np.floor(test_fraction * num_sequences + 0.5)), 1), num_sequences - 1)
+    chosen = np.zeros(labels.size, dtype=bool)
+    count = 0
+    for label in np.random.default_rng(seed).permutation(labels.size):
+        if count + sizes[label] <= target:
+            chosen[label] = True
+            count += sizes[label]
+            if count == target:
+                break
+    if count == 0:
+        chosen[np.argmin(sizes)] = True
+    split[chosen[inverse]] = TEST
+    return split
+
+
+def identity_distribution(identity: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Summary of the test sequences' maximum identity to train (values in [0, 1])."""
+    finite = identity[np.isfinite(identity)]
+    if finite.size == 0:
+        return {"n": 0}
+    edges = np.linspace(0.0, 1.0, 11)
+    counts, _ = np.histogram(finite, bins=edges)
+    return {
+        "n": int(finite.size),
+        "mean": float(finite.mean()),
+        "quantiles": {f"{q:g}": float(np.quantile(finite, q)) for q in IDENTITY_QUANTILES},
+        "fraction_at_or_above_threshold": float((finite >= threshold - 1e-12).mean()),
+        "threshold": threshold,
+        "histogram": {"edges": [round(float(e), 2) for e in edges],
+                      "counts": counts.tolist()},
+    }
+
+
 def weights_within_parts(codes: np.ndarray, split: np.ndarray, identity: float,
                          device: torch.device | str = "cpu") -> np.ndarray:
     """float64 (M,): the weights of each part computed on that part alone."""
@@ -172,10 +228,19 @@ def prepare(
     codes = encoded.codes[keep]
     names = encoded.names[keep]
     num_kept = codes.shape[0]
+    filtered = time.perf_counter()
+    components = None
     try:
-        split = random_split(num_kept, settings.test_fraction, settings.seed)
+        if settings.split == "cluster" and settings.test_fraction > 0:
+            components = identity_components(codes, settings.identity, len(ALPHABET),
+                                             device=device)
+            split = cluster_split(components, settings.test_fraction, settings.seed)
+        else:
+            split = random_split(num_kept, settings.test_fraction, settings.seed)
     except ValueError as err:
         raise InputError(f"{path}: {err} (test_fraction {settings.test_fraction:g})") from err
+    test_identity = max_identity(codes[split == TEST], codes[split == TRAIN], len(ALPHABET),
+                                 device=device)
 
     parsed = time.perf_counter()
     weights = weights_within_parts(codes, split, settings.identity, device)
@@ -212,9 +277,16 @@ def prepare(
                     "computed": "within each split part" if settings.test_fraction > 0
                     else "over all sequences",
                     "device": str(device)},
-        "split": {"test_fraction": settings.test_fraction, "seed": settings.seed,
-                  "generator": "numpy PCG64 permutation"},
-        "timing_s": {"read_encode_filter": round(parsed - started, 3),
+        "split": {"method": settings.split, "test_fraction": settings.test_fraction,
+                  "seed": settings.seed, "generator": "numpy PCG64 permutation",
+                  **({} if components is None else {
+                      "clusters": int(np.unique(components).size),
+                      "largest_cluster": int(np.unique(components,
+                                                       return_counts=True)[1].max())}),
+                  "test_max_identity_to_train": identity_distribution(test_identity,
+                                                                      settings.identity)},
+        "timing_s": {"read_encode_filter": round(filtered - started, 3),
+                     "split": round(parsed - filtered, 3),
                      "weights": round(weighted - parsed, 3)},
         "provenance": prov,
     }
@@ -223,7 +295,7 @@ def prepare(
                             provenance={**prov, "summary": {
                                 key: summary[key] for key in
                                 ("M", "L", "M_eff", "M_train", "M_test", "M_eff_train",
-                                 "M_eff_test")}})
+                                 "M_eff_test", "split")}})
     with atomic_paths(out, summary_path) as (out_tmp, summary_tmp):
         save_encoded(out_tmp, data)
         write_json(summary_tmp, summary)

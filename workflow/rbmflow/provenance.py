@@ -21,7 +21,7 @@ from typing import Any
 
 FORMAT_VERSION = 1
 
-_TRACKED_PACKAGES = ("rbmflow", "torch", "numpy", "h5py", "biopython", "snakemake")
+_TRACKED_PACKAGES = ("rbmflow", "torch", "numpy", "h5py", "biopython", "pyhmmer", "snakemake")
 
 
 @contextlib.contextmanager
@@ -33,15 +33,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     file is removed and `path` is left untouched.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}",
-                               dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}",
+                                   dir=final.parent)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {final}: {err.strerror}") from err
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
         os.replace(tmp_path, final)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if err.filename is None or str(err.filename) == str(tmp_path):
+            cause = err.strerror or " ".join(str(err).split())
+            raise OSError(err.errno, f"cannot write {final}: {cause}") from err
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -53,6 +62,31 @@ def atomic_paths(*paths: str | os.PathLike[str]) -> Iterator[list[Path]]:
     succeeds, none otherwise (so a job never leaves one of its outputs without the others)."""
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(atomic_path(path)) for path in paths]
+
+
+@contextlib.contextmanager
+def nothing_new_on_failure(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Run a block that writes several files into `folder`; if it fails, remove the files it
+    created there (and `folder` and its parents if the block created them and they are empty).
+    """
+    folder = Path(folder)
+    created = []  # deepest first
+    for directory in (folder, *folder.parents):
+        if directory.exists():
+            break
+        created.append(directory)
+    before = set(folder.rglob("*")) if folder.exists() else set()
+    try:
+        yield folder
+    except BaseException:
+        if folder.exists():
+            for path in sorted(set(folder.rglob("*")) - before, reverse=True):
+                with contextlib.suppress(OSError):
+                    path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        for directory in created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
 
 
 def _umask() -> int:

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ from rbmflow.device import resolve_device  # noqa: E402
 from rbmflow.errors import InputError  # noqa: E402
 from rbmflow.metrics import Evaluation, EvaluationSettings, evaluate  # noqa: E402
 from rbmflow.model import PottsRBM  # noqa: E402
+from rbmflow.model_figures import FIGURE_CAPTIONS as MODEL_FIGURE_CAPTIONS  # noqa: E402
+from rbmflow.model_figures import add_model_figures, model_sections_html  # noqa: E402
 from rbmflow.provenance import (  # noqa: E402
     FORMAT_VERSION,
     atomic_path,
@@ -77,8 +80,14 @@ FIGURES = {
     "sampling": "Sampling diagnostics from sampling.json against Gibbs sweeps: mean energy, "
                 "Pearson of connected correlations with the training data, and the overlap of "
                 "each chain with itself at half the time vs with other chains.",
+    "mutations": "Single mutants of the wild type (rbmflow mutations): delta log p = log "
+                 "p(mutant) - log p(wild type) = F(wild type) - F(mutant), nats, for the 20 "
+                 "amino acids (rows) at every wild-type position the model covers (columns, "
+                 "wild-type numbering). Red: less likely than the wild type, blue: more; "
+                 "black dots: the wild-type residue.",
 }
 """Figure name -> caption (how to read it). Files are `{name}.png` in the report folder."""
+FIGURES.update(MODEL_FIGURE_CAPTIONS)
 
 TRUTH_COLOUR, SYNTH_COLOUR, TRAIN_COLOUR = "#2b6cb0", "#c53030", "#718096"
 
@@ -94,6 +103,11 @@ class ReportInputs:
     train_log: Path | None = None
     loglik: Path | None = None
     trajectory: Path | None = None
+    mutations_heatmap: Path | None = None
+    mutations_summary: Path | None = None
+    contacts: Path | None = None
+    structure: Path | None = None
+    structure_chain: str | None = None
 
 
 # -- reading inputs -------------------------------------------------------------------------
@@ -135,9 +149,13 @@ def _read_json(path: Path | None, role: str) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        document = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{path}: not a readable {role} JSON file ({err})") from err
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: a {role} JSON file holds an object, not "
+                         f"{type(document).__name__}")
+    return document
 
 
 def _read_csv(path: Path | None, role: str, required: Sequence[str]) -> pd.DataFrame | None:
@@ -150,6 +168,9 @@ def _read_csv(path: Path | None, role: str, required: Sequence[str]) -> pd.DataF
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(f"{path}: {role} lacks columns {missing} (has {list(frame.columns)})")
+    text = [c for c in required if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text:
+        raise InputError(f"{path}: {role} column {text[0]!r} holds text, expected numbers")
     return frame
 
 
@@ -534,6 +555,22 @@ def _placeholder(name: str, reason: str) -> Figure:
     return fig
 
 
+def _copy_figure(source: Path, path: Path) -> Path:
+    """A figure drawn by another stage, copied into the report folder."""
+    if source.resolve() != path.resolve():
+        with atomic_path(path) as tmp:
+            shutil.copyfile(source, tmp)
+    return path
+
+
+def mutations_coverage(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The coverage numbers of `rbmflow mutations`' JSON summary, for metrics.json."""
+    if summary is None:
+        return None
+    return {key: summary.get(key) for key in ("positions", "covered_positions", "columns",
+                                              "matched_columns", "first")}
+
+
 def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -607,6 +644,26 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _split_note(split: dict[str, Any] | None) -> str:
+    """Which train/test split was used, and how close the test sequences are to train."""
+    if not isinstance(split, dict):
+        return "<p>Train/test split: not recorded in alignment.npz.</p>"
+    method = split.get("method", "random")
+    text = (f"Train/test split: <b>{html.escape(str(method))}</b>"
+            + (" (the default, as in the literature: test sequences may keep near-copies in "
+               "train)" if method == "random" else
+               " (whole clusters of the identity graph on one side)") + ".")
+    dist = split.get("test_max_identity_to_train") or {}
+    quantiles = dist.get("quantiles") or {}
+    if dist.get("n"):
+        above = dist.get("fraction_at_or_above_threshold")
+        text += (f" Test sequences' maximum identity to train: median "
+                 f"{_fmt(quantiles.get('0.5'))}, 5-95 % {_fmt(quantiles.get('0.05'))}-"
+                 f"{_fmt(quantiles.get('0.95'))}; {_fmt(above)}"
+                 f" of them at or above {_fmt(dist.get('threshold'))}.")
+    return f"<p>{text}</p>"
+
+
 def _kv_table(items: Sequence[tuple[str, Any]]) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td class='num'>{html.escape(_fmt(v))}</td></tr>"
                    for k, v in items)
@@ -643,6 +700,7 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
                  "states including gaps. The natural column is what a perfect model would "
                  "score given the finite test set.</p>")
     parts.append(_metrics_table(metrics))
+    parts.append(_split_note(metrics.get("split")))
     parts.append("<h3>Likelihood and sampling</h3>")
     parts.append(_kv_table([
         ("log-likelihood train (nats/sequence)", metrics.get("loglik_train")),
@@ -661,9 +719,20 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
         ("equilibrated", metrics.get("equilibrated")),
         ("generated sequences", metrics.get("n_generated")),
     ]))
+    if metrics.get("mutations"):
+        coverage = metrics["mutations"]
+        parts.append("<h3>Single mutants of the wild type</h3>")
+        parts.append(_kv_table([
+            ("wild-type positions covered", f"{coverage.get('covered_positions')} / "
+                                            f"{coverage.get('positions')}"),
+            ("model columns matched", f"{coverage.get('matched_columns')} / "
+                                      f"{coverage.get('columns')}"),
+            ("number of the first residue", coverage.get("first")),
+        ]))
     parts.append("<h2>Figures</h2>")
     for name, path in figures.items():
         parts.append(_figure_html(name, path))
+    parts.append(model_sections_html(metrics))
     if omitted:
         parts.append("<h3>Omitted</h3><ul>")
         parts.extend(f"<li><b>{html.escape(name)}</b>: {html.escape(why)}</li>"
@@ -748,6 +817,7 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
         "mixing_time": lookup(sampling, "mixing_time"),
         "sampling_sweeps": lookup(sampling, "sweeps"),
         "sampling_mode": lookup(sampling, "mode"),
+        "split": lookup(data.provenance, "summary.split"),
         "sampling_method": lookup(sampling, "method"),
         "swap_rates": lookup(sampling, "swap_rates"),
         "min_swap_rate": min(lookup(sampling, "swap_rates") or [None],
@@ -785,6 +855,12 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
          None if trajectory is not None else "no log-likelihood trajectory CSV given")
     draw("sampling", lambda: fig_sampling(sampling),
          None if sampling is not None else "no sampling.json given")
+    if inputs.mutations_heatmap is not None:
+        figures["mutations"] = _copy_figure(inputs.mutations_heatmap, outdir / "mutations.png")
+        metrics["mutations"] = mutations_coverage(_read_json(inputs.mutations_summary,
+                                                             "mutations summary"))
+    add_model_figures(draw, metrics, model, data, generated_np, inputs.contacts,
+                      inputs.structure, inputs.structure_chain)
     if loglik is None:
         metrics["notes"].append("no loglik.json given: log-likelihood rows are empty")
     if sampling is not None and sampling.get("mode") == "rdm":
@@ -792,7 +868,8 @@ def make_report(inputs: ReportInputs, outdir: str | os.PathLike[str],
                                 "from random starts), not at equilibrium: "
                                 + str(sampling.get("mode_reason") or ""))
 
-    present = {role: path for role, path in asdict(inputs).items() if path is not None}
+    present = {role: path for role, path in asdict(inputs).items()
+               if path is not None and role != "structure_chain"}
     metrics["figures"] = {name: path.name for name, path in figures.items()}
     metrics["omitted_figures"] = omitted
     metrics["settings"] = asdict(settings)

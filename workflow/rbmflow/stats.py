@@ -1,7 +1,7 @@
 """Statistics of aligned sequences: site and pair frequencies, connected correlations.
 
 All functions take integer codes (M, L) and optional weights (M,); natural statistics are
-weighted, generated ones unweighted, and no pseudocount is added (DESIGN.md).
+weighted, generated ones unweighted, and no pseudocount is added.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ k block-Gibbs sweeps per gradient update:
 The centred gradient (default) subtracts the data centres vbar = <v>_data, hbar = <m>_data:
 dW_c = dW - vbar (x) dhbias - dvbias (x) hbar, dvbias_c = dvbias - dW_c . hbar,
 dhbias_c = dhbias - vbar . dW_c; it is the gradient of the centred parametrisation mapped back
-to (W, vbias, hbias) and has the same fixed points as the plain gradient.
+to (W, vbias, hbias) and has the same fixed points as the plain gradient. The L1/L2 penalties
+(l1 sum|W| + (l2 / 2) sum W^2, weights only) enter the plain dW before centring.
 After each update the zero-sum gauge is applied to all Potts parameters.
 """
 
@@ -31,7 +32,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -46,12 +46,13 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from rbmflow import archive
+from rbmflow import archive, checkpoints
+from rbmflow.checkpoints import archive_copy, partial_path  # noqa: F401 (public here too)
 from rbmflow.dataset import EncodedAlignment
 from rbmflow.equilibrium import CheckpointDensity, EquilibriumMonitor, ReweightedChains
 from rbmflow.errors import RbmflowError
 from rbmflow.model import PottsRBM, one_hot, random_codes, sample_categorical
-from rbmflow.provenance import FORMAT_VERSION, atomic_path
+from rbmflow.provenance import FORMAT_VERSION
 from rbmflow.stats import connected_correlations, pearson
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ LOG_COLUMNS = ("update", "time_s", "learning_rate", "pearson_cij_train", "pearso
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyperparameters of one run (the `runs:` entries of the config; DESIGN.md meanings).
+    """Hyperparameters of one run (the `runs:` entries of the config, documented in the README).
 
     normalize_gradient: divide the gradient by its Euclidean norm over all parameters before
     the step, as the `rbms` package does, so that `learning_rate` is the length of a step in
@@ -114,8 +115,14 @@ class TrainSettings:
                 raise RbmflowError(f"{key} must be at least 1, got {getattr(self, key)}")
         if not self.learning_rate > 0 or not self.lr_decay > 0:
             raise RbmflowError("learning_rate and lr_decay must be positive")
-        if self.l1 < 0 or self.l2 < 0 or not 0 <= self.pseudocount < 1:
-            raise RbmflowError("l1, l2 must be >= 0 and pseudocount in [0, 1)")
+        if not (self.l1 >= 0 and self.l2 >= 0 and math.isfinite(self.l1 + self.l2)):
+            raise RbmflowError(f"l1 and l2 must be finite and >= 0, got {self.l1}, {self.l2}")
+        if not (math.isfinite(self.learning_rate) and math.isfinite(self.lr_decay)):
+            raise RbmflowError("learning_rate and lr_decay must be finite")
+        if not 0 <= self.pseudocount < 1:
+            raise RbmflowError("pseudocount must be in [0, 1)")
+        if not 0 <= self.seed < 2**63:
+            raise RbmflowError(f"seed must be in [0, 2^63), got {self.seed}")
         if not 0 <= self.min_ess <= 1 or not 0 <= self.swap_threshold < 1:
             raise RbmflowError("min_ess must be in [0, 1] and swap_threshold in [0, 1)")
 
@@ -200,10 +207,24 @@ def moments(model: PottsRBM, codes: Tensor, weights: Tensor | None = None,
     return Moments(v=site_moments(codes, w, q), h=h, vh=vh.view(L, q, nh))
 
 
-def gradient(data: Moments, chains: Moments, centered: bool = True
+def gradient(data: Moments, chains: Moments, centered: bool = True,
+             weight_matrix: Tensor | None = None, l1: float = 0.0, l2: float = 0.0
              ) -> tuple[Tensor, Tensor, Tensor]:
-    """Log-likelihood ascent direction (dW, dvbias, dhbias) from data and model moments."""
+    """Ascent direction (dW, dvbias, dhbias) of the penalised log-likelihood
+    LL - l1 sum|W| - (l2 / 2) sum W^2 from data and model moments.
+
+    The penalty's gradient is added to the plain dW before the centring map, so the fixed
+    point is the regularised maximum-likelihood solution in either parametrisation.
+    `weight_matrix` (L, q, Nh) is needed only when l1 or l2 is non-zero.
+    """
     d_w = data.vh - chains.vh
+    if l1 or l2:
+        if weight_matrix is None:
+            raise ValueError("l1 or l2 penalty needs the weight matrix")
+        if l2:
+            d_w = d_w - l2 * weight_matrix
+        if l1:
+            d_w = d_w - l1 * torch.sign(weight_matrix)
     d_v = data.v - chains.v
     d_h = data.h - chains.h
     if centered:
@@ -230,21 +251,6 @@ def _log_text(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow(row)
     return buffer.getvalue()
-
-
-def _parse_log(text: str | None, up_to: int) -> list[dict[str, Any]]:
-    if not text:
-        return []
-    return [row for row in csv.DictReader(io.StringIO(text)) if int(row["update"]) <= up_to]
-
-
-def partial_path(out: Path) -> Path:
-    """The directory of checkpoint pieces while training runs: hidden, beside `model.h5`.
-
-    `.{out.name}.partial/update_{n:06d}.h5` holds checkpoint n (`archive.piece_path`), each
-    a one-checkpoint archive with that checkpoint's chains, RNG states, time and log.
-    """
-    return out.with_name(f".{out.name}.partial")
 
 
 # -- the training loop ----------------------------------------------------------------------
@@ -290,21 +296,36 @@ def train(
 
     Each checkpoint is written, atomically, as one piece in the directory `partial_path(out)`;
     `out` is assembled from the pieces, atomically, only when training ends, and the directory
-    removed. Rerunning the same call resumes from the newest piece (chains, RNG state, update
-    count, log), or extends a finished, shorter `out`. `restart` discards the pieces. `test`,
+    removed (`rbmflow.checkpoints`). Rerunning the same call on the same data resumes from the
+    newest piece (chains, RNG state, update count, log), or extends a finished, shorter `out`.
+    `restart` discards the pieces. A second writer of the same `out` is refused. `test`,
     when given, adds the Pearson of connected correlations of the chains vs the test data to
     the log.
-    SIGTERM/SIGINT write a checkpoint and raise RbmflowError; a non-finite gradient or
+    SIGTERM/SIGINT write a checkpoint (used to resume, left out of `out`) and raise
+    RbmflowError; during the final assembly they wait for its end. A non-finite gradient or
     parameter raises RbmflowError naming the update. Returns the final model.
     """
     out, log_path = Path(out), Path(log_path)
     device = torch.device(device)
-    dtype = torch.float32
     s = settings
-    q, L = data.num_states, data.length
     if data.num_sequences == 0:
         raise RbmflowError("the training split is empty")
-    key = s.resume_key()
+    if data.length * data.num_states * s.hidden > archive.MAX_PARAMETERS:
+        raise RbmflowError(f"hidden {s.hidden}: the weight matrix would hold L x q x hidden = "
+                           f"{data.length * data.num_states * s.hidden} values, more than the "
+                           f"limit of {archive.MAX_PARAMETERS}")
+    with checkpoints.output_lock(out):
+        return _train_locked(data, out, log_path, s, device, metadata, test, restart, progress)
+
+
+def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSettings,
+                  device: torch.device, metadata: dict[str, Any] | None,
+                  test: EncodedAlignment | None, restart: bool, progress: bool | None
+                  ) -> PottsRBM:
+    """`train`, while holding the lock on `out`."""
+    dtype = torch.float32
+    q, L = data.num_states, data.length
+    key = checkpoints.resume_key(s.resume_key(), data, test)
     partial = partial_path(out)
     metadata = dict(metadata or {})
     metadata.update({
@@ -314,7 +335,9 @@ def train(
     })
     hyperparameters = {
         "batch_size": s.batch_size, "gibbs_steps": s.gibbs_steps,
-        "learning_rate": s.learning_rate, "L1": s.l1, "L2": s.l2, "seed": s.seed,
+        "learning_rate": s.learning_rate, "seed": s.seed,
+        # rbms' convention: penalty L1 sum|theta| + L2 sum theta^2 (ours: l2/2, weights only)
+        "L1": s.l1, "L2": s.l2 / 2, "weight_l1": s.l1, "weight_l2": s.l2,
         "num_hiddens": s.hidden, "num_visibles": L,
         "num_chains": s.chains if s.method != "cd" else min(s.batch_size, data.num_sequences),
         "num_states": q, "updates": s.updates, "method": s.method,
@@ -327,24 +350,24 @@ def train(
     generator = torch.Generator(device=device)
     generator.manual_seed(s.seed)
 
-    source, start, time_offset, rows = _resume_point(out, partial, key, s, restart)
-    if source is None or start is None:
+    resumed = checkpoints.resume(out, log_path, key, s.updates, restart, device, dtype)
+    if resumed is None:
         model = init_model(codes_all, weights_all, q, s.hidden, generator, s.pseudocount,
                            s.init_std)
         chains = _initial_chains(model, s, codes_all, generator)
         reweighted = (ReweightedChains.start(model, chains, s.min_ess) if s.reweighted
                       else None)
-        update = 0
+        update = start = 0
+        time_offset, rows = 0.0, []
     else:
-        model = archive.load_rbm(source, start, device=device, dtype=dtype)
-        chains = archive.load_chains(source, device=device)
-        state = archive.load_checkpoint_state(source, start)
-        if state["rng_state"] is not None:
-            generator.set_state(state["rng_state"])
-        update = start
+        model, chains = resumed.model, resumed.chains
+        if resumed.rng_state is not None:
+            generator.set_state(resumed.rng_state)
+        update = start = resumed.update
+        time_offset = resumed.time_s
+        rows = checkpoints.parse_log(resumed.log_text, start)
         reweighted = (ReweightedChains.uniform(chains.shape[0], device, s.min_ess)
                       if s.reweighted else None)  # saved chains are resampled: equal weights
-        log.info("resuming %s from update %d", source, start)
 
     cij_train = connected_correlations(codes_all, q, weights_all)
     cij_test = None
@@ -352,7 +375,7 @@ def train(
         cij_test = connected_correlations(test.codes_tensor(device), q,
                                           test.weights_tensor(device, dtype))
     schedule = set(checkpoint_schedule(s.updates, s.checkpoints))
-    last_saved = start
+    last_saved: int | None = start if resumed is not None else None
     density = CheckpointDensity(s.swap_threshold)
     density.reset(model, chains)
     # cd and rdm chains are not meant to be at equilibrium: nothing to monitor
@@ -361,7 +384,7 @@ def train(
     def chain_weights() -> Tensor | None:
         return None if reweighted is None else reweighted.weights().to(dtype)
 
-    def save(at: int, elapsed: float) -> None:
+    def save(at: int, elapsed: float, scheduled: bool = True) -> None:
         nonlocal last_saved, chains
         if not _finite(*model.tensors()):
             bar.close()
@@ -369,9 +392,8 @@ def train(
         if reweighted is not None and not reweighted.is_uniform():
             chains = reweighted.resample(chains, generator)  # stored chains: equal weights
         _checkpoint_ladder(at, model, chains, metadata, density, monitor)
-        archive.save_checkpoint(archive.piece_path(partial, at), model, chains, at, elapsed,
-                                generator.get_state(), hyperparameters, metadata,
-                                train_log=_log_text(rows))
+        checkpoints.save(out, at, model, chains, elapsed, generator.get_state(),
+                         hyperparameters, metadata, _log_text(rows), scheduled=scheduled)
         last_saved = at
 
     def health(at: int, elapsed: float) -> None:
@@ -421,11 +443,7 @@ def train(
             chains = model.gibbs(start_codes, s.gibbs_steps, generator=generator)
             data_moments = moments(model, batch_codes, batch_weights)
             d_w, d_v, d_h = gradient(data_moments, moments(model, chains, chain_weights()),
-                                     s.centered)
-            if s.l2:
-                d_w = d_w - s.l2 * model.weight_matrix
-            if s.l1:
-                d_w = d_w - s.l1 * torch.sign(model.weight_matrix)
+                                     s.centered, model.weight_matrix, s.l1, s.l2)
             grad_sq = sum((g * g).sum() for g in (d_w, d_v, d_h))
             grad_sq_value = float(grad_sq)  # the one host sync of an update
             if not math.isfinite(grad_sq_value):
@@ -455,20 +473,15 @@ def train(
             t0 += time.perf_counter() - t0 - elapsed  # time_s counts training, not logging/saving
             if flag["signal"] is not None:
                 if last_saved != update:
-                    save(update, elapsed)
+                    save(update, elapsed, scheduled=False)
                 bar.close()
                 raise RbmflowError(
                     f"interrupted by signal {flag['signal']} at update {update}; checkpoint "
                     f"written to {partial}; rerun the same command to resume")
-    bar.close()
-    if last_saved != s.updates:
-        save(s.updates, time.perf_counter() - t0)
-    with atomic_path(log_path) as tmp:
-        tmp.write_text(_log_text(rows))
-    pieces = archive.list_pieces(partial)
-    if pieces:
-        archive.assemble([path for _, path in pieces], out)
-        shutil.rmtree(partial)
+        bar.close()
+        if last_saved != s.updates:
+            save(s.updates, time.perf_counter() - t0)
+        checkpoints.finish(out, log_path, _log_text(rows))  # a signal now waits for the end
     if rows:
         log.info("update %s: %s s, Pearson C_ij chains vs train %s, vs test %s",
                  rows[-1]["update"], rows[-1]["time_s"], rows[-1]["pearson_cij_train"],
@@ -520,58 +533,3 @@ def _initial_chains(model: PottsRBM, s: TrainSettings, codes: Tensor,
         return codes[:min(s.batch_size, codes.shape[0])].clone()
     logits = model.vbias.expand(s.chains, -1, -1)
     return sample_categorical(logits, generator)
-
-
-def _resume_point(out: Path, partial: Path, key: str, s: TrainSettings, restart: bool
-                  ) -> tuple[Path | None, int | None, float, list[dict[str, Any]]]:
-    """Where to resume: (archive, update, time_s, log rows), or (None, None, 0.0, []).
-
-    The newest readable piece in `partial` if there is one, else a finished `out`; either
-    must come from the same settings (resume key) and not go past `s.updates`, otherwise the
-    pieces are removed and training starts from scratch. A finished `out` that stops short
-    of `s.updates` is first copied into `partial` as the piece of its last update, so that
-    the assembled archive keeps its checkpoints.
-    """
-    _remove_temporaries(out, partial)
-    if restart:
-        shutil.rmtree(partial, ignore_errors=True)
-        return None, None, 0.0, []
-    candidates = [path for _, path in reversed(archive.list_pieces(partial))]
-    if not candidates and out.exists():
-        candidates = [out]
-    for source in candidates:
-        try:
-            meta = archive.read_metadata(source)
-            updates = meta["updates"]
-        except RbmflowError as err:
-            log.warning("ignoring unreadable archive %s (%s)", source, err)
-            if source != out:
-                source.unlink()
-            continue
-        if meta.get("resume_key") != key or not updates:
-            log.warning("%s was written with other settings; training from scratch", source)
-            break
-        if updates[-1] > s.updates:
-            log.warning("%s already goes past update %d; training from scratch", source,
-                        s.updates)
-            break
-        start = updates[-1]
-        if source == out and start < s.updates:
-            source = archive.piece_path(partial, start)
-            archive_copy(out, source)
-        state = archive.load_checkpoint_state(source, start)
-        return source, start, state["time_s"], _parse_log(state["train_log"], start)
-    shutil.rmtree(partial, ignore_errors=True)
-    return None, None, 0.0, []
-
-
-def _remove_temporaries(out: Path, partial: Path) -> None:
-    """Delete temporary files of writes cut short by a kill: pieces and the assembled `out`."""
-    for stale in [*partial.glob(".*.tmp.h5"), *out.parent.glob(f".{out.name}.*.tmp{out.suffix}")]:
-        stale.unlink(missing_ok=True)
-
-
-def archive_copy(source: Path, target: Path) -> None:
-    """Copy the file `source` to `target`, atomically."""
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)

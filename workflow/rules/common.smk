@@ -1,5 +1,31 @@
+import math
 import re
 import shlex
+from pathlib import Path
+
+import yaml
+
+
+def check_config_numbers(value, schema, where, defs):
+    """What the schema's validator lets through: 4.0 where an integer is due (JSON Schema
+    counts it as one, the CLI does not), and NaN or infinities (they pass minimum/maximum)."""
+    schema = defs.get(schema.get("$ref", "").rpartition("/")[2], schema)
+    if isinstance(value, float) and schema.get("type") in ("integer", "number"):
+        if not math.isfinite(value):
+            raise ValueError(f"config {where}: {value} is not a finite number")
+        if schema["type"] == "integer":
+            raise ValueError(f"config {where}: {value} must be an integer (write "
+                             f"{int(value)}, not {value})")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
+            if isinstance(sub, dict):
+                check_config_numbers(item, sub, f"{where}.{key}" if where else key, defs)
+
+
+_SCHEMA = yaml.safe_load(
+    (Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml").read_text())
+check_config_numbers(config, _SCHEMA, "", _SCHEMA.get("$defs", {}))
 
 FAMILIES = list(config["families"])
 for _name, _family in config["families"].items():
@@ -9,6 +35,7 @@ for _name, _family in config["families"].items():
             f"(the family name {_name!r} is not a Pfam accession)"
         )
 RUNS = list(config["runs"])
+WILDTYPE_FAMILIES = [name for name, family in config["families"].items() if family.get("wildtype")]
 
 
 wildcard_constraints:
@@ -69,6 +96,51 @@ def all_targets():
     targets += expand("results/{family}/{run}/model.h5", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/loglik.json", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/samples.fasta", family=FAMILIES, run=RUNS)
+    targets += expand("results/{family}/{run}/contacts.csv", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS)
+    targets += [f"results/{family}/{run}/mutations.csv" for family in WILDTYPE_FAMILIES
+                for run in RUNS]
     targets += ["results/summary.csv", "results/summary.html"]
     return targets
+
+
+def wildtype_of(wildcards):
+    """The family's `wildtype:` mapping (the rule only matches families that have one)."""
+    return config["families"][wildcards.family]["wildtype"]
+
+
+def report_mutations_inputs(wildcards):
+    """The report's optional inputs: the mutation heat map and summary when the family has a
+    wild type, else nothing."""
+    if wildcards.family not in WILDTYPE_FAMILIES:
+        return {}
+    run_dir = f"results/{wildcards.family}/{wildcards.run}"
+    return {"mutations_heatmap": f"{run_dir}/mutations.png",
+            "mutations_summary": f"{run_dir}/mutations.json"}
+
+
+def report_mutations_flags(wildcards, input):
+    """`--mutations-heatmap/--mutations-summary` for the report rule, when given."""
+    return " ".join(f"--{role.replace('_', '-')} {shlex.quote(str(input[role]))}"
+                    for role in ("mutations_heatmap", "mutations_summary") if role in input.keys())
+
+
+def structure_input(wildcards):
+    """The family's structure file (families.{name}.structure), or nothing."""
+    structure = config["families"][wildcards.family].get("structure")
+    if structure is None:
+        return []
+    return [structure if isinstance(structure, str) else structure["path"]]
+
+
+def structure_flags(wildcards):
+    """`--structure FILE [--chain X]` for a family with a structure, else nothing."""
+    structure = config["families"][wildcards.family].get("structure")
+    if structure is None:
+        return ""
+    if isinstance(structure, str):
+        return f"--structure {shlex.quote(structure)}"
+    flags = f"--structure {shlex.quote(structure['path'])}"
+    if structure.get("chain"):
+        flags += f" --chain {shlex.quote(structure['chain'])}"
+    return flags

@@ -13,5 +13,5 @@ rule fetch:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow fetch --family {wildcards.family} --source {params.source:q} {params.pfam} "
-        "--outdir resources/msa/{wildcards.family} 2> {log}"
+        "python -m rbmflow fetch --family {wildcards.family:q} --source {params.source:q} {params.pfam} "
+        "--outdir resources/msa/{wildcards.family:q} 2> {log:q}"

@@ -20,6 +20,6 @@ rule loglik:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow loglik {input.model} {input.data} --out {output.loglik} "
-        "--trajectory-csv {output.trajectory} {params.flags} "
-        "--device {params.device} --threads {threads} 2> {log}"
+        "python -m rbmflow loglik {input.model:q} {input.data:q} --out {output.loglik:q} "
+        "--trajectory-csv {output.trajectory:q} {params.flags} "
+        "--device {params.device:q} --threads {threads:q} 2> {log:q}"

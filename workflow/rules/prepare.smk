@@ -15,5 +15,5 @@ rule prepare:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow prepare {input} --out {output.data} --summary {output.summary} "
-        "{params.flags} --device {params.device} --threads {threads} 2> {log}"
+        "python -m rbmflow prepare {input:q} --out {output.data:q} --summary {output.summary:q} "
+        "{params.flags} --device {params.device:q} --threads {threads:q} 2> {log:q}"

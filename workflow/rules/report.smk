@@ -1,11 +1,12 @@
 report: "../report/workflow.rst"
 
 REPORT_FIGURES = ["site_frequencies", "correlations", "pca", "hamming", "energy", "logos",
-                  "training", "sampling"]
+                  "training", "sampling", "hidden_units", "hidden_inputs"]
 
 
 rule report:
     input:
+        unpack(report_mutations_inputs),
         data="results/{family}/data/alignment.npz",
         samples="results/{family}/{run}/samples.fasta",
         sampling="results/{family}/{run}/sampling.json",
@@ -13,6 +14,8 @@ rule report:
         train_log="results/{family}/{run}/train_log.csv",
         loglik="results/{family}/{run}/loglik.json",
         trajectory=report_trajectory,
+        contacts="results/{family}/{run}/contacts.csv",
+        structure=structure_input,
     output:
         metrics="results/{family}/{run}/report/metrics.json",
         html=report("results/{family}/{run}/report/report.html", caption="../report/report.rst",
@@ -27,17 +30,19 @@ rule report:
     params:
         outdir=subpath(output.metrics, parent=True),
         trajectory=lambda wildcards, input: (
-            f"--trajectory {input.trajectory}" if input.trajectory else ""
+            f"--trajectory {shlex.quote(str(input.trajectory))}" if input.trajectory else ""
         ),
+        mutations=report_mutations_flags,
         flags=cli_flags(config["report"]),
+        structure=structure_flags,
         device=config["device"],
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow report --data {input.data} --samples {input.samples} --sampling {input.sampling} "
-        "--model {input.model} --train-log {input.train_log} --loglik {input.loglik} "
-        "{params.trajectory} --outdir {params.outdir} --family {wildcards.family} "
-        "--run {wildcards.run} {params.flags} --device {params.device} 2> {log}"
+        "python -m rbmflow report --data {input.data:q} --samples {input.samples:q} --sampling {input.sampling:q} "
+        "--model {input.model:q} --train-log {input.train_log:q} --loglik {input.loglik:q} "
+        "{params.trajectory} {params.mutations} --contacts {input.contacts:q} {params.structure} --outdir {params.outdir:q} --family {wildcards.family:q} "
+        "--run {wildcards.run:q} {params.flags} --device {params.device:q} 2> {log:q}"
 
 
 rule summary:
@@ -51,4 +56,4 @@ rule summary:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow report --summary {input} --out {output.csv} 2> {log}"
+        "python -m rbmflow report --summary {input:q} --out {output.csv:q} 2> {log:q}"

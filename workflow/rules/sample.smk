@@ -20,6 +20,6 @@ rule sample:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow sample {input.model} {input.data} --out {output.samples} "
-        "--info {output.info} {params.flags} --device {params.device} "
-        "--threads {threads} 2> {log}"
+        "python -m rbmflow sample {input.model:q} {input.data:q} --out {output.samples:q} "
+        "--info {output.info:q} {params.flags} --device {params.device:q} "
+        "--threads {threads:q} 2> {log:q}"

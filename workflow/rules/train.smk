@@ -19,6 +19,6 @@ rule train:
     conda:
         "../../envs/rbmflow.yaml"
     shell:
-        "rbmflow train {input} --out {output.model} --log {output.log} "
-        "--family {wildcards.family} --run-name {wildcards.run} {params.flags} "
-        "--device {params.device} --threads {threads} 2> {log}"
+        "python -m rbmflow train {input:q} --out {output.model:q} --log {output.log:q} "
+        "--family {wildcards.family:q} --run-name {wildcards.run:q} {params.flags} "
+        "--device {params.device:q} --threads {threads:q} 2> {log:q}"

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
+import signal
 import sys
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine or cluster node, spinning
@@ -26,6 +28,9 @@ STAGES = {
     "loglik": "estimate log Z and the log-likelihood of train and test sequences",
     "sample": "generate sequences from a trained model, with equilibrium checks",
     "report": "compare generated and natural sequences: metrics, figures, report.html",
+    "score": "free energy, log-likelihood and nearest training distance of sequences",
+    "mutations": "log p(mutant) - log p(wild type) of every single substitution, heat map",
+    "contacts": "effective couplings, contact scores and their exports from a trained model",
 }
 
 
@@ -52,15 +57,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Bounds on the integer options of every stage (an option absent from a stage is skipped): a
+# typo such as `hidden: 1e9` stops with one line instead of allocating without bound.
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "seed": (0, 2**63 - 1), "hidden": (1, 100_000), "updates": (1, 100_000_000),
+    "chains": (1, 10_000_000), "batch_size": (1, 100_000_000), "gibbs_steps": (1, 1_000_000),
+    "checkpoints": (1, 100_000), "log_every": (1, 100_000_000), "threads": (1, 4096),
+    "sweeps": (1, 100_000_000), "max_sweeps": (1, 100_000_000), "data_chains": (0, 10_000_000),
+    "betas": (2, 100_000_000), "trajectory_betas": (2, 100_000_000),
+    "trajectory_steps": (1, 100_000_000), "repeats": (1, 10_000),
+    "equilibration_sweeps": (0, 100_000_000), "record_every": (0, 100_000_000),
+    "triplets": (0, 10_000_000), "nn_samples": (1, 10_000_000),
+    "nn_reference": (0, 100_000_000), "pca_components": (1, 1000), "attempts": (1, 1000),
+    "exact_max_hiddens": (0, 30),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse (RbmflowError naming the option) integers outside INT_LIMITS and any NaN or
+    infinite float option."""
+    for name, value in vars(args).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and name in INT_LIMITS:
+            low, high = INT_LIMITS[name]
+            if not low <= value <= high:
+                raise RbmflowError(f"{flag} {value} is out of range: allowed {low} to {high}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise RbmflowError(f"{flag} must be a finite number, got {value}")
+
+
+def os_error_message(err: OSError) -> str:
+    """One line naming the path and the cause of an operating-system error."""
+    cause = err.strerror or str(err) or type(err).__name__
+    where = err.filename if err.filename is not None else None
+    text = f"{where}: {cause}" if where is not None and str(where) not in cause else cause
+    if err.filename2 is not None:
+        text += f" (and {err.filename2})"
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit: an OSError (EFBIG), not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
+        check_numbers(args)
         args.run(args)
     except RbmflowError as err:
-        print(f"rbmflow {args.stage}: error: {err}", file=sys.stderr)
+        print(f"rbmflow {args.stage}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except OSError as err:  # read-only folder, full disk, file-size limit, I/O error
+        print(f"rbmflow {args.stage}: error: {os_error_message(err)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"rbmflow {args.stage}: error: out of memory; use smaller settings or inputs",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -28,12 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=RetryPolicy.timeout_s,
                         help="seconds a connect or a read may block (default: %(default)s)")
+    parser.add_argument("--deadline", type=float, default=RetryPolicy.deadline_s,
+                        help="seconds one whole download may take (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.attempts < 1 or args.timeout <= 0 or args.backoff < 0:
-        raise InputError("need --attempts >= 1, --timeout > 0 and --backoff >= 0")
-    policy = RetryPolicy(attempts=args.attempts, backoff_s=args.backoff, timeout_s=args.timeout)
+    if args.attempts < 1 or args.timeout <= 0 or args.backoff < 0 or args.deadline <= 0:
+        raise InputError("need --attempts >= 1, --timeout > 0, --deadline > 0 and "
+                         "--backoff >= 0")
+    policy = RetryPolicy(attempts=args.attempts, backoff_s=args.backoff, timeout_s=args.timeout,
+                         deadline_s=args.deadline)
     record = fetch_family(args.family, args.source, args.outdir, accession=args.accession,
                           alignment=args.alignment, base_url=args.base_url, policy=policy)
     print(f"{args.family}: {record['alignment_path']} ({record['bytes']} bytes, "

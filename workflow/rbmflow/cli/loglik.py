@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pseudocount", type=float, default=d.pseudocount,
                         help=f"uniform weight in the base's frequencies (default {d.pseudocount})")
     parser.add_argument("--tolerance", type=float, default=d.tolerance,
-                        help="nats: estimates further apart than this raise a warning "
+                        help="nats: estimates further apart than 3 combined standard errors "
+                             "plus this raise a warning "
                              f"(default {d.tolerance})")
     parser.add_argument("--min-ess", type=float, default=d.min_ess,
                         help="effective sample size / chains below which a warning is raised "

@@ -12,7 +12,7 @@ import torch
 
 from rbmflow.alignment import AMBIGUOUS_RULES, FORMATS
 from rbmflow.device import resolve_device
-from rbmflow.prepare import PrepareSettings, prepare
+from rbmflow.prepare import SPLITS, PrepareSettings, prepare
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ambiguous", choices=AMBIGUOUS_RULES, default=defaults.ambiguous,
                         help="B, Z, J, X, U, O: encode as gap, or drop the sequence "
                              "(default %(default)s)")
+    parser.add_argument("--split", choices=SPLITS, default=defaults.split,
+                        help="random, or cluster: whole components of the identity >= "
+                             "--identity graph on one side (default %(default)s)")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="input format (default: from source.json, else sniffed)")
     parser.add_argument("--device", default="auto",
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     settings = PrepareSettings(identity=args.identity, max_gap_fraction=args.max_gap_fraction,
                                test_fraction=args.test_fraction, seed=args.seed,
-                               ambiguous=args.ambiguous, format=args.format)
+                               ambiguous=args.ambiguous, split=args.split, format=args.format)
     summary = prepare(args.source, args.out, args.summary, settings,
                       device=resolve_device(args.device))
     print(f"{args.out}: M = {summary['M']} (train {summary['M_train']}, test "

@@ -3,7 +3,8 @@
 One run:
     rbmflow report --data alignment.npz --samples samples.fasta [--sampling sampling.json]
         [--model model.h5] [--train-log train_log.csv] [--loglik loglik.json]
-        [--trajectory loglik_trajectory.csv] --outdir results/F/R/report
+        [--trajectory loglik_trajectory.csv] [--mutations-heatmap mutations.png
+        --mutations-summary mutations.json] --outdir results/F/R/report
 Summary:
     rbmflow report --summary results/*/*/report/metrics.json --out results/summary.csv
 """
@@ -26,6 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--loglik", type=Path, help="loglik.json (log-likelihood, log Z)")
     run.add_argument("--trajectory", type=Path,
                      help="loglik_trajectory.csv (log-likelihood along training)")
+    run.add_argument("--mutations-heatmap", type=Path,
+                     help="heat map PNG of `rbmflow mutations` (shown in the report)")
+    run.add_argument("--mutations-summary", type=Path,
+                     help="JSON summary of `rbmflow mutations` (coverage, in metrics.json)")
+    run.add_argument("--contacts", type=Path, help="contacts.csv from `rbmflow contacts`")
+    run.add_argument("--structure", type=Path,
+                     help="distance table (i j score distance) or PDB/mmCIF file: PPV and "
+                          "contact map of --contacts")
+    run.add_argument("--chain", help="chain of a PDB/mmCIF --structure")
     run.add_argument("--outdir", type=Path, help="output folder (metrics.json, figures, "
                                                  "report.html)")
     run.add_argument("--family", help="family name shown in the report (default: from outdir)")
@@ -50,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from rbmflow.metrics import EvaluationSettings
+    from rbmflow.provenance import nothing_new_on_failure
     from rbmflow.report import ReportInputs, make_report, summarize
 
     if args.summary:
@@ -61,7 +72,8 @@ def run(args: argparse.Namespace) -> None:
                                         ("--outdir", args.outdir)) if value is None]
     if missing:
         raise InputError(f"missing {', '.join(missing)} (or use --summary)")
-    for flag in ("data", "samples", "sampling", "model", "train_log", "loglik", "trajectory"):
+    for flag in ("data", "samples", "sampling", "model", "train_log", "loglik", "trajectory",
+                 "mutations_heatmap", "mutations_summary", "contacts", "structure"):
         path = getattr(args, flag)
         if path is not None and not path.is_file():
             raise InputError(f"{path}: no such file (--{flag.replace('_', '-')})")
@@ -72,5 +84,8 @@ def run(args: argparse.Namespace) -> None:
                                   nn_samples=args.nn_samples, nn_reference=args.nn_reference,
                                   pca_components=args.pca_components)
     inputs = ReportInputs(args.data, args.samples, args.sampling, args.model, args.train_log,
-                          args.loglik, args.trajectory)
-    make_report(inputs, args.outdir, settings, args.device, args.family, args.run_name)
+                          args.loglik, args.trajectory, args.mutations_heatmap,
+                          args.mutations_summary, contacts=args.contacts,
+                          structure=args.structure, structure_chain=args.chain)
+    with nothing_new_on_failure(args.outdir):  # no figures without their report
+        make_report(inputs, args.outdir, settings, args.device, args.family, args.run_name)

@@ -1,0 +1,46 @@
+"""`rbmflow mutations MODEL ALIGNMENT.npz --wildtype SEQ_OR_FASTA --out mutations.csv`:
+log p(mutant) - log p(wild type) of every single substitution at the covered positions.
+
+    rbmflow mutations model.h5 alignment.npz --wildtype SEQ_OR_FASTA [--first N]
+        --out mutations.csv [--heatmap mutations.png] [--summary mutations.json]
+        [--input auto|aligned|unaligned] [--max-evalue E] [--min-coverage C] [--device D]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rbmflow.cli.score import add_family_arguments
+from rbmflow.device import resolve_device
+from rbmflow.scoring import mutations_stage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="model.h5")
+    parser.add_argument("data", type=Path,
+                        help="alignment.npz: the training alignment the profile HMM is built "
+                             "from")
+    parser.add_argument("--wildtype", required=True,
+                        help="the wild-type sequence, or a FASTA file holding it (one record); "
+                             "aligned to the model's columns or not")
+    parser.add_argument("--first", type=int, default=1,
+                        help="number of the wild type's first residue (default 1)")
+    parser.add_argument("--out", type=Path, required=True, help="mutations.csv to write")
+    parser.add_argument("--heatmap", type=Path,
+                        help="heat map PNG, positions x 20 amino acids (default: --out with .png)")
+    parser.add_argument("--summary", type=Path,
+                        help="JSON: coverage, the wild type's columns, provenance "
+                             "(default: --out with .json)")
+    add_family_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    scan = mutations_stage(args.model, args.data, args.wildtype, args.out, args.heatmap,
+                           args.summary, args.first, args.mode, args.max_evalue,
+                           args.min_coverage, resolve_device(args.device))
+    print(f"{len(scan.positions)} positions x 19 substitutions -> {args.out}")

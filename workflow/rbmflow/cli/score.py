@@ -1,0 +1,60 @@
+"""`rbmflow score MODEL SEQUENCES --out scores.csv`: free energy, log-likelihood and distance to
+the training set of each sequence, aligned to the model's columns or not.
+
+    rbmflow score model.h5 sequences.fasta --out scores.csv [--data alignment.npz]
+        [--loglik loglik.json] [--summary scores.json] [--input auto|aligned|unaligned]
+        [--max-evalue E] [--min-coverage C] [--device auto|cpu|cuda:N]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rbmflow.device import resolve_device
+from rbmflow.profile_hmm import DEFAULT_MAX_EVALUE, DEFAULT_MIN_COVERAGE, INPUT_MODES
+from rbmflow.scoring import score_stage
+
+
+def add_family_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the alignment to the model's columns (shared with `rbmflow mutations`)."""
+    parser.add_argument("--input", dest="mode", choices=INPUT_MODES, default="auto",
+                        help="auto (default): a record of the model's length in its alphabet "
+                             "is taken as aligned, any other is aligned with a profile HMM "
+                             "of the training alignment; aligned | unaligned: force one")
+    parser.add_argument("--max-evalue", type=float, default=DEFAULT_MAX_EVALUE,
+                        help="a sequence whose best domain has a larger E-value (database of "
+                             f"one sequence) is not of the family (default {DEFAULT_MAX_EVALUE})")
+    parser.add_argument("--min-coverage", type=float, default=DEFAULT_MIN_COVERAGE,
+                        help="... nor one matching fewer than this fraction of the model's "
+                             f"columns (default {DEFAULT_MIN_COVERAGE})")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="model.h5")
+    parser.add_argument("sequences", type=Path,
+                        help="FASTA (.gz allowed), aligned to the model's columns or not")
+    parser.add_argument("--out", type=Path, required=True, help="scores.csv to write")
+    parser.add_argument("--data", type=Path,
+                        help="alignment.npz: needed for unaligned input and for the distance "
+                             "to the nearest training sequence")
+    parser.add_argument("--loglik", type=Path,
+                        help="loglik.json of this model: its log_z gives the log-likelihood")
+    parser.add_argument("--summary", type=Path,
+                        help="JSON summary with provenance (default: --out with .json)")
+    add_family_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    mappings = score_stage(args.model, args.sequences, args.out, args.data, args.loglik,
+                           args.summary, args.mode, args.max_evalue, args.min_coverage,
+                           resolve_device(args.device))
+    aligned = sum(m.aligned_input for m in mappings)
+    print(f"{len(mappings)} sequences scored ({aligned} aligned input, "
+          f"{len(mappings) - aligned} aligned with the profile HMM) -> {args.out}")
