@@ -45,6 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="centred gradient (default true)")
     parser.add_argument("--normalize-gradient", type=parse_bool, default=d.normalize_gradient,
                         metavar="BOOL", help="unit-norm gradient steps, as rbms (default true)")
+    parser.add_argument("--reweight", type=parse_bool, default=d.reweight, metavar="BOOL",
+                        help="pcd: Jarzynski-reweighted persistent chains (experimental; "
+                             "default false)")
+    parser.add_argument("--min-ess", type=float, default=d.min_ess,
+                        help="reweighted chains are resampled when their effective sample "
+                             "size falls under this fraction of the chains")
+    parser.add_argument("--swap-threshold", type=float, default=d.swap_threshold,
+                        help="save an extra checkpoint when the estimated swap acceptance "
+                             "with the last saved one falls under this (0: log-spaced only)")
+    parser.add_argument("--monitor", type=parse_bool, default=d.monitor, metavar="BOOL",
+                        help="compare the chains with equilibrium samples at each log row "
+                             "(default true)")
     parser.add_argument("--checkpoints", type=int, default=d.checkpoints,
                         help="number of log-spaced checkpoints (the last update is always kept)")
     parser.add_argument("--log-every", type=int, default=d.log_every,
@@ -68,7 +80,8 @@ def run(args: argparse.Namespace) -> None:
         learning_rate=args.learning_rate, lr_decay=args.lr_decay, method=args.method,
         l1=args.l1, l2=args.l2, centered=args.centered,
         normalize_gradient=args.normalize_gradient, checkpoints=args.checkpoints,
-        log_every=args.log_every, seed=args.seed,
+        log_every=args.log_every, seed=args.seed, reweight=args.reweight,
+        min_ess=args.min_ess, swap_threshold=args.swap_threshold, monitor=args.monitor,
     )
     train_part, test_part = data.subset(TRAIN), data.subset(TEST)
     if train_part.num_sequences == 0:
