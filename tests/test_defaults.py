@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 from rbmflow.cli import build_parser
-from rbmflow.sample import SamplingSettings
 from rbmflow.loglik import LoglikSettings
 from rbmflow.metrics import EvaluationSettings
 from rbmflow.prepare import PrepareSettings
+from rbmflow.sample import SamplingSettings
 from rbmflow.training import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,11 +7,14 @@ import torch
 from rbmflow.errors import RbmflowError
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """`auto` picks CUDA when available, else the CPU; `cpu`, `cuda`, `cuda:N` are taken as is.
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """`auto` picks CUDA when available, else the CPU; `cpu`, `cuda`, `cuda:N` are taken as is
+    (a torch.device too).
 
     Asking for CUDA on a machine without it is an error, not a silent fallback.
     """
+    if isinstance(spec, torch.device):
+        spec = str(spec)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)

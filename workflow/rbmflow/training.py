@@ -49,6 +49,7 @@ from tqdm import tqdm
 from rbmflow import archive, checkpoints
 from rbmflow.checkpoints import archive_copy, partial_path  # noqa: F401 (public here too)
 from rbmflow.dataset import EncodedAlignment
+from rbmflow.equilibrium import CheckpointDensity, EquilibriumMonitor, ReweightedChains
 from rbmflow.errors import RbmflowError
 from rbmflow.model import PottsRBM, one_hot, random_codes, sample_categorical
 from rbmflow.provenance import FORMAT_VERSION
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 
 METHODS = ("pcd", "cd", "rdm")
 LOG_COLUMNS = ("update", "time_s", "learning_rate", "pearson_cij_train", "pearson_cij_test",
-               "free_energy_data", "free_energy_chains")
+               "free_energy_data", "free_energy_chains", "chains_ess",
+               "monitor_reference", "monitor_ks", "monitor_occupancy_tv", "monitor_ks_critical")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,13 @@ class TrainSettings:
     train_log.csv.
     pseudocount: mixing weight of the uniform distribution in the site frequencies that
     initialise vbias. init_std: standard deviation of the initial weights.
+    reweight (pcd only): Jarzynski-reweighted persistent chains (`equilibrium`), resampled
+    when their effective sample size falls under `min_ess` x chains; the chains are also
+    resampled at each checkpoint, so the saved chains are equally weighted samples.
+    swap_threshold: an extra checkpoint is saved when the estimated swap acceptance between
+    the last saved model and the current one falls under it (0: log-spaced ones only).
+    monitor (pcd only): compare the chains with equilibrium samples at each log row
+    (`equilibrium.EquilibriumMonitor`).
     """
 
     hidden: int = 100
@@ -92,6 +101,10 @@ class TrainSettings:
     seed: int = 0
     pseudocount: float = 1e-3
     init_std: float = 0.01
+    reweight: bool = False
+    min_ess: float = 0.5
+    swap_threshold: float = 0.3
+    monitor: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -110,6 +123,13 @@ class TrainSettings:
             raise RbmflowError("pseudocount must be in [0, 1)")
         if not 0 <= self.seed < 2**63:
             raise RbmflowError(f"seed must be in [0, 2^63), got {self.seed}")
+        if not 0 <= self.min_ess <= 1 or not 0 <= self.swap_threshold < 1:
+            raise RbmflowError("min_ess must be in [0, 1] and swap_threshold in [0, 1)")
+
+    @property
+    def reweighted(self) -> bool:
+        """Jarzynski-reweighted persistent chains (`equilibrium.ReweightedChains`)."""
+        return self.method == "pcd" and self.reweight
 
     def learning_rate_at(self, update: int) -> float:
         """Learning rate of gradient update number `update` (0-based)."""
@@ -118,7 +138,8 @@ class TrainSettings:
     def resume_key(self) -> str:
         """Hash of the settings that shape the trajectory (not its length or its logging)."""
         shaping = {k: v for k, v in asdict(self).items()
-                   if k not in ("updates", "checkpoints", "log_every", "lr_decay")}
+                   if k not in ("updates", "checkpoints", "log_every", "lr_decay", "monitor",
+                                "swap_threshold")}
         if self.lr_decay != 1.0:
             shaping["lr_decay"], shaping["updates"] = self.lr_decay, self.updates
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
@@ -334,6 +355,8 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
         model = init_model(codes_all, weights_all, q, s.hidden, generator, s.pseudocount,
                            s.init_std)
         chains = _initial_chains(model, s, codes_all, generator)
+        reweighted = (ReweightedChains.start(model, chains, s.min_ess) if s.reweighted
+                      else None)
         update = start = 0
         time_offset, rows = 0.0, []
     else:
@@ -343,6 +366,8 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
         update = start = resumed.update
         time_offset = resumed.time_s
         rows = checkpoints.parse_log(resumed.log_text, start)
+        reweighted = (ReweightedChains.uniform(chains.shape[0], device, s.min_ess)
+                      if s.reweighted else None)  # saved chains are resampled: equal weights
 
     cij_train = connected_correlations(codes_all, q, weights_all)
     cij_test = None
@@ -351,12 +376,22 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
                                           test.weights_tensor(device, dtype))
     schedule = set(checkpoint_schedule(s.updates, s.checkpoints))
     last_saved: int | None = start if resumed is not None else None
+    density = CheckpointDensity(s.swap_threshold)
+    density.reset(model, chains)
+    # cd and rdm chains are not meant to be at equilibrium: nothing to monitor
+    monitor = EquilibriumMonitor(seed=s.seed) if s.monitor and s.method == "pcd" else None
+
+    def chain_weights() -> Tensor | None:
+        return None if reweighted is None else reweighted.weights().to(dtype)
 
     def save(at: int, elapsed: float, scheduled: bool = True) -> None:
-        nonlocal last_saved
+        nonlocal last_saved, chains
         if not _finite(*model.tensors()):
             bar.close()
             raise _divergence(at, "parameters", partial, last_saved)
+        if reweighted is not None and not reweighted.is_uniform():
+            chains = reweighted.resample(chains, generator)  # stored chains: equal weights
+        _checkpoint_ladder(at, model, chains, metadata, density, monitor)
         checkpoints.save(out, at, model, chains, elapsed, generator.get_state(),
                          hyperparameters, metadata, _log_text(rows), scheduled=scheduled)
         last_saved = at
@@ -364,14 +399,19 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
     def health(at: int, elapsed: float) -> None:
         lr = s.learning_rate_at(max(at - 1, 0))
         f_data = float((model.free_energy(codes_all) * weights_all).sum() / weights_all.sum())
-        cij_chains = connected_correlations(chains, q)
+        cw = chain_weights()
+        cij_chains = connected_correlations(chains, q, cw)
+        f_chains = (model.free_energy(chains).mean() if cw is None
+                    else (model.free_energy(chains) * cw).sum())
         row = {
             "update": at, "time_s": round(elapsed, 3), "learning_rate": f"{lr:.6g}",
             "pearson_cij_train": f"{pearson(cij_chains, cij_train):.5f}",
             "pearson_cij_test": ("" if cij_test is None else
                                  f"{pearson(cij_chains, cij_test):.5f}"),
             "free_energy_data": f"{f_data:.5f}",
-            "free_energy_chains": f"{float(model.free_energy(chains).mean()):.5f}",
+            "free_energy_chains": f"{float(f_chains):.5f}",
+            "chains_ess": "" if reweighted is None else f"{reweighted.ess_fraction():.4f}",
+            **_monitor_columns(at, model, chains, cw, monitor),
         }
         rows.append(row)
 
@@ -401,9 +441,9 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
             else:
                 start_codes = random_codes(chains.shape[0], L, q, device, generator)
             chains = model.gibbs(start_codes, s.gibbs_steps, generator=generator)
-            d_w, d_v, d_h = gradient(moments(model, batch_codes, batch_weights),
-                                     moments(model, chains), s.centered,
-                                     model.weight_matrix, s.l1, s.l2)
+            data_moments = moments(model, batch_codes, batch_weights)
+            d_w, d_v, d_h = gradient(data_moments, moments(model, chains, chain_weights()),
+                                     s.centered, model.weight_matrix, s.l1, s.l2)
             grad_sq = sum((g * g).sum() for g in (d_w, d_v, d_h))
             grad_sq_value = float(grad_sq)  # the one host sync of an update
             if not math.isfinite(grad_sq_value):
@@ -413,17 +453,22 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
                 scale = lr / math.sqrt(grad_sq_value)
             else:
                 scale = lr
+            own = (None if reweighted is None else reweighted.own_terms(
+                model, chains, scale, data_moments.v, data_moments.h, s.centered))
             model.weight_matrix.add_(d_w, alpha=scale)
             model.vbias.add_(d_v, alpha=scale)
             model.hbias.add_(d_h, alpha=scale)
             model.apply_zero_sum_gauge_()
+            if reweighted is not None and own is not None:
+                reweighted.add_work_without_own(model, chains, own)
+                chains = reweighted.maybe_resample(chains, generator)
             update += 1
             bar.update(1)
             elapsed = time.perf_counter() - t0
             if update % s.log_every == 0 or update == s.updates:
                 health(update, elapsed)
                 bar.set_postfix(pearson=rows[-1]["pearson_cij_train"], refresh=False)
-            if update in schedule:
+            if update in schedule or density.due(model, chains, chain_weights()):
                 save(update, elapsed)
             t0 += time.perf_counter() - t0 - elapsed  # time_s counts training, not logging/saving
             if flag["signal"] is not None:
@@ -442,6 +487,35 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
                  rows[-1]["update"], rows[-1]["time_s"], rows[-1]["pearson_cij_train"],
                  rows[-1]["pearson_cij_test"] or "-")
     return model
+
+
+def _checkpoint_ladder(at: int, model: PottsRBM, chains: Tensor, metadata: dict[str, Any],
+                       density: CheckpointDensity, monitor: EquilibriumMonitor | None) -> None:
+    """Record in the metadata (`checkpoint_swap_rates`, by update) the estimated swap
+    acceptance between checkpoint `at` and the previous one, on equally weighted chains;
+    the monitor keeps the model as a tempering level."""
+    rate = density.rate(model, chains)
+    if math.isfinite(rate):
+        metadata.setdefault("checkpoint_swap_rates", {})[str(at)] = round(rate, 4)
+    density.reset(model, chains)
+    if monitor is not None:
+        monitor.remember(model, chains)
+
+
+def _monitor_columns(at: int, model: PottsRBM, chains: Tensor, weights: Tensor | None,
+                     monitor: EquilibriumMonitor | None) -> dict[str, str]:
+    """The monitor's columns of the log row at update `at` (empty without a reference); a
+    loud warning when the chains and the model's equilibrium disagree."""
+    result = None if monitor is None or at == 0 else monitor.compare(model, chains, weights, at)
+    if result is None:
+        return {}
+    if result.disagree:
+        log.warning("update %d: the persistent chains are NOT at the model's equilibrium: "
+                    "KS distance %.3f > %.3f along W's top directions vs %s samples, orthant "
+                    "occupancies differ by %.3f; the gradient's model term is biased "
+                    "(multimodal data: the model's mode weights may be wrong)", at, max(result.ks),
+                    result.critical, result.reference, result.occupancy_tv)
+    return result.columns()
 
 
 def _divergence(update: int, what: str, partial: Path, last_saved: int | None) -> RbmflowError:

@@ -1,7 +1,10 @@
 """Command-line interface: `rbmflow <stage> ...`, one sub-command per pipeline stage.
 
 Each stage lives in its own module of this sub-package with two functions:
-`add_arguments(parser)` and `run(args)`. They parse and delegate; the science is elsewhere.
+`add_arguments(parser)` and `run(args)`. They parse and delegate to the stage module's
+`run_stage`; the science is elsewhere. The options every computing stage shares, `--device`
+and `--threads`, are declared here once and applied before `run`: `args.device` reaches the
+stage as a resolved `torch.device`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,30 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+# Stages that compute with torch: they get --device and --threads.
+COMPUTE_STAGES = ("prepare", "train", "loglik", "sample", "report", "score", "mutations",
+                  "contacts")
+
+
+def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto | cpu | cuda | cuda:N (default: auto, CUDA when present)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
+
+
+def apply_compute_arguments(args: argparse.Namespace) -> None:
+    """Set torch's CPU threads and turn `args.device` into a torch.device (an error when CUDA
+    is asked for and absent)."""
+    import torch
+
+    from rbmflow.device import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.device = resolve_device(args.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rbmflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rbmflow {__version__}")
@@ -53,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"rbmflow.cli.{stage}")
         stage_parser = sub.add_parser(stage, help=help_text, description=help_text)
         module.add_arguments(stage_parser)
+        if stage in COMPUTE_STAGES:
+            add_compute_arguments(stage_parser)
         stage_parser.set_defaults(run=module.run)
     return parser
 
@@ -107,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         check_numbers(args)
+        if args.stage in COMPUTE_STAGES:
+            apply_compute_arguments(args)
         args.run(args)
     except RbmflowError as err:
         print(f"rbmflow {args.stage}: error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -45,8 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-npz", type=Path, default=None,
                         help="fields, couplings and scores as npz")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -61,16 +59,13 @@ def run(args: argparse.Namespace) -> None:
         write_npz,
     )
     from rbmflow.dataset import TRAIN, load_encoded
-    from rbmflow.device import resolve_device
     from rbmflow.provenance import write_json
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.backgrounds < 1:
         raise InputError("--backgrounds must be positive")
     if args.ppv_json is not None and args.structure is None:
         raise InputError("--ppv-json needs --structure")
-    device = resolve_device(args.device)
+    device = args.device
     model = load_rbm(args.model, device=device, dtype=torch.float64)
     alphabet = read_metadata(args.model).get("alphabet")
     if args.alignment is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rbmflow.device import resolve_device
 from rbmflow.errors import InputError
 from rbmflow.loglik import METHODS, LoglikSettings, run_stage, settings_from_mapping
 from rbmflow.partition import SCHEDULES
@@ -75,22 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto uses exact enumeration up to this many hidden units "
                              f"(default {d.exact_max_hiddens})")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> None:
     for role, path in (("model", args.model), ("alignment", args.data)):
         if not path.is_file():
             raise InputError(f"{path}: {role} file not found")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
     settings = settings_from_mapping(vars(args))
-    doc = run_stage(args.model, args.data, args.out, settings, device, args.trajectory_csv)
+    doc = run_stage(args.model, args.data, args.out, settings, args.device, args.trajectory_csv)
     test = doc["loglik_test"]
     print(f"log Z = {doc['log_z']:.4f} +- {doc['log_z_std']:.4f} ({doc['method']}); loglik "
           f"train {doc['loglik_train']:.4f}, test {'n/a' if test is None else f'{test:.4f}'} "

@@ -12,7 +12,6 @@ import argparse
 from pathlib import Path
 
 from rbmflow.cli.score import add_family_arguments
-from rbmflow.device import resolve_device
 from rbmflow.scoring import mutations_stage
 
 
@@ -36,11 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     scan = mutations_stage(args.model, args.data, args.wildtype, args.out, args.heatmap,
                            args.summary, args.first, args.mode, args.max_evalue,
-                           args.min_coverage, resolve_device(args.device))
+                           args.min_coverage, args.device)
     print(f"{len(scan.positions)} positions x 19 substitutions -> {args.out}")

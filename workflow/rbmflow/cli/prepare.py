@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from rbmflow.alignment import AMBIGUOUS_RULES, FORMATS
-from rbmflow.device import resolve_device
 from rbmflow.prepare import SPLITS, PrepareSettings, run_stage
 
 
@@ -39,20 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--identity graph on one side (default %(default)s)")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="input format (default: from source.json, else sniffed)")
-    parser.add_argument("--device", default="auto",
-                        help="auto | cpu | cuda | cuda:N, for the weights (default auto)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     settings = PrepareSettings(identity=args.identity, max_gap_fraction=args.max_gap_fraction,
                                test_fraction=args.test_fraction, seed=args.seed,
                                ambiguous=args.ambiguous, split=args.split, format=args.format)
     summary = run_stage(args.source, args.out, args.summary, settings,
-                      device=resolve_device(args.device))
+                      device=args.device)
     print(f"{args.out}: M = {summary['M']} (train {summary['M_train']}, test "
           f"{summary['M_test']}), L = {summary['L']}, M_eff = {summary['M_eff']:.1f} "
           f"(train {summary['M_eff_train']:.1f}, test {summary['M_eff_test']:.1f})")

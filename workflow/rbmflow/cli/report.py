@@ -54,7 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "(default %(default)s)")
     run.add_argument("--pca-components", type=int, default=d.pca_components,
                      help="principal components kept (default %(default)s)")
-    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     summary = parser.add_argument_group("summary of several runs")
     summary.add_argument("--summary", nargs="+", type=Path, metavar="METRICS_JSON",
                          help="metrics.json files to put side by side")

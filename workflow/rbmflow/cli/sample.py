@@ -6,8 +6,6 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from rbmflow.cli import parse_bool
 from rbmflow.errors import InputError
 from rbmflow.mixing import Criteria
@@ -47,7 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=_positive_float, default=defaults.beta,
                         help="inverse temperature (default %(default)s)")
     parser.add_argument("--seed", type=_int_at_least(0), default=defaults.seed)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode,
                         help="auto: rdm for models trained with rdm, else equilibrium")
     parser.add_argument("--method", choices=METHODS, default=defaults.method,
@@ -85,8 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-chains", type=_int_at_least(0), default=None,
                         help="chains started from training sequences (default: as many as "
                              "--chains, at most the training set; 0: none)")
-    parser.add_argument("--threads", type=_int_at_least(1), default=None,
-                        help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--update", type=_int_at_least(0), default=None,
                         help="checkpoint to sample (default: the last)")
     parser.add_argument("--z-max", type=_positive_float, default=criteria.z_max,
@@ -103,8 +98,6 @@ def run(args: argparse.Namespace) -> None:
     for role, path in (("model", args.model), ("alignment", args.data)):
         if not Path(path).is_file():
             raise InputError(f"{path}: {role} file not found")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     settings = SamplingSettings(
         chains=args.chains, sweeps=args.sweeps, beta=args.beta, seed=args.seed, mode=args.mode,
         record_every=args.record_every, auto_extend=args.auto_extend,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rbmflow.device import resolve_device
 from rbmflow.profile_hmm import DEFAULT_MAX_EVALUE, DEFAULT_MIN_COVERAGE, INPUT_MODES
 from rbmflow.scoring import score_stage
 
@@ -28,8 +27,6 @@ def add_family_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-coverage", type=float, default=DEFAULT_MIN_COVERAGE,
                         help="... nor one matching fewer than this fraction of the model's "
                              f"columns (default {DEFAULT_MIN_COVERAGE})")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,13 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     mappings = score_stage(args.model, args.sequences, args.out, args.data, args.loglik,
                            args.summary, args.mode, args.max_evalue, args.min_coverage,
-                           resolve_device(args.device))
+                           args.device)
     aligned = sum(m.aligned_input for m in mappings)
     print(f"{len(mappings)} sequences scored ({aligned} aligned input, "
           f"{len(mappings) - aligned} aligned with the profile HMM) -> {args.out}")

@@ -10,11 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
 from rbmflow.cli import parse_bool
 from rbmflow.dataset import TEST, TRAIN, load_encoded
-from rbmflow.device import resolve_device
 from rbmflow.errors import InputError
 from rbmflow.provenance import provenance
 from rbmflow.training import METHODS, TrainSettings, train
@@ -48,13 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="centred gradient (default true)")
     parser.add_argument("--normalize-gradient", type=parse_bool, default=d.normalize_gradient,
                         metavar="BOOL", help="unit-norm gradient steps, as rbms (default true)")
+    parser.add_argument("--reweight", type=parse_bool, default=d.reweight, metavar="BOOL",
+                        help="pcd: Jarzynski-reweighted persistent chains (experimental; "
+                             "default false)")
+    parser.add_argument("--min-ess", type=float, default=d.min_ess,
+                        help="reweighted chains are resampled when their effective sample "
+                             "size falls under this fraction of the chains")
+    parser.add_argument("--swap-threshold", type=float, default=d.swap_threshold,
+                        help="save an extra checkpoint when the estimated swap acceptance "
+                             "with the last saved one falls under this (0: log-spaced only)")
+    parser.add_argument("--monitor", type=parse_bool, default=d.monitor, metavar="BOOL",
+                        help="compare the chains with equilibrium samples at each log row "
+                             "(default true)")
     parser.add_argument("--checkpoints", type=int, default=d.checkpoints,
                         help="number of log-spaced checkpoints (the last update is always kept)")
     parser.add_argument("--log-every", type=int, default=d.log_every,
                         help="updates between two rows of the training log")
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--restart", action="store_true",
                         help="ignore an interrupted run's partial archive and start over")
     parser.add_argument("--progress", type=parse_bool, default=None, metavar="BOOL",
@@ -62,9 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = args.device
     try:
         data = load_encoded(args.alignment)
     except (OSError, ValueError) as err:
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> None:
         learning_rate=args.learning_rate, lr_decay=args.lr_decay, method=args.method,
         l1=args.l1, l2=args.l2, centered=args.centered,
         normalize_gradient=args.normalize_gradient, checkpoints=args.checkpoints,
-        log_every=args.log_every, seed=args.seed,
+        log_every=args.log_every, seed=args.seed, reweight=args.reweight,
+        min_ess=args.min_ess, swap_threshold=args.swap_threshold, monitor=args.monitor,
     )
     train_part, test_part = data.subset(TRAIN), data.subset(TEST)
     if train_part.num_sequences == 0:

@@ -72,7 +72,7 @@ from rbmflow.report.inputs import (
 )
 from rbmflow.report.model_figures import add_model_figures
 
-__all__ = ["FIGURES", "ReportInputs", "caption", "information_heights", "lookup",
+__all__ = ["FIGURES", "ReportInputs", "caption", "fig_training", "information_heights", "lookup",
            "read_samples", "run_stage", "summarize"]
 
 log = logging.getLogger(__name__)

@@ -252,7 +252,8 @@ def fig_training(frame: pd.DataFrame) -> Figure | None:
     groups: dict[str, list[str]] = {}
     for column in numeric:
         key = ("pearson" if column.startswith("pearson") else
-               "energy" if "energy" in column else column)
+               "energy" if "energy" in column else
+               "chains vs equilibrium" if column.startswith("monitor") else column)
         groups.setdefault(key, []).append(column)
     panels = list(groups.items())[:9]
     cols = min(3, max(1, len(panels)))

@@ -1,0 +1,369 @@
+"""Chains that stay at the model's equilibrium while it is trained, and a monitor that checks.
+
+Jarzynski-reweighted persistent chains (Carbone, Hua, Coste, Vanden-Eijnden, NeurIPS 2023).
+Each chain x_c carries a log-weight A_c. When the parameters move from theta to theta', the
+weights take the change of the free energy, A_c += F_theta(x_c) - F_theta'(x_c), before the
+chains move by Gibbs sweeps that leave p_theta' invariant. Then, for any function g,
+sum_c w_c g(x_c) / sum_c w_c (w = exp A) is a consistent estimate of <g>_theta' however slowly
+the chains mix: the weights move the probability mass between modes that the chains
+themselves never cross. When the effective sample size (Kish, (sum w)^2 / sum w^2) falls
+under a fraction of the chains, the chains are resampled in proportion to their weights
+(systematic resampling) and the weights reset to equal. The update of the parameters is
+computed from the same weighted chains, so each chain's own term in it raises its free
+energy; that first-order self-term is taken out of the chain's work (`self_influence`),
+otherwise the weights drift (on a three-mode family the weighted chains held half of the
+mass in a mode whose exact weight had fallen to 2 %). The chains start from exact samples of
+the independent-site model exp(vbias . v), with the exact importance weights of the initial
+RBM, A = -F(v) - vbias . v (the softplus terms), so the start is exact too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rbmflow.model import PottsRBM
+
+
+@dataclass
+class ReweightedChains:
+    """Persistent chains (C, L) with float64 log-weights (C,); resample when the effective
+    sample size falls under `min_ess` (a fraction of C)."""
+
+    log_weights: Tensor
+    min_ess: float = 0.5
+    resamplings: int = 0
+
+    @classmethod
+    def start(cls, model: PottsRBM, chains: Tensor, min_ess: float = 0.5) -> ReweightedChains:
+        """Weights of chains drawn from the independent-site model exp(vbias . v) for the
+        RBM `model`: p(v) / p_site(v) is proportional to exp(-F(v) - vbias . v)."""
+        log_w = (-model.free_energy(chains) - model.visible_fields(chains)).double()
+        return cls(log_w - log_w.max(), min_ess)
+
+    @classmethod
+    def uniform(cls, num_chains: int, device: torch.device | str = "cpu",
+                min_ess: float = 0.5) -> ReweightedChains:
+        return cls(torch.zeros(num_chains, dtype=torch.float64, device=device), min_ess)
+
+    def weights(self) -> Tensor:
+        """Normalised weights (C,), float64."""
+        return torch.softmax(self.log_weights, 0)
+
+    def ess_fraction(self) -> float:
+        """Kish effective sample size over the number of chains, in (0, 1]."""
+        w = self.weights()
+        return float(1.0 / (w * w).sum()) / w.shape[0]
+
+    def is_uniform(self) -> bool:
+        return bool((self.log_weights == self.log_weights[0]).all())
+
+    def add_free_energy_change(self, f_before: Tensor, f_after: Tensor) -> None:
+        """A += F_old(x) - F_new(x), for the free energies (C,) of the same chains under the
+        parameters before and after an update."""
+        self.log_weights += f_before.double() - f_after.double()
+        self.log_weights -= self.log_weights.max()
+
+    def own_terms(self, model: PottsRBM, chains: Tensor, scale: float, v_bar: Tensor,
+                  h_bar: Tensor, centered: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Before a gradient step of `scale` x the direction computed with these chains and
+        weights: (F(x_c), the shift of chain c's visible field, of its hidden inputs) that
+        chain c's own term in the step causes; (C,), (C,), (C, Nh). `work_without_own`
+        takes them out of the work."""
+        shift_v, shift_h = own_input_shifts(model, chains, v_bar if centered else None,
+                                            h_bar if centered else None)
+        step = scale * self.weights().to(chains.device)
+        return (model.free_energy(chains).double(), -step * shift_v,
+                -step[:, None] * shift_h)
+
+    def add_work_without_own(self, model: PottsRBM, chains: Tensor,
+                             own: tuple[Tensor, Tensor, Tensor]) -> None:
+        """After the step (model updated): the weights take the work F_new(x_c) - F_old(x_c)
+        of the step without chain c's own term (the update as if chain c were absent)."""
+        f_before, shift_v, shift_h = own
+        inputs = model.hidden_inputs(chains).double() - shift_h
+        f_without = (-(model.visible_fields(chains).double() - shift_v)
+                     - torch.nn.functional.softplus(inputs).sum(1))
+        self.add_free_energy_change(f_before, f_without)
+
+    def resample(self, chains: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Systematic resampling: chain c is copied about C w_c times; weights reset to equal.
+        Returns the new chains (C, L)."""
+        index = systematic_resample(self.weights(), generator)
+        self.log_weights = torch.zeros_like(self.log_weights)
+        self.resamplings += 1
+        return chains[index]
+
+    def maybe_resample(self, chains: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Resample when the effective sample size is under min_ess; else return chains."""
+        if self.ess_fraction() < self.min_ess:
+            return self.resample(chains, generator)
+        return chains
+
+
+def systematic_resample(weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Indices (C,) with index c drawn floor or ceil of C w_c times (one uniform offset u:
+    positions (k + u) / C, k = 0..C-1, looked up in the cumulative weights). weights (C,),
+    normalised."""
+    num = weights.shape[0]
+    u = torch.rand((), generator=generator, device=weights.device, dtype=torch.float64)
+    positions = (torch.arange(num, device=weights.device, dtype=torch.float64) + u) / num
+    cumulative = torch.cumsum(weights.double(), 0)
+    cumulative[-1] = 1.0
+    return torch.searchsorted(cumulative, positions, right=True).clamp_(max=num - 1)
+
+
+# -- swap acceptance between two models, and checkpoints dense where the model moves ----------
+
+
+def estimated_swap_rate(model_a: PottsRBM, codes_a: Tensor, model_b: PottsRBM, codes_b: Tensor,
+                        weights_b: Tensor | None = None) -> float:
+    """Expected Metropolis acceptance of exchanging a sample of model a with one of model b,
+
+        < min(1, exp(F_a(x_a) + F_b(x_b) - F_a(x_b) - F_b(x_a))) >,
+
+    over pairs (x_a, x_b) = (codes_a[c], codes_b[c]) of samples of each (the first
+    min(C_a, C_b) rows), weighted by weights_b (C_b,) when the samples of b are weighted."""
+    n = min(codes_a.shape[0], codes_b.shape[0])
+    x_a, x_b = codes_a[:n], codes_b[:n]
+    log_ratio = (model_a.free_energy(x_a).double() + model_b.free_energy(x_b).double()
+                 - model_a.free_energy(x_b).double() - model_b.free_energy(x_a).double())
+    accept = log_ratio.clamp(max=0).exp()
+    if weights_b is None:
+        return float(accept.mean())
+    w = weights_b[:n].double()
+    return float((accept * w).sum() / w.sum())
+
+
+class CheckpointDensity:
+    """Says when to save an extra checkpoint: when the estimated swap acceptance between the
+    last saved model and the current one (on `num_chains` of their persistent chains) falls
+    under `threshold`, so that tempering over the checkpoints has no rate near zero."""
+
+    def __init__(self, threshold: float, num_chains: int = 512) -> None:
+        self.threshold = threshold
+        self.num_chains = num_chains
+        self.model: PottsRBM | None = None
+        self.codes: Tensor | None = None
+
+    def reset(self, model: PottsRBM, chains: Tensor) -> None:
+        """Remember the model just saved and its chains (equally weighted)."""
+        self.model = model.clone()
+        self.codes = chains[:self.num_chains].clone()
+
+    def rate(self, model: PottsRBM, chains: Tensor, weights: Tensor | None = None) -> float:
+        """Estimated swap acceptance between the last saved model and `model` (nan before the
+        first save)."""
+        if self.model is None or self.codes is None:
+            return math.nan
+        sub = None if weights is None else weights[:self.num_chains]
+        return estimated_swap_rate(self.model, self.codes, model, chains[:self.num_chains], sub)
+
+    def due(self, model: PottsRBM, chains: Tensor, weights: Tensor | None = None) -> bool:
+        return self.threshold > 0 and self.rate(model, chains, weights) < self.threshold
+
+
+# -- the equilibrium monitor ----------------------------------------------------------------
+
+
+def top_directions(model: PottsRBM, count: int = 3) -> Tensor:
+    """The `count` leading left singular vectors of W viewed as (L q, Nh): (L q, count), each
+    of unit norm, sign fixed so that its largest entry in absolute value is positive."""
+    L, q, nh = model.weight_matrix.shape
+    u, _, _ = torch.linalg.svd(model.weight_matrix.reshape(L * q, nh).double(),
+                               full_matrices=False)
+    u = u[:, :min(count, nh)]
+    signs = torch.sign(u.gather(0, u.abs().argmax(0, keepdim=True)))
+    return u * signs
+
+
+def projections(codes: Tensor, directions: Tensor) -> Tensor:
+    """One-hot sequences (C, L) projected on directions (L q, d), over sqrt(L): (C, d)."""
+    L = codes.shape[1]
+    q = directions.shape[0] // L
+    flat = codes.long() + torch.arange(L, device=codes.device) * q
+    return directions[flat].sum(1) / math.sqrt(L)
+
+
+def weighted_ks(x: Tensor, y: Tensor, wx: Tensor | None = None, wy: Tensor | None = None
+                ) -> float:
+    """Two-sample Kolmogorov-Smirnov distance sup_t |F_x(t) - F_y(t)| between the (weighted)
+    empirical distributions of x (n,) and y (m,)."""
+    wx = torch.full_like(x, 1.0 / x.shape[0], dtype=torch.float64) if wx is None else wx.double()
+    wy = torch.full_like(y, 1.0 / y.shape[0], dtype=torch.float64) if wy is None else wy.double()
+    values = torch.cat([x.double(), y.double()])
+    mass = torch.cat([wx / wx.sum(), -wy / wy.sum()])
+    order = torch.argsort(values, stable=True)
+    sorted_values, steps = values[order], torch.cumsum(mass[order], 0)
+    last_of_tie = torch.ones_like(sorted_values, dtype=torch.bool)
+    last_of_tie[:-1] = sorted_values[1:] != sorted_values[:-1]
+    return float(steps[last_of_tie].abs().max())
+
+
+def occupancy_distance(proj_chains: Tensor, proj_reference: Tensor,
+                       w_chains: Tensor | None = None) -> float:
+    """Total variation distance between the occupancies of the 2^d orthants around the
+    reference's mean, in the projections (C, d) of the chains (weighted) and the reference."""
+    centre = proj_reference.mean(0)
+    d = proj_chains.shape[1]
+    powers = 2 ** torch.arange(d, device=proj_chains.device)
+
+    def occupancy(proj: Tensor, w: Tensor | None) -> Tensor:
+        cell = ((proj > centre).long() * powers).sum(1)
+        weights = (torch.full((proj.shape[0],), 1.0 / proj.shape[0], dtype=torch.float64,
+                              device=proj.device) if w is None else w.double() / w.sum())
+        return torch.zeros(2**d, dtype=torch.float64, device=proj.device).index_add_(
+            0, cell, weights)
+
+    return 0.5 * float((occupancy(proj_chains, w_chains) - occupancy(proj_reference, None)
+                        ).abs().sum())
+
+
+def ks_critical(n: float, m: float, alpha: float = 1e-3) -> float:
+    """Asymptotic critical value of the two-sample KS distance at level alpha, sizes n, m."""
+    return math.sqrt(-0.5 * math.log(alpha / 2)) * math.sqrt((n + m) / (n * m))
+
+
+@dataclass
+class MonitorResult:
+    """Persistent chains vs equilibrium samples of the same model (a `train_log.csv` row).
+
+    ks: KS distance on each of the top directions of W; occupancy_tv: total variation of the
+    orthant occupancies on the top two; critical: the KS value above which they disagree
+    (alpha = 1e-3 at the chains' effective size, and at least `min_effect`); reference:
+    "exact" or "ptt"."""
+
+    ks: list[float]
+    occupancy_tv: float
+    critical: float
+    reference: str
+
+    @property
+    def disagree(self) -> bool:
+        return max(self.ks) > self.critical
+
+    def columns(self) -> dict[str, str]:
+        return {"monitor_reference": self.reference,
+                "monitor_ks": f"{max(self.ks):.4f}",
+                "monitor_occupancy_tv": f"{self.occupancy_tv:.4f}",
+                "monitor_ks_critical": f"{self.critical:.4f}"}
+
+
+def compare_with_equilibrium(model: PottsRBM, chains: Tensor, reference: Tensor,
+                             reference_name: str, chain_weights: Tensor | None = None,
+                             directions: int = 3, min_effect: float = 0.05) -> MonitorResult:
+    """Compare the chains (C, L), weighted or not, with equilibrium samples `reference` (R, L)
+    of `model` along the top `directions` singular directions of W."""
+    u = top_directions(model, directions)
+    p_chains, p_ref = projections(chains, u), projections(reference, u)
+    ks = [weighted_ks(p_chains[:, k], p_ref[:, k], chain_weights) for k in range(u.shape[1])]
+    n_eff = (float(1.0 / (chain_weights.double() / chain_weights.sum()).pow(2).sum())
+             if chain_weights is not None else float(chains.shape[0]))
+    critical = max(min_effect, ks_critical(n_eff, float(reference.shape[0])))
+    tv = occupancy_distance(p_chains[:, :2], p_ref[:, :2], chain_weights)
+    return MonitorResult(ks, tv, critical, reference_name)
+
+
+class EquilibriumMonitor:
+    """At checkpoints, compares the persistent chains with equilibrium samples of the current
+    model: exact samples (hidden enumeration) when Nh <= `exact_max_hiddens`, otherwise
+    parallel trajectory tempering over up to `max_levels` of the models saved so far (each
+    level started from the persistent chains saved with it). Holds those models."""
+
+    def __init__(self, samples: int = 500, exact_max_hiddens: int = 16, max_levels: int = 8,
+                 ptt_sweeps: int = 40, seed: int = 0) -> None:
+        self.samples = samples
+        self.exact_max_hiddens = exact_max_hiddens
+        self.max_levels = max_levels
+        self.ptt_sweeps = ptt_sweeps
+        self.seed = seed
+        self.levels: list[tuple[PottsRBM, Tensor]] = []
+
+    def remember(self, model: PottsRBM, chains: Tensor) -> None:
+        """Keep a saved model and some of its chains as a tempering level (every other
+        level is dropped, first and last kept, when there are more than 2 max_levels)."""
+        self.levels.append((model.clone(), chains[:self.samples].clone()))
+        if len(self.levels) > 2 * self.max_levels:
+            self.levels = self.levels[:-1:2] + self.levels[-1:]
+
+    def reference(self, model: PottsRBM, chains: Tensor, update: int
+                  ) -> tuple[Tensor, str] | None:
+        """Equilibrium samples of `model` and how they were drawn, or None when neither
+        exact sampling nor tempering is available."""
+        generator = torch.Generator(device=model.device).manual_seed(self.seed * 1_000_003
+                                                                     + update)
+        if model.num_hiddens <= self.exact_max_hiddens:
+            from rbmflow.partition import sample_exact
+            return sample_exact(model, self.samples, generator), "exact"
+        try:
+            from rbmflow.tempering import ptt_sample
+        except ImportError:
+            return None
+        chosen = self.levels
+        if len(chosen) > self.max_levels - 1:
+            picks = torch.linspace(0, len(chosen) - 1, self.max_levels - 1).round().long()
+            chosen = [chosen[int(i)] for i in picks.unique()]
+        models = [m for m, _ in chosen] + [model]
+        n = min([self.samples, chains.shape[0]] + [c.shape[0] for _, c in chosen])
+        init = [c[:n] for _, c in chosen] + [chains[:n]]
+        result = ptt_sample(models, n, self.ptt_sweeps, generator, init=init)
+        return result.codes, "ptt"
+
+    def compare(self, model: PottsRBM, chains: Tensor, chain_weights: Tensor | None,
+                update: int) -> MonitorResult | None:
+        drawn = self.reference(model, chains, update)
+        if drawn is None:
+            return None
+        return compare_with_equilibrium(model, chains, drawn[0], drawn[1], chain_weights)
+
+
+def own_input_shifts(model: PottsRBM, chains: Tensor, v_bar: Tensor | None = None,
+                     h_bar: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """For each chain c, the change of its visible field sum_i vbias[i, x_ci] (C,) and of its
+    hidden inputs (C, Nh) caused by a unit step along T(g_c), chain c's own term in the model
+    average, g_c = -dF/dtheta (x_c) = (onehot(x_c) (x) m_c, onehot(x_c), m_c), T the centring
+    map of `training.gradient` around the data centres v_bar (L, q), h_bar (Nh) (identity when
+    None). A step of the parameters by eps T(g_c) lowers F(x_c) by eps (shift_v + m_c .
+    shift_h) to first order; the gradient holds chain c's term with eps = -scale w_c.
+    """
+    m = torch.sigmoid(model.hidden_inputs(chains)).double()
+    L = chains.shape[1]
+    if v_bar is None or h_bar is None:
+        return torch.full((chains.shape[0],), float(L), dtype=torch.float64,
+                          device=chains.device), (L + 1) * m
+    vb, hb = v_bar.double(), h_bar.double()
+    flat = chains.long() + torch.arange(L, device=chains.device) * vb.shape[1]
+    s = vb.reshape(-1)[flat].sum(1)
+    m_h = m @ hb
+    shift_v = L - L * m_h + s * m_h + L * (hb @ hb)
+    shift_h = ((L + 1 - 2 * s + (vb * vb).sum())[:, None] * m
+               + (s - L)[:, None] * hb[None, :])
+    return shift_v, shift_h
+
+
+def self_influence(model: PottsRBM, chains: Tensor, weights: Tensor, v_bar: Tensor | None = None,
+                   h_bar: Tensor | None = None) -> Tensor:
+    """w_c g_c . T(g_c) for each chain (C,): the first-order rise of F(x_c) that chain c's own
+    term in the gradient causes, per unit step (multiply by the step's scale).
+
+    g_c = -dF/dtheta (x_c) = (onehot(x_c) (x) m_c, onehot(x_c), m_c) is chain c's term in the
+    model average (weight w_c), and T the centring map of `training.gradient` around the data
+    centres v_bar (L, q), h_bar (Nh) (identity when they are None). A Jarzynski weight must
+    not see this term: the update would otherwise depend on the very chain whose work it
+    measures, and the weights drift (each chain lowers its own probability).
+    """
+    m = torch.sigmoid(model.hidden_inputs(chains)).double()
+    L = chains.shape[1]
+    m_sq = (m * m).sum(1)
+    if v_bar is None or h_bar is None:
+        return weights.double() * (L * m_sq + L + m_sq)
+    vb, hb = v_bar.double(), h_bar.double()
+    flat = chains.long() + torch.arange(L, device=chains.device) * vb.shape[1]
+    s = vb.reshape(-1)[flat].sum(1)
+    m_h = m @ hb
+    total = (L * m_sq - 2 * s * m_sq - 2 * L * m_h + L + 2 * s * m_h + L * (hb @ hb) + m_sq
+             + (vb * vb).sum() * m_sq)
+    return weights.double() * total
