@@ -380,23 +380,202 @@ def amino_acid_entries(length: int, num_states: int, device: torch.device | str 
     return states.reshape(-1).repeat(length * (length - 1) // 2)
 
 
-def _weighted_neighbour_metrics(train: Tensor, train_weights: Tensor, test: Tensor,
-                                test_weights: Tensor, generated: Tensor, q: int,
-                                settings: EvaluationSettings,
-                                arrays: dict[str, np.ndarray]) -> dict:
+@dataclass(frozen=True)
+class _Compared:
+    """The sets one evaluation compares, all code tensors (M, L) on one device."""
+
+    train: Tensor
+    train_weights: Tensor
+    test: Tensor
+    test_weights: Tensor
+    generated: Tensor
+    num_states: int
+    settings: EvaluationSettings
+
+    @property
+    def has_test(self) -> bool:
+        return self.test.shape[0] > 0
+
+    @property
+    def length(self) -> int:
+        return self.generated.shape[1]
+
+    @property
+    def reference(self) -> tuple[Tensor, Tensor]:
+        """The natural reference (codes, weights): the test split, or train when it is empty."""
+        return ((self.test, self.test_weights) if self.has_test
+                else (self.train, self.train_weights))
+
+
+def _site_frequency_metrics(s: _Compared) -> Evaluation:
+    q, (ref, ref_w) = s.num_states, s.reference
+    fi_ref = site_frequencies(ref, q, ref_w)
+    fi_gen = site_frequencies(s.generated, q)
+    fi_train = site_frequencies(s.train, q, s.train_weights)
+    m = {"pearson_fi": _pearson_or_none(fi_gen, fi_ref),
+         "pearson_fi_train_vs_test": _pearson_or_none(fi_train, fi_ref) if s.has_test else None}
+    arrays = {"fi_reference": fi_ref.cpu().numpy(), "fi_generated": fi_gen.cpu().numpy(),
+              "fi_train": fi_train.cpu().numpy()}
+    return Evaluation(m, arrays, [])
+
+
+def _correlation_metrics(s: _Compared) -> Evaluation:
+    """Pearson and slopes of the connected two-site correlations, all entries and amino acids
+    only."""
+    q, (ref, ref_w), has_test = s.num_states, s.reference, s.has_test
+    cij_ref = connected_correlations(ref, q, ref_w)
+    cij_gen = connected_correlations(s.generated, q)
+    cij_train = connected_correlations(s.train, q, s.train_weights)
+    varies = float(cij_ref.std()) > 0
+    residues = amino_acid_entries(s.length, q, cij_ref.device)
+    m = {
+        "pearson_cij": _pearson_or_none(cij_gen, cij_ref),
+        "slope_cij": slope(cij_ref, cij_gen) if varies else None,
+        "pearson_cij_train_vs_test": _pearson_or_none(cij_train, cij_ref) if has_test else None,
+        "slope_cij_train_vs_test": slope(cij_ref, cij_train) if has_test and varies else None,
+        "slope_cij_tls": slope_tls(cij_ref, cij_gen) if varies else None,
+        "slope_cij_tls_train_vs_test": (slope_tls(cij_ref, cij_train)
+                                        if has_test and varies else None),
+        "pearson_cij_aa": _pearson_or_none(cij_gen[residues], cij_ref[residues]),
+        "pearson_cij_aa_train_vs_test": (_pearson_or_none(cij_train[residues], cij_ref[residues])
+                                         if has_test else None),
+    }
+    arrays = {"cij_reference": cij_ref.cpu().numpy(), "cij_generated": cij_gen.cpu().numpy(),
+              "cij_train": cij_train.cpu().numpy()}
+    return Evaluation(m, arrays, [])
+
+
+def _three_site_metrics(s: _Compared) -> Evaluation:
+    q, (ref, ref_w) = s.num_states, s.reference
+    triplets = random_triplets(s.length, s.settings.triplets, s.settings.seed)
+    m: dict = {"n_triplets": int(triplets.shape[0])}
+    if not triplets.shape[0]:
+        m["pearson_cijk"] = m["pearson_cijk_train_vs_test"] = None
+        return Evaluation(m, {}, ["fewer than 3 sites: no three-site correlations"])
+    cijk_ref = three_site_correlations(ref, q, triplets, ref_w)
+    cijk_gen = three_site_correlations(s.generated, q, triplets)
+    m["pearson_cijk"] = _pearson_or_none(cijk_gen, cijk_ref)
+    m["pearson_cijk_train_vs_test"] = (
+        _pearson_or_none(three_site_correlations(s.train, q, triplets, s.train_weights), cijk_ref)
+        if s.has_test else None)
+    arrays = {"cijk_reference": cijk_ref.cpu().numpy(), "cijk_generated": cijk_gen.cpu().numpy()}
+    return Evaluation(m, arrays, [])
+
+
+def _pca_metrics(s: _Compared) -> Evaluation:
+    """Natural and generated sequences on the natural one-hot PCA; Wasserstein distances along
+    PC1-PC2 in natural standard deviations."""
+    q, L, has_test = s.num_states, s.length, s.has_test
+    natural = torch.cat([s.train, s.test])
+    natural_w = torch.cat([s.train_weights, s.test_weights]).double()
+    k = max(1, min(s.settings.pca_components, L * q))
+    pca = one_hot_pca(natural, q, natural_w, k, seed=s.settings.seed)
+    nat_proj = pca.project(natural).cpu().numpy()
+    gen_proj = pca.project(s.generated).cpu().numpy()
+    nat_split = np.concatenate([np.zeros(s.train.shape[0], np.uint8),
+                                np.ones(s.test.shape[0], np.uint8)])
+    nat_w = natural_w.cpu().numpy()
+    std = np.sqrt(np.maximum(pca.explained_variance.cpu().numpy(), 1e-300))
+    ref_sel = nat_split == (1 if has_test else 0)
+    dims = min(2, k)
+    w1_gen = [wasserstein_1d(gen_proj[:, c], nat_proj[ref_sel, c], None, nat_w[ref_sel]) / std[c]
+              for c in range(dims)]
+    w1_ceiling = ([wasserstein_1d(nat_proj[nat_split == 0, c], nat_proj[ref_sel, c],
+                                  nat_w[nat_split == 0], nat_w[ref_sel]) / std[c]
+                   for c in range(dims)] if has_test else None)
+    m = {"pca": {
+        "n_components": int(k),
+        "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio.cpu()],
+        "w1_per_component": [float(v) for v in w1_gen],
+        "distance": float(np.mean(w1_gen)),
+        "distance_train_vs_test": float(np.mean(w1_ceiling)) if w1_ceiling else None,
+        "distance_definition": "mean over PC1-PC2 of the 1-D Wasserstein distance between "
+                               "generated and natural reference projections, in units of the "
+                               "natural standard deviation along each component",
+    }}
+    arrays = {"pca_natural": nat_proj, "pca_natural_split": nat_split,
+              "pca_natural_weights": nat_w, "pca_generated": gen_proj,
+              "pca_explained_ratio": pca.explained_variance_ratio.cpu().numpy()}
+    return Evaluation(m, arrays, [])
+
+
+def _neighbour_metrics(s: _Compared) -> Evaluation:
+    """Exact copies, distances to the nearest training sequence and the nearest-neighbour
+    adversarial accuracy, natural sets subsampled uniformly."""
+    train, test, generated, q, L = s.train, s.test, s.generated, s.num_states, s.length
+    has_test, settings = s.has_test, s.settings
+    m: dict = {}
+    arrays: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    gen_np = generated.cpu().numpy().astype(np.uint8)
+    train_np = train.cpu().numpy().astype(np.uint8)
+    m["copy_fraction"] = copy_fraction(gen_np, train_np)
+    m["copy_fraction_test"] = copy_fraction(test.cpu().numpy().astype(np.uint8), train_np) \
+        if has_test else None
+    if train.shape[0] < 2:
+        notes.append("fewer than 2 training sequences: no nearest-neighbour metrics")
+        m["hamming_nn_median"] = m["hamming_nn_median_test"] = None
+        m["nnaa"] = m["nnaa_test_vs_train"] = None
+        return Evaluation(m, arrays, notes)
+    seed = settings.seed
+    ref_idx = (subsample(train.shape[0], settings.nn_reference, seed + 1)
+               if settings.nn_reference > 0 else np.arange(train.shape[0]))
+    if ref_idx.size < train.shape[0]:
+        notes.append(f"nearest-neighbour distances use {ref_idx.size} of "
+                     f"{train.shape[0]} training sequences as reference (seeded subsample)")
+    train_ref = train[torch.as_tensor(ref_idx, device=train.device)]
+    gen_idx = torch.as_tensor(subsample(generated.shape[0], settings.nn_samples, seed + 2),
+                              device=generated.device)
+    d_gen = nearest_hamming(generated[gen_idx], train_ref, q).cpu().numpy() / L
+    m["hamming_nn_median"] = float(np.median(d_gen))
+    m["hamming_nn_samples"] = int(gen_idx.numel())
+    arrays["hamming_generated"] = d_gen
+    if has_test:
+        test_idx = torch.as_tensor(subsample(test.shape[0], settings.nn_samples, seed + 3),
+                                   device=test.device)
+        d_test = nearest_hamming(test[test_idx], train_ref, q).cpu().numpy() / L
+        m["hamming_nn_median_test"] = float(np.median(d_test))
+        arrays["hamming_test"] = d_test
+    else:
+        m["hamming_nn_median_test"] = None
+
+    n_aa = min(settings.nn_samples, train.shape[0], generated.shape[0])
+    t_idx = torch.as_tensor(subsample(train.shape[0], n_aa, seed + 4), device=train.device)
+    g_idx = torch.as_tensor(subsample(generated.shape[0], n_aa, seed + 5),
+                            device=generated.device)
+    if n_aa >= 2:
+        m["nnaa"] = {**adversarial_accuracy(train[t_idx], generated[g_idx], q),
+                     "n": int(n_aa), "truth": "train"}
+    else:
+        m["nnaa"] = None
+        notes.append("fewer than 2 generated sequences: no adversarial accuracy")
+    if has_test and test.shape[0] >= 2:
+        n_ref = min(settings.nn_samples, train.shape[0], test.shape[0])
+        t_idx = torch.as_tensor(subsample(train.shape[0], n_ref, seed + 4), device=train.device)
+        s_idx = torch.as_tensor(subsample(test.shape[0], n_ref, seed + 6), device=test.device)
+        m["nnaa_test_vs_train"] = {**adversarial_accuracy(train[t_idx], test[s_idx], q),
+                                   "n": int(n_ref), "truth": "train"}
+    else:
+        m["nnaa_test_vs_train"] = None
+    return Evaluation(m, arrays, notes)
+
+
+def _weighted_neighbour_metrics(s: _Compared) -> Evaluation:
     """Nearest-neighbour scores with the natural sets subsampled in proportion to their
     sequence weights (so a model of the weighted distribution scores AA ~ 0.5), and Yelmen's
     privacy loss AA(test, generated) - AA(train, generated), both at the same size."""
+    train, test, generated, q, settings = s.train, s.test, s.generated, s.num_states, s.settings
+    arrays: dict[str, np.ndarray] = {}
     out: dict = {"nn_natural_sampling": "in proportion to the sequence weights, "
                                         "without replacement"}
     keys = ("hamming_nn_median_weighted", "hamming_nn_median_test_weighted", "nnaa_weighted",
             "nnaa_test_weighted", "nnaa_test_vs_train_weighted", "privacy_loss")
     out.update(dict.fromkeys(keys))
     if train.shape[0] < 2:
-        return out
-    seed, L = settings.seed, generated.shape[1]
-    w_train = train_weights.double().cpu().numpy()
-    w_test = test_weights.double().cpu().numpy()
+        return Evaluation(out, arrays, [])
+    seed, L = settings.seed, s.length
+    w_train = s.train_weights.double().cpu().numpy()
+    w_test = s.test_weights.double().cpu().numpy()
 
     def pick(codes: Tensor, weights: np.ndarray | None, size: int, offset: int) -> Tensor:
         index = (subsample(codes.shape[0], size, seed + offset) if weights is None
@@ -446,7 +625,24 @@ def _weighted_neighbour_metrics(train: Tensor, train_weights: Tensor, test: Tens
                                    "definition": "AA(test, generated) - AA(train, generated)"
                                                  " (Yelmen et al. 2021); near 0: no "
                                                  "memorisation of the training sequences"}
-    return out
+    return Evaluation(out, arrays, [])
+
+
+def _energy_metrics(s: _Compared, model: PottsRBM | None) -> Evaluation:
+    """Free energies F(v) (nats) of train, test and generated sequences under `model`."""
+    if model is None:
+        return Evaluation({"energy": None}, {}, ["no model given: energies not computed"])
+    energies = {"train": (s.train, s.train_weights), "test": (s.test, s.test_weights),
+                "generated": (s.generated, None)}
+    summaries = {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, (codes, weights) in energies.items():
+        values = free_energies(model, codes).double().cpu().numpy()
+        w_np = None if weights is None else weights.double().cpu().numpy()
+        arrays[f"energy_{name}"] = values
+        arrays[f"energy_weights_{name}"] = (np.ones_like(values) if w_np is None else w_np)
+        summaries[name] = weighted_summary(values, w_np)
+    return Evaluation({"energy": summaries}, arrays, [])
 
 
 def evaluate(train: Tensor, train_weights: Tensor, test: Tensor, test_weights: Tensor,
@@ -459,154 +655,18 @@ def evaluate(train: Tensor, train_weights: Tensor, test: Tensor, test_weights: T
     train vs test gives the ceiling a perfect model would reach. When the test split is empty
     the training split is the reference and no ceiling is given (stated in `notes`).
     """
-    notes: list[str] = []
-    q = num_states
-    L = generated.shape[1]
-    has_test = test.shape[0] > 0
-    if not has_test:
-        notes.append("the alignment has no test split: generated sequences are compared with "
-                     "the training split and no natural ceiling is given")
-    ref, ref_w = (test, test_weights) if has_test else (train, train_weights)
-    arrays: dict[str, np.ndarray] = {}
-    m: dict = {"n_generated": int(generated.shape[0]), "n_train": int(train.shape[0]),
-               "n_test": int(test.shape[0]), "length": int(L), "num_states": int(q),
-               "reference": "test" if has_test else "train"}
-
-    fi_ref = site_frequencies(ref, q, ref_w)
-    fi_gen = site_frequencies(generated, q)
-    fi_train = site_frequencies(train, q, train_weights)
-    m["pearson_fi"] = _pearson_or_none(fi_gen, fi_ref)
-    m["pearson_fi_train_vs_test"] = _pearson_or_none(fi_train, fi_ref) if has_test else None
-    arrays.update(fi_reference=fi_ref.cpu().numpy(), fi_generated=fi_gen.cpu().numpy(),
-                  fi_train=fi_train.cpu().numpy())
-
-    cij_ref = connected_correlations(ref, q, ref_w)
-    cij_gen = connected_correlations(generated, q)
-    cij_train = connected_correlations(train, q, train_weights)
-    m["pearson_cij"] = _pearson_or_none(cij_gen, cij_ref)
-    m["slope_cij"] = slope(cij_ref, cij_gen) if float(cij_ref.std()) > 0 else None
-    m["pearson_cij_train_vs_test"] = _pearson_or_none(cij_train, cij_ref) if has_test else None
-    m["slope_cij_train_vs_test"] = (slope(cij_ref, cij_train)
-                                    if has_test and float(cij_ref.std()) > 0 else None)
-    m["slope_cij_tls"] = slope_tls(cij_ref, cij_gen) if float(cij_ref.std()) > 0 else None
-    m["slope_cij_tls_train_vs_test"] = (slope_tls(cij_ref, cij_train)
-                                        if has_test and float(cij_ref.std()) > 0 else None)
-    residues = amino_acid_entries(L, q, cij_ref.device)
-    m["pearson_cij_aa"] = _pearson_or_none(cij_gen[residues], cij_ref[residues])
-    m["pearson_cij_aa_train_vs_test"] = (_pearson_or_none(cij_train[residues], cij_ref[residues])
-                                         if has_test else None)
-    arrays.update(cij_reference=cij_ref.cpu().numpy(), cij_generated=cij_gen.cpu().numpy(),
-                  cij_train=cij_train.cpu().numpy())
-
-    triplets = random_triplets(L, settings.triplets, settings.seed)
-    m["n_triplets"] = int(triplets.shape[0])
-    if triplets.shape[0]:
-        cijk_ref = three_site_correlations(ref, q, triplets, ref_w)
-        cijk_gen = three_site_correlations(generated, q, triplets)
-        m["pearson_cijk"] = _pearson_or_none(cijk_gen, cijk_ref)
-        m["pearson_cijk_train_vs_test"] = (
-            _pearson_or_none(three_site_correlations(train, q, triplets, train_weights), cijk_ref)
-            if has_test else None)
-        arrays.update(cijk_reference=cijk_ref.cpu().numpy(), cijk_generated=cijk_gen.cpu().numpy())
-    else:
-        m["pearson_cijk"] = m["pearson_cijk_train_vs_test"] = None
-        notes.append("fewer than 3 sites: no three-site correlations")
-
-    natural = torch.cat([train, test])
-    natural_w = torch.cat([train_weights, test_weights]).double()
-    k = max(1, min(settings.pca_components, L * q))
-    pca = one_hot_pca(natural, q, natural_w, k, seed=settings.seed)
-    nat_proj = pca.project(natural).cpu().numpy()
-    gen_proj = pca.project(generated).cpu().numpy()
-    nat_split = np.concatenate([np.zeros(train.shape[0], np.uint8),
-                                np.ones(test.shape[0], np.uint8)])
-    nat_w = natural_w.cpu().numpy()
-    std = np.sqrt(np.maximum(pca.explained_variance.cpu().numpy(), 1e-300))
-    ref_sel = nat_split == (1 if has_test else 0)
-    dims = min(2, k)
-    w1_gen = [wasserstein_1d(gen_proj[:, c], nat_proj[ref_sel, c], None, nat_w[ref_sel]) / std[c]
-              for c in range(dims)]
-    w1_ceiling = ([wasserstein_1d(nat_proj[nat_split == 0, c], nat_proj[ref_sel, c],
-                                  nat_w[nat_split == 0], nat_w[ref_sel]) / std[c]
-                   for c in range(dims)] if has_test else None)
-    m["pca"] = {
-        "n_components": int(k),
-        "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio.cpu()],
-        "w1_per_component": [float(v) for v in w1_gen],
-        "distance": float(np.mean(w1_gen)),
-        "distance_train_vs_test": float(np.mean(w1_ceiling)) if w1_ceiling else None,
-        "distance_definition": "mean over PC1-PC2 of the 1-D Wasserstein distance between "
-                               "generated and natural reference projections, in units of the "
-                               "natural standard deviation along each component",
-    }
-    arrays.update(pca_natural=nat_proj, pca_natural_split=nat_split, pca_natural_weights=nat_w,
-                  pca_generated=gen_proj,
-                  pca_explained_ratio=pca.explained_variance_ratio.cpu().numpy())
-
-    gen_np = generated.cpu().numpy().astype(np.uint8)
-    train_np = train.cpu().numpy().astype(np.uint8)
-    m["copy_fraction"] = copy_fraction(gen_np, train_np)
-    m["copy_fraction_test"] = copy_fraction(test.cpu().numpy().astype(np.uint8), train_np) \
-        if has_test else None
-    if train.shape[0] >= 2:
-        seed = settings.seed
-        ref_idx = (subsample(train.shape[0], settings.nn_reference, seed + 1)
-                   if settings.nn_reference > 0 else np.arange(train.shape[0]))
-        if ref_idx.size < train.shape[0]:
-            notes.append(f"nearest-neighbour distances use {ref_idx.size} of "
-                         f"{train.shape[0]} training sequences as reference (seeded subsample)")
-        train_ref = train[torch.as_tensor(ref_idx, device=train.device)]
-        gen_idx = torch.as_tensor(subsample(generated.shape[0], settings.nn_samples, seed + 2),
-                                  device=generated.device)
-        d_gen = nearest_hamming(generated[gen_idx], train_ref, q).cpu().numpy() / L
-        m["hamming_nn_median"] = float(np.median(d_gen))
-        m["hamming_nn_samples"] = int(gen_idx.numel())
-        arrays["hamming_generated"] = d_gen
-        if has_test:
-            test_idx = torch.as_tensor(subsample(test.shape[0], settings.nn_samples, seed + 3),
-                                       device=test.device)
-            d_test = nearest_hamming(test[test_idx], train_ref, q).cpu().numpy() / L
-            m["hamming_nn_median_test"] = float(np.median(d_test))
-            arrays["hamming_test"] = d_test
-        else:
-            m["hamming_nn_median_test"] = None
-
-        n_aa = min(settings.nn_samples, train.shape[0], generated.shape[0])
-        t_idx = torch.as_tensor(subsample(train.shape[0], n_aa, seed + 4), device=train.device)
-        g_idx = torch.as_tensor(subsample(generated.shape[0], n_aa, seed + 5),
-                                device=generated.device)
-        if n_aa >= 2:
-            m["nnaa"] = {**adversarial_accuracy(train[t_idx], generated[g_idx], q),
-                         "n": int(n_aa), "truth": "train"}
-        else:
-            m["nnaa"] = None
-            notes.append("fewer than 2 generated sequences: no adversarial accuracy")
-        if has_test and test.shape[0] >= 2:
-            n_ref = min(settings.nn_samples, train.shape[0], test.shape[0])
-            t_idx = torch.as_tensor(subsample(train.shape[0], n_ref, seed + 4), device=train.device)
-            s_idx = torch.as_tensor(subsample(test.shape[0], n_ref, seed + 6), device=test.device)
-            m["nnaa_test_vs_train"] = {**adversarial_accuracy(train[t_idx], test[s_idx], q),
-                                       "n": int(n_ref), "truth": "train"}
-        else:
-            m["nnaa_test_vs_train"] = None
-    else:
-        notes.append("fewer than 2 training sequences: no nearest-neighbour metrics")
-        m["hamming_nn_median"] = m["hamming_nn_median_test"] = None
-        m["nnaa"] = m["nnaa_test_vs_train"] = None
-    m.update(_weighted_neighbour_metrics(train, train_weights, test, test_weights, generated,
-                                         q, settings, arrays))
-
-    if model is not None:
-        energies = {"train": (train, train_weights), "test": (test, test_weights),
-                    "generated": (generated, None)}
-        m["energy"] = {}
-        for name, (codes, weights) in energies.items():
-            values = free_energies(model, codes).double().cpu().numpy()
-            w_np = None if weights is None else weights.double().cpu().numpy()
-            arrays[f"energy_{name}"] = values
-            arrays[f"energy_weights_{name}"] = (np.ones_like(values) if w_np is None else w_np)
-            m["energy"][name] = weighted_summary(values, w_np)
-    else:
-        m["energy"] = None
-        notes.append("no model given: energies not computed")
-    return Evaluation(m, arrays, notes)
+    s = _Compared(train, train_weights, test, test_weights, generated, num_states, settings)
+    result = Evaluation({"n_generated": int(generated.shape[0]), "n_train": int(train.shape[0]),
+                         "n_test": int(test.shape[0]), "length": int(s.length),
+                         "num_states": int(num_states),
+                         "reference": "test" if s.has_test else "train"}, {}, [])
+    if not s.has_test:
+        result.notes.append("the alignment has no test split: generated sequences are compared "
+                            "with the training split and no natural ceiling is given")
+    for part in (_site_frequency_metrics(s), _correlation_metrics(s), _three_site_metrics(s),
+                 _pca_metrics(s), _neighbour_metrics(s), _weighted_neighbour_metrics(s),
+                 _energy_metrics(s, model)):
+        result.metrics.update(part.metrics)
+        result.arrays.update(part.arrays)
+        result.notes.extend(part.notes)
+    return result
