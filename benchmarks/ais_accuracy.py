@@ -3,7 +3,7 @@
 Two measurements:
 
     python benchmarks/ais_accuracy.py random [--models 10] [--threads 2]
-        Random structured RBMs (Nh = 16, L = 20, q = 21; `partition.random_structured_rbm`,
+        Random structured RBMs (Nh = 16, L = 20, q = 21; `synthetic.random_structured_rbm`,
         coupling 3, several modes): forward AIS from the base fitted to exact samples of the
         model vs exact enumeration. Goal: |AIS - exact| <= 0.05 nats for every model, under
         a minute each.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from rbmflow import archive
+from rbmflow import archive, synthetic
 from rbmflow import partition as P
 from rbmflow.dataset import TRAIN, load_encoded
 from rbmflow.loglik import Checkpoint, LoglikSettings, model_samples
@@ -37,7 +37,8 @@ def random_models(args: argparse.Namespace) -> dict:
     rows = []
     for index in range(args.models):
         g = torch.Generator().manual_seed(1000 + index)
-        model = P.random_structured_rbm(20, 21, 16, coupling=3.0, activation=0.25, generator=g)
+        model = synthetic.random_structured_rbm(20, 21, 16, coupling=3.0, activation=0.25,
+                                                generator=g)
         exact = P.log_partition_exact(model)
         data = P.sample_exact(model, 5000, g)
         base = P.IndependentSites.from_codes(data, 21, pseudocount=s.pseudocount)

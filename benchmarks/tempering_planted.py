@@ -2,7 +2,7 @@
 
     python benchmarks/tempering_planted.py [--length 23] [--chains 1000] [--sweeps 1000]
 
-The model: three planted patterns (L sites, q = 3, Nh = 3, `partition.planted_pattern_rbm`,
+The model: three planted patterns (L sites, q = 3, Nh = 3, `synthetic.planted_pattern_rbm`,
 coupling 4, threshold 0.6) with hbias offsets giving unequal mode weights; its exact
 distribution is sampled by enumerating the hiddens. Plain Gibbs runs from uniformly random
 sequences and from the first pattern; PTT runs over a trajectory of models whose parameters
@@ -18,7 +18,8 @@ import time
 
 import torch
 from rbmflow.model import PottsRBM
-from rbmflow.partition import interpolate, planted_pattern_rbm, sample_exact
+from rbmflow.partition import interpolate, sample_exact
+from rbmflow.synthetic import planted_pattern_rbm
 from rbmflow.tempering import Level, beta_levels, select_ladder, temper
 
 

@@ -24,14 +24,14 @@ from rbmflow.equilibrium import (
     weighted_ks,
 )
 from rbmflow.model import PottsRBM, one_hot, sample_categorical
-from rbmflow.partition import (
-    hidden_configurations,
-    hidden_log_marginals,
-    random_structured_rbm,
-    sample_exact,
-)
+from rbmflow.partition import hidden_configurations, hidden_log_marginals, sample_exact
 from rbmflow.stats import site_frequencies
-from rbmflow.synthetic import cluster_shares, multimodal_family, nearest_consensus
+from rbmflow.synthetic import (
+    cluster_shares,
+    multimodal_family,
+    nearest_consensus,
+    random_structured_rbm,
+)
 from rbmflow.training import TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow import ALPHABET, archive
+from rbmflow import ALPHABET, archive, synthetic
 from rbmflow import partition as P
 from rbmflow.cli import main
 from rbmflow.dataset import EncodedAlignment, load_encoded, save_encoded
@@ -48,7 +48,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path, EncodedAlignment]:
     """A short PCD training (Nh = 7, L = 11, q = 5) on samples of a known RBM."""
     root = tmp_path_factory.mktemp("trained")
     g = torch.Generator().manual_seed(7)
-    teacher = P.random_structured_rbm(11, 5, 3, coupling=3.0, activation=0.35, generator=g)
+    teacher = synthetic.random_structured_rbm(11, 5, 3, coupling=3.0, activation=0.35, generator=g)
     data = _alignment(P.sample_exact(teacher, 1500, g), ALPHABET[:5])
     save_encoded(root / "alignment.npz", data)
     settings = TrainSettings(hidden=7, updates=200, chains=300, batch_size=300, gibbs_steps=5,
@@ -154,7 +154,7 @@ def test_first_order_transition_is_right_or_visibly_wrong(pseudocount):
     (pseudocount 0.01) or a nearly uniform one (0.999), the stage's log Z must be right, or
     its forward and reverse estimates must disagree by a lot, with a warning."""
     g = torch.Generator().manual_seed(0)
-    model = P.planted_pattern_rbm(40, 21, 8, coupling=5.0, threshold=0.3, generator=g)
+    model = synthetic.planted_pattern_rbm(40, 21, 8, coupling=5.0, threshold=0.3, generator=g)
     exact = P.log_partition_exact(model)
     data = _alignment(P.sample_exact(model, 600, g), ALPHABET)
     settings = LoglikSettings(methods=("ais", "reverse"), betas=400, chains=150,
@@ -228,7 +228,7 @@ def test_defaults_run_independent_repeats_and_report_the_log_weight_variance():
     defaults = LoglikSettings()
     assert defaults.repeats >= 3 and defaults.chains * defaults.repeats == 1000
     g = torch.Generator().manual_seed(4)
-    coupled = P.random_structured_rbm(13, 4, 3, coupling=2.0, activation=0.35, generator=g)
+    coupled = synthetic.random_structured_rbm(13, 4, 3, coupling=2.0, activation=0.35, generator=g)
     data = _alignment(P.sample_exact(coupled, 400, g), ALPHABET[:4])
     train = data.subset(0)
     base = P.IndependentSites.from_codes(train.codes_tensor(), 4,
@@ -258,7 +258,7 @@ def test_reverse_ais_from_tempering_samples_bounds_log_z_where_stuck_starts_do_n
     (as in training), gives samples from which reverse AIS bounds log Z from above, within
     its error."""
     g = torch.Generator().manual_seed(0)
-    model = P.planted_pattern_rbm(20, 5, 3, coupling=4.0, threshold=0.5,
+    model = synthetic.planted_pattern_rbm(20, 5, 3, coupling=4.0, threshold=0.5,
                                   generator=g).to(dtype=torch.float32)
     exact = P.log_partition_exact(model)
     base = P.IndependentSites.uniform(20, 5)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from rbmflow import partition as P
+from rbmflow import synthetic
 from rbmflow.model import PottsRBM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -137,7 +138,7 @@ def test_ais_matches_exact_on_multimodal_models(seed, nh):
     active units; forward AIS from the data-fitted base and reverse AIS from exact samples
     both agree with exact enumeration within their error bars and within 0.1 nats."""
     g = torch.Generator().manual_seed(seed)
-    model = P.random_structured_rbm(20, 21, nh, coupling=3.0, activation=0.25, generator=g)
+    model = synthetic.random_structured_rbm(20, 21, nh, coupling=3.0, activation=0.25, generator=g)
     exact = P.log_partition_exact(model)
     data = P.sample_exact(model, 3000, g)
     inputs = model.hidden_inputs(data)
@@ -172,7 +173,7 @@ def test_first_order_transition_is_exposed_by_reverse_ais():
     from rbmflow.loglik import check_estimates
 
     g = torch.Generator().manual_seed(0)
-    model = P.planted_pattern_rbm(40, 21, 8, coupling=5.0, threshold=0.3, generator=g)
+    model = synthetic.planted_pattern_rbm(40, 21, 8, coupling=5.0, threshold=0.3, generator=g)
     exact = P.log_partition_exact(model)
     samples = P.sample_exact(model, 200, g)
     m32 = model.to(dtype=torch.float32)
@@ -191,8 +192,8 @@ def test_first_order_transition_is_exposed_by_reverse_ais():
 def test_trajectory_ais_follows_a_path_of_models():
     """log Z at every model of an interpolation path matches exact enumeration."""
     g = torch.Generator().manual_seed(4)
-    start = P.random_structured_rbm(13, 7, 6, coupling=0.2, generator=g)
-    end = P.random_structured_rbm(13, 7, 6, coupling=2.5, activation=0.3, generator=g)
+    start = synthetic.random_structured_rbm(13, 7, 6, coupling=0.2, generator=g)
+    end = synthetic.random_structured_rbm(13, 7, 6, coupling=2.5, activation=0.3, generator=g)
     models = [P.interpolate(start, end, t) for t in (0.0, 0.2, 0.5, 1.0)]
     data = P.sample_exact(end, 2000, g)
     base = P.IndependentSites.from_codes(data, 7)
@@ -206,8 +207,8 @@ def test_trajectory_ais_follows_a_path_of_models():
 
 def test_allocate_steps_follows_the_free_energy_spread():
     g = torch.Generator().manual_seed(6)
-    a = P.random_structured_rbm(9, 5, 4, coupling=0.5, generator=g)
-    b = P.random_structured_rbm(9, 5, 4, coupling=2.0, generator=g)
+    a = synthetic.random_structured_rbm(9, 5, 4, coupling=0.5, generator=g)
+    b = synthetic.random_structured_rbm(9, 5, 4, coupling=2.0, generator=g)
     models = [a, P.interpolate(a, b, 0.1), b]
     codes = torch.randint(0, 5, (500, 9), generator=g)
     steps = P.allocate_steps(models, 100, codes)

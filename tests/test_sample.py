@@ -12,12 +12,7 @@ from rbmflow.archive import save_checkpoint
 from rbmflow.cli import main
 from rbmflow.dataset import EncodedAlignment, save_encoded
 from rbmflow.model import PottsRBM
-from rbmflow.partition import (
-    hidden_configurations,
-    interpolate,
-    planted_pattern_rbm,
-    sample_exact,
-)
+from rbmflow.partition import hidden_configurations, interpolate, sample_exact
 from rbmflow.sample import (
     SamplingSettings,
     choose_method,
@@ -27,6 +22,7 @@ from rbmflow.sample import (
     run_sampling,
     run_stage,
 )
+from rbmflow.synthetic import planted_pattern_rbm
 from torch import Tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow import ALPHABET, archive
+from rbmflow import ALPHABET, archive, synthetic
 from rbmflow import partition as P
 from rbmflow.alignment import load_alignment
 from rbmflow.cli import main
@@ -81,7 +81,7 @@ def tiny(tmp_path_factory) -> dict:
     in a loglik.json, and an alignment of 37 sequences drawn from it."""
     root = tmp_path_factory.mktemp("tiny")
     g = torch.Generator().manual_seed(11)
-    model = P.random_structured_rbm(4, 21, 5, coupling=2.0, activation=0.3, generator=g)
+    model = synthetic.random_structured_rbm(4, 21, 5, coupling=2.0, activation=0.3, generator=g)
     path = save_model(root / "model.h5", model)
     stored = archive.load_rbm(path, dtype=torch.float64)  # float32 on disk
     log_z = brute_log_z(stored)
@@ -129,7 +129,7 @@ def test_score_cli_equals_brute_force(tiny, tmp_path):
 
 
 def test_score_refuses_log_z_of_another_model(tiny, tmp_path, capsys):
-    other = save_model(tmp_path / "other.h5", P.random_structured_rbm(
+    other = save_model(tmp_path / "other.h5", synthetic.random_structured_rbm(
         4, 21, 5, generator=torch.Generator().manual_seed(1)))
     fasta = tmp_path / "q.fa"
     fasta.write_text(">a\nACDE\n")
@@ -269,7 +269,7 @@ def test_unaligned_input_needs_the_alignment_and_amino_acids(ww):
 
 def test_cli_mutations_on_unaligned_wild_type(ww, tmp_path, capsys):
     g = torch.Generator().manual_seed(2)
-    model = P.random_structured_rbm(ww.length, 21, 3, generator=g)
+    model = synthetic.random_structured_rbm(ww.length, 21, 3, generator=g)
     path = save_model(tmp_path / "model.h5", model)
     save_encoded(tmp_path / "ww.npz", ww)
     full = next(r for r in ww.codes[ww.split == 1].astype(np.int64) if (r > 0).all())

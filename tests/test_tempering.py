@@ -13,12 +13,8 @@ from rbmflow.mixing import (
     split_rhat,
 )
 from rbmflow.model import PottsRBM
-from rbmflow.partition import (
-    interpolate,
-    planted_pattern_rbm,
-    sample_exact,
-    visible_configurations,
-)
+from rbmflow.partition import interpolate, sample_exact, visible_configurations
+from rbmflow.synthetic import planted_pattern_rbm
 from rbmflow.tempering import (
     Level,
     beta_levels,

@@ -102,7 +102,9 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def json_default(obj: Any) -> Any:
-    """`default=` for json.dumps: numpy/torch scalars and arrays, and paths."""
+    """`default=` for json.dumps: numpy/torch scalars and arrays, paths and torch devices."""
+    if type(obj).__name__ == "device":  # torch.device, without importing torch here
+        return str(obj)
     if hasattr(obj, "item"):
         return obj.item()
     if hasattr(obj, "tolist"):

@@ -1,4 +1,8 @@
-"""Synthetic protein-like families with well-separated subfamilies (modes).
+"""Synthetic data and models with known answers, for tests and benchmarks.
+
+Random multimodal RBMs and planted-pattern RBMs (a first-order transition), small enough to
+enumerate; and protein-like families with well-separated subfamilies (modes).
+
 
 A family is made of a few random consensus sequences; each member copies one consensus and
 replaces a fraction of its sites by uniformly random states (a substitution may draw the
@@ -16,6 +20,7 @@ import torch
 from torch import Tensor
 
 from rbmflow import ALPHABET
+from rbmflow.model import PottsRBM
 
 
 @dataclass(frozen=True)
@@ -70,3 +75,46 @@ def cluster_shares(labels: np.ndarray, num_clusters: int,
     """Weighted fraction of rows in each cluster, (num_clusters,)."""
     w = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
     return np.bincount(labels, weights=w, minlength=num_clusters) / w.sum()
+
+
+def random_structured_rbm(num_visibles: int, num_states: int, num_hiddens: int,
+                          coupling: float = 1.5, noise: float = 0.3, field_std: float = 0.5,
+                          activation: float = 0.25,
+                          generator: torch.Generator | None = None) -> PottsRBM:
+    """A random RBM with several modes, in float64 and the zero-sum gauge.
+
+    Hidden unit mu rewards a random pattern P_mu: W[i, a, mu] = coupling 1[a = P_mu(i)] +
+    noise N(0, 1); vbias ~ N(0, field_std^2); hbias = -activation * coupling * L, so a unit
+    switches on only when about that fraction of the sites agree with its pattern. Each
+    active unit pulls the visibles to its pattern: one mode per set of active units.
+    """
+    L, q, nh = num_visibles, num_states, num_hiddens
+    patterns = torch.randint(0, q, (nh, L), generator=generator)
+    weight_matrix = noise * torch.randn(L, q, nh, generator=generator, dtype=torch.float64)
+    weight_matrix[torch.arange(L)[:, None], patterns.T, torch.arange(nh)[None, :]] += coupling
+    vbias = field_std * torch.randn(L, q, generator=generator, dtype=torch.float64)
+    hbias = torch.full((nh,), -activation * coupling * L, dtype=torch.float64)
+    model = PottsRBM(weight_matrix, vbias, hbias)
+    model.apply_zero_sum_gauge_()
+    return model
+
+
+def planted_pattern_rbm(num_visibles: int, num_states: int, num_patterns: int,
+                        coupling: float = 4.0, threshold: float = 0.75,
+                        generator: torch.Generator | None = None) -> PottsRBM:
+    """An RBM with a first-order transition between a paramagnetic and an ordered phase.
+
+    Hidden unit mu rewards its planted pattern P_mu by `coupling` per matching site, and
+    hbias = -threshold * coupling * L keeps it off unless most sites match. vbias = 0. In
+    the paramagnetic phase (uniform v, units off, about L / q matches) no unit switches on,
+    so chains started there stay there; the ordered states (v near a pattern, its unit on)
+    hold most of the probability when L log((e^coupling + q - 1) / q) exceeds
+    threshold * coupling * L. Float64, not gauged (the planted patterns stay readable).
+    """
+    L, q, nh = num_visibles, num_states, num_patterns
+    patterns = torch.randint(0, q, (nh, L), generator=generator)
+    weight_matrix = torch.zeros(L, q, nh, dtype=torch.float64)
+    weight_matrix[torch.arange(L)[:, None], patterns.T, torch.arange(nh)[None, :]] = coupling
+    vbias = torch.zeros(L, q, dtype=torch.float64)
+    hbias = torch.full((nh,), -threshold * coupling * L, dtype=torch.float64)
+    return PottsRBM(weight_matrix, vbias, hbias)

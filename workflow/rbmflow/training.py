@@ -48,11 +48,11 @@ from tqdm import tqdm
 
 from rbmflow import archive, checkpoints
 from rbmflow.checkpoints import archive_copy, partial_path  # noqa: F401 (public here too)
-from rbmflow.dataset import EncodedAlignment
+from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
 from rbmflow.equilibrium import CheckpointDensity, EquilibriumMonitor, ReweightedChains
-from rbmflow.errors import RbmflowError
+from rbmflow.errors import InputError, RbmflowError
 from rbmflow.model import PottsRBM, one_hot, random_codes, sample_categorical
-from rbmflow.provenance import FORMAT_VERSION
+from rbmflow.provenance import FORMAT_VERSION, provenance
 from rbmflow.stats import connected_correlations, pearson
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,33 @@ def _termination_flag() -> Iterator[dict[str, int | None]]:
 
 def _finite(*tensors: Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def run_stage(alignment: str | os.PathLike[str], out: str | os.PathLike[str],
+              log_path: str | os.PathLike[str], settings: TrainSettings,
+              device: torch.device | str = "cpu", family: str | None = None,
+              run_name: str | None = None, restart: bool = False,
+              progress: bool | None = None) -> None:
+    """The train stage: load alignment.npz, train on its train split (the test split feeds
+    the log's test Pearson), write model.h5 and train_log.csv with their provenance."""
+    try:
+        data = load_encoded(alignment)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{alignment}: {err}") from err
+    train_part, test_part = data.subset(TRAIN), data.subset(TEST)
+    if train_part.num_sequences == 0:
+        raise InputError(f"{alignment}: no sequence in the train split")
+    metadata = {
+        "family": family, "run": run_name,
+        "provenance": provenance("train", inputs={"alignment": alignment},
+                                 settings=vars(settings), seed=settings.seed),
+        "num_train": train_part.num_sequences, "num_test": test_part.num_sequences,
+    }
+    log.info("training on %d sequences (L=%d, q=%d) on %s", train_part.num_sequences,
+             data.length, data.num_states, device)
+    train(train_part, out, log_path, settings, device=device, metadata=metadata,
+          test=test_part, restart=restart, progress=progress)
+    log.info("wrote %s and %s", out, log_path)
 
 
 def train(

@@ -8,16 +8,16 @@ rule contacts:
         "logs/contacts/{family}/{run}.log",
     benchmark:
         "benchmarks/out/contacts/{family}/{run}.tsv"
-    params:
-        flags=cli_flags(config["contacts"]),
-        device=config["device"],
+    conda:
+        "../../envs/rbmflow.yaml"
     threads: 4
     resources:
         gpu=1,
         runtime=120,
         mem_mb=8000,
-    conda:
-        "../../envs/rbmflow.yaml"
+    params:
+        flags=cli_flags(config["contacts"]),
+        device=config["device"],
     shell:
         "python -m rbmflow contacts {input.model:q} --alignment {input.data:q} --out {output.csv:q} "
         "{params.flags} --device {params.device:q} --threads {threads:q} 2> {log:q}"

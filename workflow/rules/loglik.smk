@@ -9,16 +9,16 @@ rule loglik:
         "logs/loglik/{family}/{run}.log",
     benchmark:
         "benchmarks/out/loglik/{family}/{run}.tsv"
-    params:
-        flags=cli_flags(config["loglik"]),
-        device=config["device"],
+    conda:
+        "../../envs/rbmflow.yaml"
     threads: 2
     resources:
         gpu=1,
         runtime=240,
         mem_mb=4000,
-    conda:
-        "../../envs/rbmflow.yaml"
+    params:
+        flags=cli_flags(config["loglik"]),
+        device=config["device"],
     shell:
         "python -m rbmflow loglik {input.model:q} {input.data:q} --out {output.loglik:q} "
         "--trajectory-csv {output.trajectory:q} {params.flags} "

@@ -8,12 +8,12 @@ rule prepare:
         "logs/prepare/{family}.log",
     benchmark:
         "benchmarks/out/prepare/{family}.tsv"
+    conda:
+        "../../envs/rbmflow.yaml"
     threads: 4
     params:
         flags=cli_flags(config["prepare"]),
         device=config["device"],
-    conda:
-        "../../envs/rbmflow.yaml"
     shell:
         "python -m rbmflow prepare {input:q} --out {output.data:q} --summary {output.summary:q} "
         "{params.flags} --device {params.device:q} --threads {threads:q} 2> {log:q}"

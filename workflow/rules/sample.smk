@@ -9,16 +9,16 @@ rule sample:
         "logs/sample/{family}/{run}.log",
     benchmark:
         "benchmarks/out/sample/{family}/{run}.tsv"
-    params:
-        flags=cli_flags(config["sample"]),
-        device=config["device"],
+    conda:
+        "../../envs/rbmflow.yaml"
     threads: 2
     resources:
         gpu=1,
         runtime=240,
         mem_mb=4000,
-    conda:
-        "../../envs/rbmflow.yaml"
+    params:
+        flags=cli_flags(config["sample"]),
+        device=config["device"],
     shell:
         "python -m rbmflow sample {input.model:q} {input.data:q} --out {output.samples:q} "
         "--info {output.info:q} {params.flags} --device {params.device:q} "

@@ -8,16 +8,16 @@ rule train:
         "logs/train/{family}/{run}.log",
     benchmark:
         "benchmarks/out/train/{family}/{run}.tsv"
-    params:
-        flags=lambda wildcards: cli_flags(config["runs"][wildcards.run]),
-        device=config["device"],
+    conda:
+        "../../envs/rbmflow.yaml"
     threads: 8
     resources:
         gpu=1,
         runtime=720,
         mem_mb=8000,
-    conda:
-        "../../envs/rbmflow.yaml"
+    params:
+        flags=lambda wildcards: cli_flags(config["runs"][wildcards.run]),
+        device=config["device"],
     shell:
         "python -m rbmflow train {input:q} --out {output.model:q} --log {output.log:q} "
         "--family {wildcards.family:q} --run-name {wildcards.run:q} {params.flags} "

@@ -7,16 +7,11 @@ the same command after an interruption resumes from the last complete checkpoint
 from __future__ import annotations
 
 import argparse
-import logging
+from dataclasses import fields
 from pathlib import Path
 
 from rbmflow.cli import parse_bool
-from rbmflow.dataset import TEST, TRAIN, load_encoded
-from rbmflow.errors import InputError
-from rbmflow.provenance import provenance
-from rbmflow.training import METHODS, TrainSettings, train
-
-log = logging.getLogger("rbmflow.train")
+from rbmflow.training import METHODS, TrainSettings, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,31 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    device = args.device
-    try:
-        data = load_encoded(args.alignment)
-    except (OSError, ValueError) as err:
-        raise InputError(f"{args.alignment}: {err}") from err
-    settings = TrainSettings(
-        hidden=args.hidden, updates=args.updates, chains=args.chains,
-        batch_size=args.batch_size, gibbs_steps=args.gibbs_steps,
-        learning_rate=args.learning_rate, lr_decay=args.lr_decay, method=args.method,
-        l1=args.l1, l2=args.l2, centered=args.centered,
-        normalize_gradient=args.normalize_gradient, checkpoints=args.checkpoints,
-        log_every=args.log_every, seed=args.seed, reweight=args.reweight,
-        min_ess=args.min_ess, swap_threshold=args.swap_threshold, monitor=args.monitor,
-    )
-    train_part, test_part = data.subset(TRAIN), data.subset(TEST)
-    if train_part.num_sequences == 0:
-        raise InputError(f"{args.alignment}: no sequence in the train split")
-    metadata = {
-        "family": args.family, "run": args.run_name,
-        "provenance": provenance("train", inputs={"alignment": args.alignment},
-                                 settings=vars(settings), seed=settings.seed),
-        "num_train": train_part.num_sequences, "num_test": test_part.num_sequences,
-    }
-    log.info("training on %d sequences (L=%d, q=%d) on %s", train_part.num_sequences,
-             data.length, data.num_states, device)
-    train(train_part, args.out, args.log, settings, device=device, metadata=metadata,
-          test=test_part, restart=args.restart, progress=args.progress)
-    log.info("wrote %s and %s", args.out, args.log)
+    settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings)
+                                if hasattr(args, f.name)})
+    run_stage(args.alignment, args.out, args.log, settings, args.device, family=args.family,
+              run_name=args.run_name, restart=args.restart, progress=args.progress)
