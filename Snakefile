@@ -2,6 +2,7 @@
 # Run:  snakemake --cores N [--profile profiles/default]      Docs: README.md
 
 import os
+import shlex
 
 from snakemake.utils import min_version, validate
 
@@ -20,10 +21,11 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 # The rules run `python -m rbmflow` from this checkout's workflow/ folder, in a venv or in the
 # conda env of envs/rbmflow.yaml alike (that env installs the dependencies, not the package).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(
-        None, [os.path.join(workflow.basedir, "workflow"), os.environ.get("PYTHONPATH")]
-    )
+_package_dir = shlex.quote(os.path.join(workflow.basedir, "workflow"))
+shell.prefix(
+    "set -euo pipefail; export PYTHONPATH="
+    + _package_dir.replace("{", "{{").replace("}", "}}")
+    + "${{PYTHONPATH:+:$PYTHONPATH}}; "
 )
 
 

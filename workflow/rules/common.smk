@@ -8,34 +8,48 @@ import yaml
 
 def check_config_numbers(value, schema, where, defs):
     """What the schema's validator lets through: 4.0 where an integer is due (JSON Schema
-    counts it as one, the CLI does not), and NaN or infinities (they pass minimum/maximum)."""
+    counts it as one, the CLI does not), and NaN or infinities (they pass minimum/maximum).
+    """
     schema = defs.get(schema.get("$ref", "").rpartition("/")[2], schema)
     if isinstance(value, float) and schema.get("type") in ("integer", "number"):
         if not math.isfinite(value):
             raise ValueError(f"config {where}: {value} is not a finite number")
         if schema["type"] == "integer":
-            raise ValueError(f"config {where}: {value} must be an integer (write "
-                             f"{int(value)}, not {value})")
+            raise ValueError(
+                f"config {where}: {value} must be an integer (write "
+                f"{int(value)}, not {value})"
+            )
     if isinstance(value, dict):
         for key, item in value.items():
-            sub = schema.get("properties", {}).get(key, schema.get("additionalProperties"))
+            sub = schema.get("properties", {}).get(
+                key, schema.get("additionalProperties")
+            )
             if isinstance(sub, dict):
-                check_config_numbers(item, sub, f"{where}.{key}" if where else key, defs)
+                check_config_numbers(
+                    item, sub, f"{where}.{key}" if where else key, defs
+                )
 
 
 _SCHEMA = yaml.safe_load(
-    (Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml").read_text())
+    (
+        Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+    ).read_text()
+)
 check_config_numbers(config, _SCHEMA, "", _SCHEMA.get("$defs", {}))
 
 FAMILIES = list(config["families"])
 for _name, _family in config["families"].items():
-    if _family["source"] == "pfam" and not re.fullmatch(r"PF\d{5}", _family.get("accession", _name)):
+    if _family["source"] == "pfam" and not re.fullmatch(
+        r"PF\d{5}", _family.get("accession", _name)
+    ):
         raise ValueError(
             f"config families.{_name}: 'source: pfam' needs 'accession: PFnnnnn' "
             f"(the family name {_name!r} is not a Pfam accession)"
         )
 RUNS = list(config["runs"])
-WILDTYPE_FAMILIES = [name for name, family in config["families"].items() if family.get("wildtype")]
+WILDTYPE_FAMILIES = [
+    name for name, family in config["families"].items() if family.get("wildtype")
+]
 
 
 wildcard_constraints:
@@ -62,9 +76,11 @@ def fetch_pfam_flags(wildcards):
     family = config["families"][wildcards.family]
     if family["source"] != "pfam":
         return ""
-    settings = {"accession": family.get("accession", wildcards.family),
-                "alignment": family.get("alignment", "full"),
-                "base_url": config["pfam_base_url"]}
+    settings = {
+        "accession": family.get("accession", wildcards.family),
+        "alignment": family.get("alignment", "full"),
+        "base_url": config["pfam_base_url"],
+    }
     return cli_flags(settings)
 
 
@@ -85,9 +101,13 @@ def report_trajectory(wildcards):
 
 def report_figure(name):
     """A report figure of one family and run, tagged for `snakemake --report`."""
-    return report(f"results/{{family}}/{{run}}/report/{name}.png",
-                  caption=f"../rbmflow/report/captions/{name}.rst", category="{family}", subcategory="{run}",
-                  labels={"family": "{family}", "run": "{run}", "figure": name})
+    return report(
+        f"results/{{family}}/{{run}}/report/{name}.png",
+        caption=f"../rbmflow/report/captions/{name}.rst",
+        category="{family}",
+        subcategory="{run}",
+        labels={"family": "{family}", "run": "{run}", "figure": name},
+    )
 
 
 def all_targets():
@@ -97,9 +117,14 @@ def all_targets():
     targets += expand("results/{family}/{run}/loglik.json", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/samples.fasta", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/contacts.csv", family=FAMILIES, run=RUNS)
-    targets += expand("results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS)
-    targets += [f"results/{family}/{run}/mutations.csv" for family in WILDTYPE_FAMILIES
-                for run in RUNS]
+    targets += expand(
+        "results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS
+    )
+    targets += [
+        f"results/{family}/{run}/mutations.csv"
+        for family in WILDTYPE_FAMILIES
+        for run in RUNS
+    ]
     targets += ["results/summary.csv", "results/summary.html"]
     return targets
 
@@ -115,14 +140,19 @@ def report_mutations_inputs(wildcards):
     if wildcards.family not in WILDTYPE_FAMILIES:
         return {}
     run_dir = f"results/{wildcards.family}/{wildcards.run}"
-    return {"mutations_heatmap": f"{run_dir}/mutations.png",
-            "mutations_summary": f"{run_dir}/mutations.json"}
+    return {
+        "mutations_heatmap": f"{run_dir}/mutations.png",
+        "mutations_summary": f"{run_dir}/mutations.json",
+    }
 
 
 def report_mutations_flags(wildcards, input):
     """`--mutations-heatmap/--mutations-summary` for the report rule, when given."""
-    return " ".join(f"--{role.replace('_', '-')} {shlex.quote(str(input[role]))}"
-                    for role in ("mutations_heatmap", "mutations_summary") if role in input.keys())
+    return " ".join(
+        f"--{role.replace('_', '-')} {shlex.quote(str(input[role]))}"
+        for role in ("mutations_heatmap", "mutations_summary")
+        if role in input.keys()
+    )
 
 
 def structure_input(wildcards):
