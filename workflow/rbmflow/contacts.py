@@ -16,14 +16,19 @@ Structures come in two forms:
 from __future__ import annotations
 
 import gzip
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rbmflow.errors import InputError
 from rbmflow.provenance import atomic_path
+
+log = logging.getLogger("rbmflow.contacts")
 
 MIN_SEPARATION = 5
 """Pairs with |i - j| >= 5 (|i - j| > 4) are scored as contacts."""
@@ -364,3 +369,67 @@ def ppv_summary(scores: np.ndarray, structure: Structure) -> dict[str, object]:
             out[f"ppv_table_score_{key}"] = ppv_at_ranks(
                 ppv_curve(other, structure.distances, threshold), L)
     return out
+
+
+def run_stage(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
+              alignment: str | os.PathLike[str] | None = None, method: str = "gaussian",
+              num_backgrounds: int = 200, seed: int = 0,
+              structure: str | os.PathLike[str] | None = None, chain: str | None = None,
+              ppv_json: str | os.PathLike[str] | None = None,
+              export_dca: str | os.PathLike[str] | None = None,
+              export_npz: str | os.PathLike[str] | None = None,
+              device: torch.device | str = "cpu") -> None:
+    """The contacts stage: effective couplings of the model around the training sequences of
+    `alignment` (weighted; else the archive's persistent chains), contacts.csv, optional
+    exports, and the PPVs against `structure` (logged; written to `ppv_json`)."""
+    from rbmflow.archive import load_chains, load_rbm, read_metadata
+    from rbmflow.dataset import TRAIN, load_encoded
+    from rbmflow.provenance import write_json
+
+    if num_backgrounds < 1:
+        raise InputError("--backgrounds must be positive")
+    if ppv_json is not None and structure is None:
+        raise InputError("--ppv-json needs --structure")
+    device = torch.device(device)
+    model = load_rbm(model_path, device=device, dtype=torch.float64)
+    alphabet = read_metadata(model_path).get("alphabet")
+    if alignment is not None:
+        try:
+            data = load_encoded(alignment).subset(TRAIN)
+        except ValueError as err:
+            raise InputError(str(err)) from err
+        if (data.length, data.num_states) != (model.num_visibles, model.num_states):
+            raise InputError(f"{alignment}: L={data.length}, q={data.num_states}; the "
+                             f"model has L={model.num_visibles}, q={model.num_states}")
+        alphabet = data.alphabet
+        backgrounds = data.codes_tensor(device)
+        weights = data.weights_tensor(device, torch.float64)
+    else:
+        backgrounds, weights = load_chains(model_path, device), None
+    if alphabet is None or len(alphabet) != model.num_states:
+        raise InputError(f"{model_path}: the archive names no alphabet of {model.num_states} "
+                         "letters; give --alignment")
+    result = predict_contacts(model, backgrounds, weights, method, num_backgrounds,
+                              seed)
+    write_contacts_csv(out, result.ranked)
+    log.info("wrote %s (%d pairs; method %s, %d backgrounds)", out, len(result.ranked),
+             method, result.num_backgrounds)
+    if export_dca is not None:
+        write_adabmdca(export_dca, result.couplings, result.fields, alphabet)
+        log.info("wrote %s", export_dca)
+    if export_npz is not None:
+        write_npz(export_npz, result.couplings, result.fields, alphabet, result.scores,
+                  method)
+        log.info("wrote %s", export_npz)
+    if structure is not None:
+        reference = None
+        if chain is not None:
+            codes = backgrounds.cpu().numpy()
+            w = (weights.cpu().numpy() if weights is not None else
+                 torch.ones(codes.shape[0]).numpy())
+            reference = consensus_sequence(codes, w, alphabet)
+        structure = read_structure(structure, model.num_visibles, chain, reference)
+        summary = ppv_summary(result.scores, structure)
+        log.info("PPV vs %s: %s", structure.source, json.dumps(summary))
+        if ppv_json is not None:
+            write_json(ppv_json, summary)
