@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from rbmflow.model import PottsRBM
+from rbmflow.tempering import Level, expected_swap_rate, ptt_sample
 
 
 @dataclass
@@ -367,3 +368,70 @@ def self_influence(model: PottsRBM, chains: Tensor, weights: Tensor, v_bar: Tens
     total = (L * m_sq - 2 * s * m_sq - 2 * L * m_h + L + 2 * s * m_h + L * (hb @ hb) + m_sq
              + (vb * vb).sum() * m_sq)
     return weights.double() * total
+
+
+# -- persistent chains refreshed by tempering over the trajectory ---------------------------
+
+
+class TrajectoryTempering:
+    """Persistent chains of parallel trajectory tempering over snapshots of the model taken
+    during training (PTT inside PCD, Béreux et al., ICLR 2025).
+
+    The ladder starts with the initial model (nearly independent-site: its chains mix at
+    once) and gains a snapshot of the current model whenever the measured swap acceptance
+    between the last snapshot and the current model has fallen under `add_below`; beyond
+    `max_levels` snapshots, the inner one whose neighbours swap best with each other is
+    dropped. Each snapshot keeps its own tempering chains between refreshes. A refresh
+    (`refresh`) runs `sweeps` rounds of `tempering.temper` on snapshots + current model, the
+    current model's level started from the persistent chains, and returns that level's
+    chains: samples of the current model whose mode weights come from the whole trajectory.
+    """
+
+    def __init__(self, model: PottsRBM, chains: Tensor, sweeps: int = 20,
+                 max_levels: int = 24, add_below: float = 0.5) -> None:
+        self.sweeps = sweeps
+        self.max_levels = max_levels
+        self.add_below = add_below
+        self.levels: list[tuple[PottsRBM, Tensor]] = [(model.clone(), chains.clone())]
+        self.swap_rates: list[float] = []
+        self.refreshes = 0
+
+    def refresh(self, model: PottsRBM, chains: Tensor,
+                generator: torch.Generator | None = None) -> Tensor:
+        """Chains (C, L) of the current `model` after `sweeps` rounds of tempering over the
+        snapshots, started from `chains` (the persistent chains) at the model's level."""
+        n = chains.shape[0]
+        if any(c.shape[0] != n for _, c in self.levels):
+            self.levels = [(m, _resize(c, n, generator)) for m, c in self.levels]
+        models = [m for m, _ in self.levels] + [model]
+        init = [c for _, c in self.levels] + [chains]
+        result = ptt_sample(models, n, self.sweeps, generator, init=init)
+        self.levels = [(m, c) for (m, _), c in zip(self.levels, result.level_codes[:-1],
+                                                      strict=True)]
+        self.swap_rates = result.swap_rates
+        self.refreshes += 1
+        if result.swap_rates[-1] < self.add_below:
+            self.levels.append((model.clone(), result.codes.clone()))
+            if len(self.levels) > self.max_levels:
+                self._drop_one()
+        return result.codes
+
+    def _drop_one(self) -> None:
+        """Drop the inner snapshot whose two neighbours have the highest estimated swap
+        acceptance with each other (the first and the last are kept)."""
+        best, best_rate = 1, -1.0
+        for i in range(1, len(self.levels) - 1):
+            (m_a, c_a), (m_b, c_b) = self.levels[i - 1], self.levels[i + 1]
+            rate = expected_swap_rate(Level(m_a), Level(m_b), c_a, c_b)
+            if rate > best_rate:
+                best, best_rate = i, rate
+        del self.levels[best]
+
+
+def _resize(codes: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+    """n rows of codes: the first n, or all of them and random repeats."""
+    if codes.shape[0] >= n:
+        return codes[:n]
+    extra = torch.randint(codes.shape[0], (n - codes.shape[0],), generator=generator,
+                          device=codes.device)
+    return torch.cat([codes, codes[extra]])

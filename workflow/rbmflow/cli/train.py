@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor", type=parse_bool, default=d.monitor, metavar="BOOL",
                         help="compare the chains with equilibrium samples at each log row "
                              "(default true)")
+    parser.add_argument("--refresh-every", type=int, default=d.refresh_every,
+                        help="pcd: every that many updates, replace the persistent chains by "
+                             "tempering over snapshots of the trajectory (0: never)")
+    parser.add_argument("--refresh-sweeps", type=int, default=d.refresh_sweeps,
+                        help="tempering rounds of each refresh")
     parser.add_argument("--checkpoints", type=int, default=d.checkpoints,
                         help="number of log-spaced checkpoints (the last update is always kept)")
     parser.add_argument("--log-every", type=int, default=d.log_every,
@@ -82,6 +87,7 @@ def run(args: argparse.Namespace) -> None:
         normalize_gradient=args.normalize_gradient, checkpoints=args.checkpoints,
         log_every=args.log_every, seed=args.seed, reweight=args.reweight,
         min_ess=args.min_ess, swap_threshold=args.swap_threshold, monitor=args.monitor,
+        refresh_every=args.refresh_every, refresh_sweeps=args.refresh_sweeps,
     )
     train_part, test_part = data.subset(TRAIN), data.subset(TEST)
     if train_part.num_sequences == 0:
