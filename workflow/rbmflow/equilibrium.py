@@ -19,6 +19,7 @@ RBM, A = -F(v) - vbias . v (the softplus terms), so the start is exact too.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -26,7 +27,10 @@ import torch
 from torch import Tensor
 
 from rbmflow.model import PottsRBM
-from rbmflow.tempering import Level, expected_swap_rate, ptt_sample
+from rbmflow.tempering import Level, expected_swap_rate, temper
+from rbmflow.tempering import _rebuild as rebuild_ladder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -378,20 +382,21 @@ class TrajectoryTempering:
     during training (PTT inside PCD, Béreux et al., ICLR 2025).
 
     The ladder starts with the initial model (nearly independent-site: its chains mix at
-    once) and gains a snapshot of the current model whenever the measured swap acceptance
-    between the last snapshot and the current model has fallen under `add_below`; beyond
-    `max_levels` snapshots, the inner one whose neighbours swap best with each other is
-    dropped. Each snapshot keeps its own tempering chains between refreshes. A refresh
-    (`refresh`) runs `sweeps` rounds of `tempering.temper` on snapshots + current model, the
-    current model's level started from the persistent chains, and returns that level's
-    chains: samples of the current model whose mode weights come from the whole trajectory.
+    once). Each refresh (`refresh`) runs `sweeps` rounds of `tempering.temper` on the ladder
+    plus the current model, the current model's level started from the persistent chains,
+    and returns that level's chains: samples of the current model whose mode weights come
+    from the whole trajectory. The current model then joins the ladder, which is rebuilt as
+    `tempering.select_ladder` does from the swap rates its chains show: levels that their
+    neighbours bridge at `floor` or more are dropped, interpolated levels are inserted
+    where neighbours swap less; beyond `max_levels`, the inner level whose neighbours swap
+    best with each other is dropped. Every level keeps its chains between refreshes.
     """
 
     def __init__(self, model: PottsRBM, chains: Tensor, sweeps: int = 20,
-                 max_levels: int = 24, add_below: float = 0.5) -> None:
+                 max_levels: int = 16, floor: float = 0.2) -> None:
         self.sweeps = sweeps
         self.max_levels = max_levels
-        self.add_below = add_below
+        self.floor = floor
         self.levels: list[tuple[PottsRBM, Tensor]] = [(model.clone(), chains.clone())]
         self.swap_rates: list[float] = []
         self.refreshes = 0
@@ -399,25 +404,26 @@ class TrajectoryTempering:
     def refresh(self, model: PottsRBM, chains: Tensor,
                 generator: torch.Generator | None = None) -> Tensor:
         """Chains (C, L) of the current `model` after `sweeps` rounds of tempering over the
-        snapshots, started from `chains` (the persistent chains) at the model's level."""
+        ladder, started from `chains` (the persistent chains) at the model's level."""
         n = chains.shape[0]
         if any(c.shape[0] != n for _, c in self.levels):
             self.levels = [(m, _resize(c, n, generator)) for m, c in self.levels]
-        models = [m for m, _ in self.levels] + [model]
+        levels = [Level(m) for m, _ in self.levels] + [Level(model.clone())]
         init = [c for _, c in self.levels] + [chains]
-        result = ptt_sample(models, n, self.sweeps, generator, init=init)
-        self.levels = [(m, c) for (m, _), c in zip(self.levels, result.level_codes[:-1],
-                                                      strict=True)]
+        result = temper(levels, n, self.sweeps, generator, init)
         self.swap_rates = result.swap_rates
         self.refreshes += 1
-        if result.swap_rates[-1] < self.add_below:
-            self.levels.append((model.clone(), result.codes.clone()))
-            if len(self.levels) > self.max_levels:
-                self._drop_one()
+        log.debug("refresh %d: %d levels, swap rates %s", self.refreshes, len(levels),
+                  " ".join(f"{r:.2f}" for r in result.swap_rates))
+        rebuilt, codes = rebuild_ladder(levels, result.level_codes, self.floor,
+                                        self.max_levels)
+        self.levels = [(level.model, c) for level, c in zip(rebuilt, codes, strict=True)]
+        while len(self.levels) > self.max_levels:
+            self._drop_one()
         return result.codes
 
     def _drop_one(self) -> None:
-        """Drop the inner snapshot whose two neighbours have the highest estimated swap
+        """Drop the inner level whose two neighbours have the highest estimated swap
         acceptance with each other (the first and the last are kept)."""
         best, best_rate = 1, -1.0
         for i in range(1, len(self.levels) - 1):
