@@ -27,8 +27,7 @@ import torch
 from torch import Tensor
 
 from rbmflow.model import PottsRBM
-from rbmflow.tempering import Level, expected_swap_rate, temper
-from rbmflow.tempering import _rebuild as rebuild_ladder
+from rbmflow.tempering import Level, expected_swap_rate, rebuild_ladder, temper
 
 log = logging.getLogger(__name__)
 
