@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "tests" / "slurm" / "cluster.sh"
-GPU_RULES = ("train", "loglik", "sample")
+GPU_RULES = ("train", "loglik", "sample", "contacts")
 LOCAL_RULES = {"fetch", "summary"}  # the Snakefile's localrules
 DAEMONS = ("munged", "slurmctld", "slurmd")
 

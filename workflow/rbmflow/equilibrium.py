@@ -19,6 +19,7 @@ RBM, A = -F(v) - vbias . v (the softplus terms), so the start is exact too.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ import torch
 from torch import Tensor
 
 from rbmflow.model import PottsRBM
+from rbmflow.tempering import Level, expected_swap_rate, rebuild_ladder, temper
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -367,3 +371,72 @@ def self_influence(model: PottsRBM, chains: Tensor, weights: Tensor, v_bar: Tens
     total = (L * m_sq - 2 * s * m_sq - 2 * L * m_h + L + 2 * s * m_h + L * (hb @ hb) + m_sq
              + (vb * vb).sum() * m_sq)
     return weights.double() * total
+
+
+# -- persistent chains refreshed by tempering over the trajectory ---------------------------
+
+
+class TrajectoryTempering:
+    """Persistent chains of parallel trajectory tempering over snapshots of the model taken
+    during training (PTT inside PCD, Béreux et al., ICLR 2025).
+
+    The ladder starts with the initial model (nearly independent-site: its chains mix at
+    once). Each refresh (`refresh`) runs `sweeps` rounds of `tempering.temper` on the ladder
+    plus the current model, the current model's level started from the persistent chains,
+    and returns that level's chains: samples of the current model whose mode weights come
+    from the whole trajectory. The current model then joins the ladder, which is rebuilt as
+    `tempering.select_ladder` does from the swap rates its chains show: levels that their
+    neighbours bridge at `floor` or more are dropped, interpolated levels are inserted
+    where neighbours swap less; beyond `max_levels`, the inner level whose neighbours swap
+    best with each other is dropped. Every level keeps its chains between refreshes.
+    """
+
+    def __init__(self, model: PottsRBM, chains: Tensor, sweeps: int = 20,
+                 max_levels: int = 16, floor: float = 0.2) -> None:
+        self.sweeps = sweeps
+        self.max_levels = max_levels
+        self.floor = floor
+        self.levels: list[tuple[PottsRBM, Tensor]] = [(model.clone(), chains.clone())]
+        self.swap_rates: list[float] = []
+        self.refreshes = 0
+
+    def refresh(self, model: PottsRBM, chains: Tensor,
+                generator: torch.Generator | None = None) -> Tensor:
+        """Chains (C, L) of the current `model` after `sweeps` rounds of tempering over the
+        ladder, started from `chains` (the persistent chains) at the model's level."""
+        n = chains.shape[0]
+        if any(c.shape[0] != n for _, c in self.levels):
+            self.levels = [(m, _resize(c, n, generator)) for m, c in self.levels]
+        levels = [Level(m) for m, _ in self.levels] + [Level(model.clone())]
+        init = [c for _, c in self.levels] + [chains]
+        result = temper(levels, n, self.sweeps, generator, init)
+        self.swap_rates = result.swap_rates
+        self.refreshes += 1
+        log.debug("refresh %d: %d levels, swap rates %s", self.refreshes, len(levels),
+                  " ".join(f"{r:.2f}" for r in result.swap_rates))
+        rebuilt, codes = rebuild_ladder(levels, result.level_codes, self.floor,
+                                        self.max_levels)
+        self.levels = [(level.model, c) for level, c in zip(rebuilt, codes, strict=True)]
+        while len(self.levels) > self.max_levels:
+            self._drop_one()
+        return result.codes
+
+    def _drop_one(self) -> None:
+        """Drop the inner level whose two neighbours have the highest estimated swap
+        acceptance with each other (the first and the last are kept)."""
+        best, best_rate = 1, -1.0
+        for i in range(1, len(self.levels) - 1):
+            (m_a, c_a), (m_b, c_b) = self.levels[i - 1], self.levels[i + 1]
+            rate = expected_swap_rate(Level(m_a), Level(m_b), c_a, c_b)
+            if rate > best_rate:
+                best, best_rate = i, rate
+        del self.levels[best]
+
+
+def _resize(codes: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+    """n rows of codes: the first n, or all of them and random repeats."""
+    if codes.shape[0] >= n:
+        return codes[:n]
+    extra = torch.randint(codes.shape[0], (n - codes.shape[0],), generator=generator,
+                          device=codes.device)
+    return torch.cat([codes, codes[extra]])

@@ -275,6 +275,15 @@ def select_ladder(candidates: Sequence[Level], num_chains: int = 256, sweeps: in
     return Ladder(levels, result.swap_rates, result.level_codes, rounds + 1)
 
 
+def rebuild_ladder(levels: list[Level], codes: list[Tensor], floor: float,
+                   max_levels: int) -> tuple[list[Level], list[Tensor]]:
+    """One round of `select_ladder` on levels whose chains `codes` (one (C, L) set per level)
+    come from a tempering run: the levels and their chains after dropping the levels that
+    their neighbours bridge at `floor` and inserting interpolated ones where they do not
+    (new levels start from the chains of the nearer end)."""
+    return _rebuild(list(levels), list(codes), floor, max_levels)
+
+
 def _rebuild(levels: list[Level], codes: list[Tensor], floor: float,
              max_levels: int) -> tuple[list[Level], list[Tensor]]:
     """One pass of select_ladder: drop levels that neighbours bridge, bisect weak links."""

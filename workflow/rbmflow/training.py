@@ -49,7 +49,12 @@ from tqdm import tqdm
 from rbmflow import archive, checkpoints
 from rbmflow.checkpoints import archive_copy, partial_path  # noqa: F401 (public here too)
 from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
-from rbmflow.equilibrium import CheckpointDensity, EquilibriumMonitor, ReweightedChains
+from rbmflow.equilibrium import (
+    CheckpointDensity,
+    EquilibriumMonitor,
+    ReweightedChains,
+    TrajectoryTempering,
+)
 from rbmflow.errors import InputError, RbmflowError
 from rbmflow.model import PottsRBM, one_hot, random_codes, sample_categorical
 from rbmflow.provenance import FORMAT_VERSION, provenance
@@ -82,6 +87,9 @@ class TrainSettings:
     the last saved model and the current one falls under it (0: log-spaced ones only).
     monitor (pcd only): compare the chains with equilibrium samples at each log row
     (`equilibrium.EquilibriumMonitor`).
+    refresh_every (pcd only): every that many updates, replace the persistent chains by
+    `refresh_sweeps` rounds of parallel trajectory tempering over snapshots of the model
+    taken during training (`equilibrium.TrajectoryTempering`; 0: never).
     """
 
     hidden: int = 100
@@ -105,6 +113,8 @@ class TrainSettings:
     min_ess: float = 0.5
     swap_threshold: float = 0.3
     monitor: bool = True
+    refresh_every: int = 0
+    refresh_sweeps: int = 20
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -123,6 +133,8 @@ class TrainSettings:
             raise RbmflowError("pseudocount must be in [0, 1)")
         if not 0 <= self.seed < 2**63:
             raise RbmflowError(f"seed must be in [0, 2^63), got {self.seed}")
+        if self.refresh_every < 0 or self.refresh_sweeps < 1:
+            raise RbmflowError("refresh_every must be >= 0 and refresh_sweeps >= 1")
         if not 0 <= self.min_ess <= 1 or not 0 <= self.swap_threshold < 1:
             raise RbmflowError("min_ess must be in [0, 1] and swap_threshold in [0, 1)")
 
@@ -130,6 +142,11 @@ class TrainSettings:
     def reweighted(self) -> bool:
         """Jarzynski-reweighted persistent chains (`equilibrium.ReweightedChains`)."""
         return self.method == "pcd" and self.reweight
+
+    @property
+    def refreshed(self) -> bool:
+        """Persistent chains refreshed by trajectory tempering (`refresh_every`)."""
+        return self.method == "pcd" and self.refresh_every > 0
 
     def learning_rate_at(self, update: int) -> float:
         """Learning rate of gradient update number `update` (0-based)."""
@@ -140,6 +157,9 @@ class TrainSettings:
         shaping = {k: v for k, v in asdict(self).items()
                    if k not in ("updates", "checkpoints", "log_every", "lr_decay", "monitor",
                                 "swap_threshold")}
+        if not self.refreshed:  # keeps the keys of runs made before the refresh existed
+            shaping.pop("refresh_every")
+            shaping.pop("refresh_sweeps")
         if self.lr_decay != 1.0:
             shaping["lr_decay"], shaping["updates"] = self.lr_decay, self.updates
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
@@ -407,6 +427,9 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
     density.reset(model, chains)
     # cd and rdm chains are not meant to be at equilibrium: nothing to monitor
     monitor = EquilibriumMonitor(seed=s.seed) if s.monitor and s.method == "pcd" else None
+    # after a resume the ladder restarts from the resumed model
+    tempering = (TrajectoryTempering(model, chains, s.refresh_sweeps) if s.refreshed
+                 else None)
 
     def chain_weights() -> Tensor | None:
         return None if reweighted is None else reweighted.weights().to(dtype)
@@ -490,6 +513,10 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
                 reweighted.add_work_without_own(model, chains, own)
                 chains = reweighted.maybe_resample(chains, generator)
             update += 1
+            if tempering is not None and update % s.refresh_every == 0:
+                chains = tempering.refresh(model, chains, generator)
+                if reweighted is not None:
+                    reweighted.log_weights = torch.zeros_like(reweighted.log_weights)
             bar.update(1)
             elapsed = time.perf_counter() - t0
             if update % s.log_every == 0 or update == s.updates:

@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor", type=parse_bool, default=d.monitor, metavar="BOOL",
                         help="compare the chains with equilibrium samples at each log row "
                              "(default true)")
+    parser.add_argument("--refresh-every", type=int, default=d.refresh_every,
+                        help="pcd: every that many updates, replace the persistent chains by "
+                             "tempering over snapshots of the trajectory (0: never)")
+    parser.add_argument("--refresh-sweeps", type=int, default=d.refresh_sweeps,
+                        help="tempering rounds of each refresh")
     parser.add_argument("--checkpoints", type=int, default=d.checkpoints,
                         help="number of log-spaced checkpoints (the last update is always kept)")
     parser.add_argument("--log-every", type=int, default=d.log_every,
