@@ -362,7 +362,7 @@ def test_snakemake_fetch_rule_runs_once(server: FakeInterPro, tmp_path: Path) ->
                "--directory", str(tmp_path), *targets]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
-    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     record = json.loads((tmp_path / targets[0]).read_text())
     assert record["alignment_path"] == "resources/msa/WW/alignment.sto.gz"
@@ -371,7 +371,7 @@ def test_snakemake_fetch_rule_runs_once(server: FakeInterPro, tmp_path: Path) ->
     assert (tmp_path / "logs" / "fetch" / "WW.log").is_file()
     assert (tmp_path / "benchmarks" / "out" / "fetch" / "WW.tsv").is_file()
 
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Nothing to be done" in second.stderr
     assert server.count(FULL_PATH) == 1
