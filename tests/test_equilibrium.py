@@ -18,11 +18,10 @@ from rbmflow.equilibrium import (
     estimated_swap_rate,
     occupancy_distance,
     own_input_shifts,
-    projections,
     systematic_resample,
-    top_directions,
     weighted_ks,
 )
+from rbmflow.mixing import project, top_directions
 from rbmflow.model import PottsRBM, one_hot, sample_categorical
 from rbmflow.partition import hidden_configurations, hidden_log_marginals, sample_exact
 from rbmflow.stats import site_frequencies
@@ -142,10 +141,10 @@ def test_top_directions_and_projections_of_a_rank_one_model():
     y = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
     model = PottsRBM(x[:, :, None] * y, torch.zeros(L, q, dtype=torch.float64),
                      torch.zeros(3, dtype=torch.float64))
-    u = top_directions(model, 1)
+    u = top_directions(model.weight_matrix, 1)
     assert torch.allclose(u[:, 0], x.reshape(-1) / x.norm())
     codes = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 2, 2], [0, 1, 0, 1]])
-    assert torch.allclose(projections(codes, u)[:, 0],
+    assert torch.allclose(project(codes, u)[:, 0],
                           torch.tensor([1, -1, 0, 0], dtype=torch.float64) / 2**0.5)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rbmflow.mixing import project, top_directions
 from rbmflow.model import PottsRBM
 from rbmflow.tempering import Level, expected_swap_rate, rebuild_ladder, temper
 
@@ -173,25 +174,6 @@ class CheckpointDensity:
 # -- the equilibrium monitor ----------------------------------------------------------------
 
 
-def top_directions(model: PottsRBM, count: int = 3) -> Tensor:
-    """The `count` leading left singular vectors of W viewed as (L q, Nh): (L q, count), each
-    of unit norm, sign fixed so that its largest entry in absolute value is positive."""
-    L, q, nh = model.weight_matrix.shape
-    u, _, _ = torch.linalg.svd(model.weight_matrix.reshape(L * q, nh).double(),
-                               full_matrices=False)
-    u = u[:, :min(count, nh)]
-    signs = torch.sign(u.gather(0, u.abs().argmax(0, keepdim=True)))
-    return u * signs
-
-
-def projections(codes: Tensor, directions: Tensor) -> Tensor:
-    """One-hot sequences (C, L) projected on directions (L q, d), over sqrt(L): (C, d)."""
-    L = codes.shape[1]
-    q = directions.shape[0] // L
-    flat = codes.long() + torch.arange(L, device=codes.device) * q
-    return directions[flat].sum(1) / math.sqrt(L)
-
-
 def weighted_ks(x: Tensor, y: Tensor, wx: Tensor | None = None, wy: Tensor | None = None
                 ) -> float:
     """Two-sample Kolmogorov-Smirnov distance sup_t |F_x(t) - F_y(t)| between the (weighted)
@@ -261,8 +243,8 @@ def compare_with_equilibrium(model: PottsRBM, chains: Tensor, reference: Tensor,
                              directions: int = 3, min_effect: float = 0.05) -> MonitorResult:
     """Compare the chains (C, L), weighted or not, with equilibrium samples `reference` (R, L)
     of `model` along the top `directions` singular directions of W."""
-    u = top_directions(model, directions)
-    p_chains, p_ref = projections(chains, u), projections(reference, u)
+    u = top_directions(model.weight_matrix, directions)
+    p_chains, p_ref = project(chains, u), project(reference, u)
     ks = [weighted_ks(p_chains[:, k], p_ref[:, k], chain_weights) for k in range(u.shape[1])]
     n_eff = (float(1.0 / (chain_weights.double() / chain_weights.sum()).pow(2).sum())
              if chain_weights is not None else float(chains.shape[0]))

@@ -168,10 +168,9 @@ def top_directions(weight_matrix: Tensor, num: int) -> Tensor:
     L, q, nh = weight_matrix.shape
     u, _, _ = torch.linalg.svd(weight_matrix.reshape(L * q, nh).double(), full_matrices=False)
     u = u[:, :min(num, u.shape[1])]
-    # A sign convention, so that projections are comparable between calls.
-    sign = torch.sign(u.sum(0))
-    sign[sign == 0] = 1
-    return u * sign
+    # A sign convention, so that projections are comparable between calls: the largest entry
+    # in absolute value of each direction is positive.
+    return u * torch.sign(u.gather(0, u.abs().argmax(0, keepdim=True)))
 
 
 def project(codes: Tensor, directions: Tensor) -> Tensor:
