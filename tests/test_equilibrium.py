@@ -19,9 +19,8 @@ from rbmflow.equilibrium import (
     occupancy_distance,
     own_input_shifts,
     systematic_resample,
-    weighted_ks,
 )
-from rbmflow.mixing import project, top_directions
+from rbmflow.mixing import project, top_directions, weighted_ks
 from rbmflow.model import PottsRBM, one_hot, sample_categorical
 from rbmflow.partition import hidden_configurations, hidden_log_marginals, sample_exact
 from rbmflow.stats import site_frequencies

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rbmflow.mixing import project, top_directions
+from rbmflow.mixing import project, top_directions, weighted_ks
 from rbmflow.model import PottsRBM
 from rbmflow.tempering import Level, expected_swap_rate, rebuild_ladder, temper
 
@@ -172,21 +172,6 @@ class CheckpointDensity:
 
 
 # -- the equilibrium monitor ----------------------------------------------------------------
-
-
-def weighted_ks(x: Tensor, y: Tensor, wx: Tensor | None = None, wy: Tensor | None = None
-                ) -> float:
-    """Two-sample Kolmogorov-Smirnov distance sup_t |F_x(t) - F_y(t)| between the (weighted)
-    empirical distributions of x (n,) and y (m,)."""
-    wx = torch.full_like(x, 1.0 / x.shape[0], dtype=torch.float64) if wx is None else wx.double()
-    wy = torch.full_like(y, 1.0 / y.shape[0], dtype=torch.float64) if wy is None else wy.double()
-    values = torch.cat([x.double(), y.double()])
-    mass = torch.cat([wx / wx.sum(), -wy / wy.sum()])
-    order = torch.argsort(values, stable=True)
-    sorted_values, steps = values[order], torch.cumsum(mass[order], 0)
-    last_of_tie = torch.ones_like(sorted_values, dtype=torch.bool)
-    last_of_tie[:-1] = sorted_values[1:] != sorted_values[:-1]
-    return float(steps[last_of_tie].abs().max())
 
 
 def occupancy_distance(proj_chains: Tensor, proj_reference: Tensor,

@@ -224,6 +224,21 @@ def integrated_autocorrelation_time(trace: Tensor, window: float = 5.0) -> Tenso
     return out
 
 
+def weighted_ks(x: Tensor, y: Tensor, wx: Tensor | None = None, wy: Tensor | None = None
+                ) -> float:
+    """Two-sample Kolmogorov-Smirnov distance sup_t |F_x(t) - F_y(t)| between the (weighted)
+    empirical distributions of x (n,) and y (m,)."""
+    wx = torch.full_like(x, 1.0 / x.shape[0], dtype=torch.float64) if wx is None else wx.double()
+    wy = torch.full_like(y, 1.0 / y.shape[0], dtype=torch.float64) if wy is None else wy.double()
+    values = torch.cat([x.double(), y.double()])
+    mass = torch.cat([wx / wx.sum(), -wy / wy.sum()])
+    order = torch.argsort(values, stable=True)
+    sorted_values, steps = values[order], torch.cumsum(mass[order], 0)
+    last_of_tie = torch.ones_like(sorted_values, dtype=torch.bool)
+    last_of_tie[:-1] = sorted_values[1:] != sorted_values[:-1]
+    return float(steps[last_of_tie].abs().max())
+
+
 def ks_two_sample(a: Tensor, b: Tensor) -> dict[str, float]:
     """Kolmogorov-Smirnov two-sample test of 1-D samples a and b.
 
@@ -231,10 +246,7 @@ def ks_two_sample(a: Tensor, b: Tensor) -> dict[str, float]:
     Q_KS(sqrt(n_eff) D), n_eff = n_a n_b / (n_a + n_b).
     """
     a, b = a.double().flatten().cpu(), b.double().flatten().cpu()
-    both = torch.cat([a, b]).sort().values
-    cdf_a = torch.searchsorted(a.sort().values, both, right=True) / a.numel()
-    cdf_b = torch.searchsorted(b.sort().values, both, right=True) / b.numel()
-    d = float((cdf_a - cdf_b).abs().max())
+    d = weighted_ks(a, b)
     n_eff = a.numel() * b.numel() / (a.numel() + b.numel())
     lam = (math.sqrt(n_eff) + 0.12 + 0.11 / math.sqrt(n_eff)) * d
     return {"statistic": d, "p_value": _kolmogorov_q(lam)}
