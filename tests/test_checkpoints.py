@@ -24,7 +24,8 @@ L, Q = 7, 3
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SETTINGS = TrainSettings(hidden=5, updates=40, chains=29, batch_size=23, gibbs_steps=2,
-                         learning_rate=0.05, checkpoints=6, log_every=5, seed=11)
+                         learning_rate=0.05, checkpoints=6, log_every=5, seed=11,
+                         refresh_every=3)  # refreshes before the signals
 # checkpoint_schedule(40, 6) == [1, 2, 4, 9, 19, 40]
 
 

@@ -88,8 +88,19 @@ def test_refresh_keys_round_trip_cli_and_settings() -> None:
     assert settings.refreshed and not TrainSettings().refreshed
     assert not TrainSettings(refresh_every=13, method="cd").refreshed
     assert settings.resume_key() != TrainSettings().resume_key()
-    assert (TrainSettings(refresh_sweeps=7).resume_key() == TrainSettings().resume_key())
+    assert TrainSettings(refresh_sweeps=7).resume_key() == TrainSettings().resume_key()
+    assert (TrainSettings(refresh_every=5, refresh_sweeps=7).resume_key()
+            != TrainSettings(refresh_every=5).resume_key())
     with pytest.raises(RbmflowError):
         TrainSettings(refresh_every=-1)
     with pytest.raises(RbmflowError):
         TrainSettings(refresh_sweeps=0)
+
+
+
+
+def test_refreshes_follow_every_given_number_of_updates() -> None:
+    settings = TrainSettings(updates=41, refresh_every=7)
+    assert [u for u in range(1, 42) if settings.refresh_due(u)] == [7, 14, 21, 28, 35]
+    assert not any(TrainSettings(updates=41, refresh_every=0).refresh_due(u) for u in range(42))
+    assert not any(TrainSettings(updates=41, method="cd").refresh_due(u) for u in range(42))

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from rbmflow import archive, training
+from rbmflow import archive, checkpoints, training
 from rbmflow.cli import main as cli_main
 from rbmflow.dataset import EncodedAlignment, save_encoded
 from rbmflow.errors import RbmflowError
@@ -185,7 +185,7 @@ def test_sigterm_then_rerun_resumes_to_the_same_model(tmp_path, monkeypatch):
     data = _alignment(_teacher_data(151, seed=9), np.linspace(0.5, 1.5, 151))
     settings = TrainSettings(hidden=7, updates=40, chains=53, batch_size=31, gibbs_steps=2,
                              learning_rate=0.05, checkpoints=6, log_every=3, seed=11,
-                             swap_threshold=0.0)
+                             swap_threshold=0.0, refresh_every=3)
     ref = train(data, tmp_path / "ref.h5", tmp_path / "ref.csv", settings, progress=False)
 
     out, log_path = tmp_path / "model.h5", tmp_path / "log.csv"
@@ -331,8 +331,9 @@ def test_checkpoint_writes_do_not_grow_with_the_number_of_checkpoints(tmp_path, 
         after = _bytes_written()
         if before is not None and after is not None:
             written.append(after - before)
+        # the tempering ladder (refresh_every) is one file of at most 16 levels, replaced
         now = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
-               for p in partial.iterdir()}
+               for p in partial.iterdir() if p != checkpoints.ladder_path(out)}
         assert {k: v for k, v in now.items() if k in seen} == seen
         assert set(now) - set(seen) == {path.name}
         seen.update(now)
@@ -350,10 +351,12 @@ def test_checkpoint_writes_do_not_grow_with_the_number_of_checkpoints(tmp_path, 
 
 def test_a_longer_run_extends_a_finished_one_exactly(tmp_path):
     data = _alignment(_teacher_data(127, seed=14))
-    # Reweighted chains are resampled at each checkpoint: only without them is the extended
-    # run bit for bit the direct one (the checkpoint schedules differ).
+    # Only a constant step can be extended (a decay spans the run), and only without
+    # reweighted chains (resampled at each checkpoint) or a tempering ladder (gone with the
+    # pieces of a finished run) is the extended run bit for bit the direct one.
     short = TrainSettings(hidden=7, updates=19, chains=41, batch_size=43, gibbs_steps=2,
-                          checkpoints=5, log_every=4, seed=5, reweight=False)
+                          checkpoints=5, log_every=4, seed=5, reweight=False, lr_decay=1.0,
+                          refresh_every=0)
     longer = TrainSettings(**{**short.__dict__, "updates": 37})
     direct = train(data, tmp_path / "direct.h5", tmp_path / "direct.csv", longer,
                    progress=False)
@@ -374,7 +377,7 @@ def test_a_longer_run_extends_a_finished_one_exactly(tmp_path):
 def test_a_shorter_run_or_restart_trains_from_scratch(tmp_path):
     data = _alignment(_teacher_data(127, seed=14))
     longer = TrainSettings(hidden=7, updates=23, chains=41, batch_size=43, gibbs_steps=2,
-                           checkpoints=5, log_every=4, seed=5)
+                           checkpoints=5, log_every=4, seed=5, lr_decay=1.0, refresh_every=0)
     shorter = TrainSettings(**{**longer.__dict__, "updates": 11})
     direct = train(data, tmp_path / "short.h5", tmp_path / "short.csv", shorter, progress=False)
     out, log_path = tmp_path / "model.h5", tmp_path / "log.csv"
@@ -393,14 +396,29 @@ def test_a_shorter_run_or_restart_trains_from_scratch(tmp_path):
 
 
 def test_learning_rate_decays_exponentially_to_the_final_ratio():
-    settings = TrainSettings(updates=29, learning_rate=0.2, lr_decay=0.1)
+    settings = TrainSettings(updates=29, learning_rate=0.2, lr_decay=0.1, lr_decay_from=0.0)
     assert settings.learning_rate_at(0) == pytest.approx(0.2)
     assert settings.learning_rate_at(29) == pytest.approx(0.02)
     rates = [settings.learning_rate_at(u) for u in range(30)]
     assert np.allclose(np.diff(np.log(rates)), np.log(0.1) / 29)
     assert settings.resume_key() != TrainSettings(updates=31, learning_rate=0.2,
                                                   lr_decay=0.1).resume_key()
-    assert TrainSettings(updates=29).resume_key() == TrainSettings(updates=31).resume_key()
+    assert (TrainSettings(updates=29, lr_decay=1.0).resume_key()
+            == TrainSettings(updates=31, lr_decay=1.0).resume_key())
+    assert (TrainSettings(updates=29, lr_decay=0.05).resume_key()
+            != TrainSettings(updates=31, lr_decay=0.05).resume_key())
+
+
+def test_learning_rate_is_constant_until_the_decay_starts():
+    settings = TrainSettings(updates=40, learning_rate=0.3, lr_decay=0.05, lr_decay_from=0.25)
+    rates = np.array([settings.learning_rate_at(u) for u in range(41)])
+    assert np.all(rates[:11] == 0.3)
+    assert np.allclose(np.diff(np.log(rates[10:])), np.log(0.05) / 30)
+    assert rates[40] == pytest.approx(0.015)
+    assert settings.resume_key() != TrainSettings(updates=40, learning_rate=0.3,
+                                                  lr_decay=0.05).resume_key()
+    with pytest.raises(RbmflowError, match="lr_decay_from"):
+        TrainSettings(lr_decay_from=1.0)
 
 
 def test_l2_training_converges_to_the_regularised_ml_condition(tmp_path, monkeypatch):

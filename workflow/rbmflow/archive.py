@@ -164,6 +164,36 @@ def assemble_into(pieces: Sequence[str | os.PathLike[str]], target: str | os.Pat
                         src.copy(src[key], f, name=key)
 
 
+def write_ladder(path: Path, update: int, levels: Sequence[tuple[PottsRBM, Tensor]]) -> None:
+    """Write a tempering ladder to `path` (not atomic: give a temporary path): attributes
+    `update` and `levels`; groups `level_{k}` with the model's parameters
+    and its chains (`chains`, uint8 codes when they fit)."""
+    with _via_memory(path, None) as f:
+        f.attrs["update"] = update
+        f.attrs["levels"] = len(levels)
+        for k, (model, chains) in enumerate(levels):
+            group = f.create_group(f"level_{k}")
+            for name, value in model.named_parameters().items():
+                group[name] = value.detach().cpu().numpy()
+            codes = chains.cpu().numpy()
+            group["chains"] = (codes.astype(np.uint8) if codes.size == 0 or codes.max() < 256
+                               else codes)
+
+
+def read_ladder(path: Path, device: torch.device | str, dtype: torch.dtype
+                ) -> tuple[int, list[tuple[PottsRBM, Tensor]]]:
+    """(update, levels) of a ladder written by `write_ladder`."""
+    with h5py.File(path, "r") as f:
+        levels = []
+        for k in range(int(f.attrs["levels"])):
+            group = f[f"level_{k}"]
+            model = PottsRBM(*(torch.as_tensor(group[name][()], dtype=dtype, device=device)
+                               for name in ("weight_matrix", "vbias", "hbias")))
+            chains = torch.as_tensor(group["chains"][()].astype(np.int64), device=device)
+            levels.append((model, chains))
+        return int(f.attrs["update"]), levels
+
+
 @contextmanager
 def _via_memory(target: Path, initial: Path | None) -> Iterator[h5py.File]:
     """An HDF5 file built in memory (from a copy of `initial`, or empty), then written to

@@ -231,6 +231,34 @@ def save(out: Path, update: int, model: PottsRBM, chains: Tensor, elapsed: float
     return piece
 
 
+def ladder_path(out: Path) -> Path:
+    """The tempering ladder of refreshed chains (`refresh_every`) at the newest checkpoint:
+    `ladder.h5` among the pieces (not a piece: never assembled into `out`)."""
+    return partial_path(out) / "ladder.h5"
+
+
+def save_ladder(out: Path, update: int, levels: list[tuple[PottsRBM, Tensor]]) -> None:
+    """Write the ladder's levels (model snapshot, chains) as of checkpoint `update`,
+    atomically, replacing the previous one: a resumed run continues with the same ladder."""
+    with atomic_path(ladder_path(out)) as tmp:
+        archive.write_ladder(tmp, update, levels)
+
+
+def load_ladder(out: Path, update: int, device: torch.device, dtype: torch.dtype
+                ) -> list[tuple[PottsRBM, Tensor]] | None:
+    """The ladder saved with checkpoint `update`, or None (none, unreadable, or of another
+    update: the ladder then restarts from the resumed model)."""
+    path = ladder_path(out)
+    if not path.exists():
+        return None
+    try:
+        saved_update, levels = archive.read_ladder(path, device, dtype)
+    except (OSError, KeyError, ValueError) as err:
+        log.warning("ignoring unreadable tempering ladder %s (%s)", path, err)
+        return None
+    return levels if saved_update == update else None
+
+
 def finish(out: Path, log_path: Path, log_text: str) -> None:
     """Assemble `out` from the pieces and write the log, both at once; then remove the pieces.
 

@@ -63,6 +63,9 @@ from rbmflow.stats import connected_correlations, pearson
 log = logging.getLogger(__name__)
 
 METHODS = ("pcd", "cd", "rdm")
+REFRESH_HINT = ("; if this persists, train with refresh_every: 5 and lr_decay: 0.05 (chains "
+                "refreshed by trajectory tempering, a decaying step; README: Equilibrium "
+                "across modes)")
 LOG_COLUMNS = ("update", "time_s", "learning_rate", "pearson_cij_train", "pearson_cij_test",
                "free_energy_data", "free_energy_chains", "chains_ess",
                "monitor_reference", "monitor_ks", "monitor_occupancy_tv", "monitor_ks_critical")
@@ -75,9 +78,11 @@ class TrainSettings:
     normalize_gradient: divide the gradient by its Euclidean norm over all parameters before
     the step, as the `rbms` package does, so that `learning_rate` is the length of a step in
     parameter space. lr_decay: ratio of the final to the initial learning rate, reached by
-    exponential decay over `updates` (1.0: constant). checkpoints: number of log-spaced
-    checkpoints, the last update always included. log_every: updates between two rows of
-    train_log.csv.
+    exponential decay (1.0: constant) that starts after the fraction `lr_decay_from` of the
+    updates (0: at once). Without a decay unit-norm steps never settle: the mode weights of
+    a multimodal model keep jumping.
+    checkpoints: number of log-spaced checkpoints, the last update always included.
+    log_every: updates between two rows of train_log.csv.
     pseudocount: mixing weight of the uniform distribution in the site frequencies that
     initialise vbias. init_std: standard deviation of the initial weights.
     reweight (pcd only): Jarzynski-reweighted persistent chains (`equilibrium`), resampled
@@ -89,7 +94,8 @@ class TrainSettings:
     (`equilibrium.EquilibriumMonitor`).
     refresh_every (pcd only): every that many updates, replace the persistent chains by
     `refresh_sweeps` rounds of parallel trajectory tempering over snapshots of the model
-    taken during training (`equilibrium.TrajectoryTempering`; 0: never).
+    taken during training (`equilibrium.TrajectoryTempering`; 0: never). The snapshots must
+    cover the whole run: a ladder started halfway does not carry chains between modes.
     """
 
     hidden: int = 100
@@ -99,6 +105,7 @@ class TrainSettings:
     gibbs_steps: int = 10
     learning_rate: float = 0.2
     lr_decay: float = 1.0
+    lr_decay_from: float = 0.0
     method: str = "pcd"
     l1: float = 0.0
     l2: float = 0.0
@@ -135,6 +142,8 @@ class TrainSettings:
             raise RbmflowError(f"seed must be in [0, 2^63), got {self.seed}")
         if self.refresh_every < 0 or self.refresh_sweeps < 1:
             raise RbmflowError("refresh_every must be >= 0 and refresh_sweeps >= 1")
+        if not 0 <= self.lr_decay_from < 1:
+            raise RbmflowError(f"lr_decay_from must be in [0, 1), got {self.lr_decay_from}")
         if not 0 <= self.min_ess <= 1 or not 0 <= self.swap_threshold < 1:
             raise RbmflowError("min_ess must be in [0, 1] and swap_threshold in [0, 1)")
 
@@ -148,20 +157,28 @@ class TrainSettings:
         """Persistent chains refreshed by trajectory tempering (`refresh_every`)."""
         return self.method == "pcd" and self.refresh_every > 0
 
+    def refresh_due(self, update: int) -> bool:
+        """Whether the chains are refreshed after update number `update` (1-based)."""
+        return self.refreshed and update % self.refresh_every == 0
+
     def learning_rate_at(self, update: int) -> float:
         """Learning rate of gradient update number `update` (0-based)."""
-        return self.learning_rate * self.lr_decay ** (update / self.updates)
+        start = self.lr_decay_from * self.updates
+        if update <= start:
+            return self.learning_rate
+        return self.learning_rate * self.lr_decay ** ((update - start) / (self.updates - start))
 
     def resume_key(self) -> str:
         """Hash of the settings that shape the trajectory (not its length or its logging)."""
         shaping = {k: v for k, v in asdict(self).items()
-                   if k not in ("updates", "checkpoints", "log_every", "lr_decay", "monitor",
-                                "swap_threshold")}
+                   if k not in ("updates", "checkpoints", "log_every", "lr_decay",
+                                "lr_decay_from", "monitor", "swap_threshold")}
         if not self.refreshed:  # keeps the keys of runs made before the refresh existed
             shaping.pop("refresh_every")
             shaping.pop("refresh_sweeps")
         if self.lr_decay != 1.0:
             shaping["lr_decay"], shaping["updates"] = self.lr_decay, self.updates
+            shaping["lr_decay_from"] = self.lr_decay_from
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -427,9 +444,14 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
     density.reset(model, chains)
     # cd and rdm chains are not meant to be at equilibrium: nothing to monitor
     monitor = EquilibriumMonitor(seed=s.seed) if s.monitor and s.method == "pcd" else None
-    # after a resume the ladder restarts from the resumed model
     tempering = (TrajectoryTempering(model, chains, s.refresh_sweeps) if s.refreshed
                  else None)
+    if tempering is not None and resumed is not None:
+        levels = checkpoints.load_ladder(out, start, device, dtype)
+        if levels is None:
+            log.info("the tempering ladder restarts from the model of update %d", start)
+        else:
+            tempering.levels = levels
 
     def chain_weights() -> Tensor | None:
         return None if reweighted is None else reweighted.weights().to(dtype)
@@ -442,6 +464,8 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
         if reweighted is not None and not reweighted.is_uniform():
             chains = reweighted.resample(chains, generator)  # stored chains: equal weights
         _checkpoint_ladder(at, model, chains, metadata, density, monitor)
+        if tempering is not None:
+            checkpoints.save_ladder(out, at, tempering.levels)
         checkpoints.save(out, at, model, chains, elapsed, generator.get_state(),
                          hyperparameters, metadata, _log_text(rows), scheduled=scheduled)
         last_saved = at
@@ -461,7 +485,7 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
             "free_energy_data": f"{f_data:.5f}",
             "free_energy_chains": f"{float(f_chains):.5f}",
             "chains_ess": "" if reweighted is None else f"{reweighted.ess_fraction():.4f}",
-            **_monitor_columns(at, model, chains, cw, monitor),
+            **_monitor_columns(at, model, chains, cw, monitor, s.refreshed),
         }
         rows.append(row)
 
@@ -513,7 +537,7 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
                 reweighted.add_work_without_own(model, chains, own)
                 chains = reweighted.maybe_resample(chains, generator)
             update += 1
-            if tempering is not None and update % s.refresh_every == 0:
+            if tempering is not None and s.refresh_due(update):
                 chains = tempering.refresh(model, chains, generator)
                 if reweighted is not None:
                     reweighted.log_weights = torch.zeros_like(reweighted.log_weights)
@@ -557,9 +581,10 @@ def _checkpoint_ladder(at: int, model: PottsRBM, chains: Tensor, metadata: dict[
 
 
 def _monitor_columns(at: int, model: PottsRBM, chains: Tensor, weights: Tensor | None,
-                     monitor: EquilibriumMonitor | None) -> dict[str, str]:
+                     monitor: EquilibriumMonitor | None, refreshed: bool) -> dict[str, str]:
     """The monitor's columns of the log row at update `at` (empty without a reference); a
-    loud warning when the chains and the model's equilibrium disagree."""
+    loud warning when the chains and the model's equilibrium disagree, which names the
+    remedy when the chains are not refreshed."""
     result = None if monitor is None or at == 0 else monitor.compare(model, chains, weights, at)
     if result is None:
         return {}
@@ -567,8 +592,9 @@ def _monitor_columns(at: int, model: PottsRBM, chains: Tensor, weights: Tensor |
         log.warning("update %d: the persistent chains are NOT at the model's equilibrium: "
                     "KS distance %.3f > %.3f along W's top directions vs %s samples, orthant "
                     "occupancies differ by %.3f; the gradient's model term is biased "
-                    "(multimodal data: the model's mode weights may be wrong)", at, max(result.ks),
-                    result.critical, result.reference, result.occupancy_tv)
+                    "(multimodal data: the model's mode weights may be wrong)%s", at,
+                    max(result.ks), result.critical, result.reference, result.occupancy_tv,
+                    "" if refreshed else REFRESH_HINT)
     return result.columns()
 
 

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
     parser.add_argument("--lr-decay", type=float, default=d.lr_decay,
                         help="final / initial learning rate, exponential decay (1: constant)")
+    parser.add_argument("--lr-decay-from", type=float, default=d.lr_decay_from,
+                        help="fraction of the updates after which the decay starts")
     parser.add_argument("--method", choices=METHODS, default=d.method,
                         help="pcd: persistent chains; cd: CD-k from the batch; "
                              "rdm: chains restarted from random each update")
