@@ -224,27 +224,31 @@ def test_three_clusters_monitor_flags_plain_pcd_and_reweighting_narrows_the_gap(
     """Plain PCD: the chains' Pearson is near 1 while the model's exact cluster weights are
     far from the data's; the monitor (exact reference, Nh = 8) says so, loudly. Reweighted
     chains narrow the gap (not yet to 0.05: see README, Training)."""
+    plain = {"refresh_every": 0, "lr_decay": 1.0}  # not the default here: see the next test
     with caplog.at_level(logging.WARNING, logger="rbmflow.training"):
-        plain_gap, rows = _three_cluster_run(tmp_path, reweight=False)
+        plain_gap, rows = _three_cluster_run(tmp_path, reweight=False, **plain)
     last = rows[-1]
     assert float(last["pearson_cij_train"]) > 0.95 and plain_gap > 0.3
     assert last["monitor_reference"] == "exact"
     assert float(last["monitor_ks"]) > float(last["monitor_ks_critical"])
     assert "NOT at the model's equilibrium" in caplog.text
     assert "refresh_every: 5 and lr_decay: 0.05" in caplog.text  # the warning names the remedy
-    reweighted_gap, rows = _three_cluster_run(tmp_path, reweight=True)
+    reweighted_gap, rows = _three_cluster_run(tmp_path, reweight=True, **plain)
     assert reweighted_gap < plain_gap - 0.2
     assert all(0 < float(r["chains_ess"]) <= 1 for r in rows)
 
 
 @pytest.mark.slow
-def test_three_clusters_refreshed_chains_with_a_decaying_step_end_at_equilibrium(tmp_path):
-    """The recipe of the README (`refresh_every: 5, lr_decay: 0.05`): at the end the chains
-    agree with exact samples of the model (where plain PCD's do not, test above), and the
-    model's exact cluster weights are far closer to the data's (plain PCD: more than 0.3
-    off)."""
-    gap, rows = _three_cluster_run(tmp_path, reweight=False, updates=600, refresh_every=5,
-                                   lr_decay=0.05)
+def test_three_clusters_default_training_refreshes_chains_and_ends_at_equilibrium(
+        tmp_path, caplog):
+    """The default ("auto") sees separated subfamilies and trains with refreshed chains and a
+    decaying step (`refresh_every: 5, lr_decay: 0.05`): at the end the chains agree with exact
+    samples of the model (where plain PCD's do not, test above), and the model's exact cluster
+    weights are far closer to the data's (plain PCD: more than 0.3 off)."""
+    with caplog.at_level(logging.INFO, logger="rbmflow.training"):
+        gap, rows = _three_cluster_run(tmp_path, reweight=False, updates=600)
+    assert "separated subfamilies: 3 groups" in caplog.text
+    assert "refresh_every 5, lr_decay 0.05" in caplog.text
     last = rows[-1]
     assert last["monitor_reference"] == "exact"
     assert float(last["monitor_ks"]) <= float(last["monitor_ks_critical"])

@@ -3,6 +3,8 @@ in one mode reach the exact mode occupancies after refreshes; the settings keys 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from rbmflow.cli import build_parser
@@ -10,7 +12,7 @@ from rbmflow.equilibrium import TrajectoryTempering
 from rbmflow.errors import RbmflowError
 from rbmflow.model import PottsRBM, random_codes
 from rbmflow.partition import free_energies, visible_configurations
-from rbmflow.training import TrainSettings
+from rbmflow.training import AUTO_LR_DECAY, AUTO_REFRESH_EVERY, TrainSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,24 +85,49 @@ def test_ladder_keeps_at_most_max_levels_first_and_last() -> None:
 def test_refresh_keys_round_trip_cli_and_settings() -> None:
     args = build_parser().parse_args(["train", "a.npz", "--out", "m.h5", "--log", "l.csv",
                                       "--refresh-every", "13", "--refresh-sweeps", "7"])
-    assert (args.refresh_every, args.refresh_sweeps) == (13, 7)
-    settings = TrainSettings(refresh_every=13, refresh_sweeps=7)
-    assert settings.refreshed and not TrainSettings().refreshed
-    assert not TrainSettings(refresh_every=13, method="cd").refreshed
-    assert settings.resume_key() != TrainSettings().resume_key()
-    assert TrainSettings(refresh_sweeps=7).resume_key() == TrainSettings().resume_key()
-    assert (TrainSettings(refresh_every=5, refresh_sweeps=7).resume_key()
-            != TrainSettings(refresh_every=5).resume_key())
+    assert (args.refresh_every, args.refresh_sweeps, args.lr_decay) == (13, 7, "auto")
+    plain = TrainSettings(refresh_every=0, lr_decay=1.0)
+    settings = replace(plain, refresh_every=13, refresh_sweeps=7)
+    assert settings.refreshed and not plain.refreshed
+    assert not replace(settings, method="cd").refreshed
+    assert settings.resume_key() != plain.resume_key()
+    assert replace(plain, refresh_sweeps=7).resume_key() == plain.resume_key()
+    assert (replace(plain, refresh_every=5, refresh_sweeps=7).resume_key()
+            != replace(plain, refresh_every=5).resume_key())
     with pytest.raises(RbmflowError):
         TrainSettings(refresh_every=-1)
     with pytest.raises(RbmflowError):
         TrainSettings(refresh_sweeps=0)
 
 
+def test_auto_refresh_is_decided_by_separated_subfamilies() -> None:
+    args = build_parser().parse_args(["train", "a.npz", "--out", "m.h5", "--log", "l.csv",
+                                      "--refresh-every", "auto", "--lr-decay", "0.3"])
+    assert (args.refresh_every, args.lr_decay) == ("auto", 0.3)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "a.npz", "--out", "m.h5", "--log", "l.csv",
+                                   "--refresh-every", "often"])
+    auto = TrainSettings()
+    assert auto.automatic and (auto.refresh_every, auto.lr_decay) == ("auto", "auto")
+    with pytest.raises(RbmflowError, match="still 'auto'"):
+        auto.resume_key()
+    separated, single = auto.resolved(True), auto.resolved(False)
+    assert (separated.refresh_every, separated.lr_decay) == (AUTO_REFRESH_EVERY, AUTO_LR_DECAY)
+    assert (single.refresh_every, single.lr_decay) == (0, 1.0)
+    assert not separated.automatic and separated.refreshed and not single.refreshed
+    # explicit values win; methods without persistent chains are never refreshed
+    assert TrainSettings(lr_decay=0.3).resolved(True).lr_decay == 0.3
+    assert TrainSettings(refresh_every=0).resolved(True).lr_decay == 1.0
+    assert TrainSettings(refresh_every=7).resolved(False).lr_decay == AUTO_LR_DECAY
+    cd = TrainSettings(method="cd").resolved(True)
+    assert (cd.refresh_every, cd.lr_decay) == (0, 1.0)
+    with pytest.raises(RbmflowError, match="number or 'auto'"):
+        TrainSettings(lr_decay="fast")
 
 
 def test_refreshes_follow_every_given_number_of_updates() -> None:
     settings = TrainSettings(updates=41, refresh_every=7)
     assert [u for u in range(1, 42) if settings.refresh_due(u)] == [7, 14, 21, 28, 35]
     assert not any(TrainSettings(updates=41, refresh_every=0).refresh_due(u) for u in range(42))
-    assert not any(TrainSettings(updates=41, method="cd").refresh_due(u) for u in range(42))
+    assert not any(TrainSettings(updates=41, method="cd", refresh_every=7).refresh_due(u)
+                   for u in range(42))

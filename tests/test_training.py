@@ -396,29 +396,31 @@ def test_a_shorter_run_or_restart_trains_from_scratch(tmp_path):
 
 
 def test_learning_rate_decays_exponentially_to_the_final_ratio():
-    settings = TrainSettings(updates=29, learning_rate=0.2, lr_decay=0.1, lr_decay_from=0.0)
+    settings = TrainSettings(refresh_every=0, updates=29, learning_rate=0.2, lr_decay=0.1,
+                             lr_decay_from=0.0)
     assert settings.learning_rate_at(0) == pytest.approx(0.2)
     assert settings.learning_rate_at(29) == pytest.approx(0.02)
     rates = [settings.learning_rate_at(u) for u in range(30)]
     assert np.allclose(np.diff(np.log(rates)), np.log(0.1) / 29)
-    assert settings.resume_key() != TrainSettings(updates=31, learning_rate=0.2,
+    assert settings.resume_key() != TrainSettings(refresh_every=0, updates=31, learning_rate=0.2,
                                                   lr_decay=0.1).resume_key()
-    assert (TrainSettings(updates=29, lr_decay=1.0).resume_key()
-            == TrainSettings(updates=31, lr_decay=1.0).resume_key())
-    assert (TrainSettings(updates=29, lr_decay=0.05).resume_key()
-            != TrainSettings(updates=31, lr_decay=0.05).resume_key())
+    assert (TrainSettings(refresh_every=0, updates=29, lr_decay=1.0).resume_key()
+            == TrainSettings(refresh_every=0, updates=31, lr_decay=1.0).resume_key())
+    assert (TrainSettings(refresh_every=0, updates=29, lr_decay=0.05).resume_key()
+            != TrainSettings(refresh_every=0, updates=31, lr_decay=0.05).resume_key())
 
 
 def test_learning_rate_is_constant_until_the_decay_starts():
-    settings = TrainSettings(updates=40, learning_rate=0.3, lr_decay=0.05, lr_decay_from=0.25)
+    settings = TrainSettings(refresh_every=0, updates=40, learning_rate=0.3, lr_decay=0.05,
+                             lr_decay_from=0.25)
     rates = np.array([settings.learning_rate_at(u) for u in range(41)])
     assert np.all(rates[:11] == 0.3)
     assert np.allclose(np.diff(np.log(rates[10:])), np.log(0.05) / 30)
     assert rates[40] == pytest.approx(0.015)
-    assert settings.resume_key() != TrainSettings(updates=40, learning_rate=0.3,
+    assert settings.resume_key() != TrainSettings(refresh_every=0, updates=40, learning_rate=0.3,
                                                   lr_decay=0.05).resume_key()
     with pytest.raises(RbmflowError, match="lr_decay_from"):
-        TrainSettings(lr_decay_from=1.0)
+        TrainSettings(refresh_every=0, lr_decay_from=1.0)
 
 
 def test_l2_training_converges_to_the_regularised_ml_condition(tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,16 @@ from rbmflow.errors import InputError, RbmflowError
 from rbmflow.model import PottsRBM, one_hot, random_codes, sample_categorical
 from rbmflow.provenance import FORMAT_VERSION, provenance
 from rbmflow.stats import connected_correlations, pearson
+from rbmflow.subfamilies import Separation, separation
 
 log = logging.getLogger(__name__)
 
 METHODS = ("pcd", "cd", "rdm")
+AUTO = "auto"
+AUTO_REFRESH_EVERY = 5
+"""refresh_every chosen by "auto" on separated subfamilies ..."""
+AUTO_LR_DECAY = 0.05
+"""... and the lr_decay that goes with it (a constant step outruns the refreshes)."""
 REFRESH_HINT = ("; if this persists, train with refresh_every: 5 and lr_decay: 0.05 (chains "
                 "refreshed by trajectory tempering, a decaying step; README: Equilibrium "
                 "across modes)")
@@ -96,6 +102,11 @@ class TrainSettings:
     `refresh_sweeps` rounds of parallel trajectory tempering over snapshots of the model
     taken during training (`equilibrium.TrajectoryTempering`; 0: never). The snapshots must
     cover the whole run: a ladder started halfway does not carry chains between modes.
+    "auto" (refresh_every, lr_decay): decided from the training sequences by `resolved`:
+    refreshes every `AUTO_REFRESH_EVERY` updates with a step decaying to `AUTO_LR_DECAY` x
+    when they fall into separated subfamilies (`subfamilies.separation`), plain PCD with a
+    constant step otherwise. `refreshed`, `refresh_due`, `learning_rate_at` and `resume_key`
+    need resolved settings.
     """
 
     hidden: int = 100
@@ -104,7 +115,7 @@ class TrainSettings:
     batch_size: int = 2000
     gibbs_steps: int = 10
     learning_rate: float = 0.2
-    lr_decay: float = 1.0
+    lr_decay: float | str = AUTO
     lr_decay_from: float = 0.0
     method: str = "pcd"
     l1: float = 0.0
@@ -120,7 +131,7 @@ class TrainSettings:
     min_ess: float = 0.5
     swap_threshold: float = 0.3
     monitor: bool = True
-    refresh_every: int = 0
+    refresh_every: int | str = AUTO
     refresh_sweeps: int = 20
 
     def __post_init__(self) -> None:
@@ -130,17 +141,22 @@ class TrainSettings:
                     "log_every"):
             if getattr(self, key) < 1:
                 raise RbmflowError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if not self.learning_rate > 0 or not self.lr_decay > 0:
+        lr_decay = 1.0 if self.lr_decay == AUTO else self.lr_decay
+        if isinstance(lr_decay, str) or isinstance(self.refresh_every, str) and (
+                self.refresh_every != AUTO):
+            raise RbmflowError(f"refresh_every and lr_decay take a number or {AUTO!r}, got "
+                               f"{self.refresh_every!r} and {self.lr_decay!r}")
+        if not self.learning_rate > 0 or not lr_decay > 0:
             raise RbmflowError("learning_rate and lr_decay must be positive")
         if not (self.l1 >= 0 and self.l2 >= 0 and math.isfinite(self.l1 + self.l2)):
             raise RbmflowError(f"l1 and l2 must be finite and >= 0, got {self.l1}, {self.l2}")
-        if not (math.isfinite(self.learning_rate) and math.isfinite(self.lr_decay)):
+        if not (math.isfinite(self.learning_rate) and math.isfinite(lr_decay)):
             raise RbmflowError("learning_rate and lr_decay must be finite")
         if not 0 <= self.pseudocount < 1:
             raise RbmflowError("pseudocount must be in [0, 1)")
         if not 0 <= self.seed < 2**63:
             raise RbmflowError(f"seed must be in [0, 2^63), got {self.seed}")
-        if self.refresh_every < 0 or self.refresh_sweeps < 1:
+        if self.refresh_every != AUTO and self.refresh_every < 0 or self.refresh_sweeps < 1:
             raise RbmflowError("refresh_every must be >= 0 and refresh_sweeps >= 1")
         if not 0 <= self.lr_decay_from < 1:
             raise RbmflowError(f"lr_decay_from must be in [0, 1), got {self.lr_decay_from}")
@@ -153,8 +169,31 @@ class TrainSettings:
         return self.method == "pcd" and self.reweight
 
     @property
+    def automatic(self) -> bool:
+        """Whether some setting is still "auto" (see `resolved`)."""
+        return AUTO in (self.refresh_every, self.lr_decay)
+
+    def resolved(self, separated_subfamilies: bool) -> TrainSettings:
+        """These settings with "auto" replaced: refreshed chains and a decaying step for pcd
+        on `separated_subfamilies`, plain PCD with a constant step otherwise."""
+        refresh_every = self.refresh_every
+        if refresh_every == AUTO:
+            refresh_every = (AUTO_REFRESH_EVERY
+                             if separated_subfamilies and self.method == "pcd" else 0)
+        lr_decay = self.lr_decay
+        if lr_decay == AUTO:
+            lr_decay = AUTO_LR_DECAY if self.method == "pcd" and refresh_every > 0 else 1.0
+        return replace(self, refresh_every=refresh_every, lr_decay=lr_decay)
+
+    def _check_resolved(self, *keys: str) -> None:
+        for key in keys or ("refresh_every", "lr_decay"):
+            if getattr(self, key) == AUTO:
+                raise RbmflowError(f"{key} is still {AUTO!r}: use resolved()")
+
+    @property
     def refreshed(self) -> bool:
         """Persistent chains refreshed by trajectory tempering (`refresh_every`)."""
+        self._check_resolved("refresh_every")
         return self.method == "pcd" and self.refresh_every > 0
 
     def refresh_due(self, update: int) -> bool:
@@ -163,6 +202,7 @@ class TrainSettings:
 
     def learning_rate_at(self, update: int) -> float:
         """Learning rate of gradient update number `update` (0-based)."""
+        self._check_resolved("lr_decay")
         start = self.lr_decay_from * self.updates
         if update <= start:
             return self.learning_rate
@@ -170,6 +210,7 @@ class TrainSettings:
 
     def resume_key(self) -> str:
         """Hash of the settings that shape the trajectory (not its length or its logging)."""
+        self._check_resolved()
         shaping = {k: v for k, v in asdict(self).items()
                    if k not in ("updates", "checkpoints", "log_every", "lr_decay",
                                 "lr_decay_from", "monitor", "swap_threshold")}
@@ -345,6 +386,22 @@ def run_stage(alignment: str | os.PathLike[str], out: str | os.PathLike[str],
     log.info("wrote %s and %s", out, log_path)
 
 
+def resolve_automatic(settings: TrainSettings, data: EncodedAlignment
+                      ) -> tuple[TrainSettings, Separation | None]:
+    """`settings` with "auto" decided on the training sequences `data` (see
+    `TrainSettings.resolved`), and the separation that decided it (None when none was
+    needed)."""
+    if not settings.automatic:
+        return settings, None
+    if settings.method != "pcd":
+        return settings.resolved(False), None
+    found = separation(data.codes_tensor(), data.weights_tensor(), seed=settings.seed)
+    resolved = settings.resolved(found.separated)
+    log.info("training sequences: %s; refresh_every %s, lr_decay %s", found.describe(),
+             resolved.refresh_every, resolved.lr_decay)
+    return resolved, found
+
+
 def train(
     data: EncodedAlignment,
     out: str | os.PathLike[str],
@@ -371,9 +428,11 @@ def train(
     """
     out, log_path = Path(out), Path(log_path)
     device = torch.device(device)
-    s = settings
     if data.num_sequences == 0:
         raise RbmflowError("the training split is empty")
+    s, found = resolve_automatic(settings, data)
+    if found is not None:
+        metadata = dict(metadata or {}, subfamilies=found.as_dict())
     if data.length * data.num_states * s.hidden > archive.MAX_PARAMETERS:
         raise RbmflowError(f"hidden {s.hidden}: the weight matrix would hold L x q x hidden = "
                            f"{data.length * data.num_states * s.hidden} values, more than the "

@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine or cluster node, spinning
 # threads slow every job down. Must be set before torch is imported.
@@ -45,6 +46,20 @@ def parse_bool(text: str) -> bool:
     if value in {"false", "0", "no", "off"}:
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def number_or_auto(cast: type) -> Callable[[str], int | float | str]:
+    """argparse type for settings that take a number (int or float) or "auto"."""
+    def parse(text: str) -> int | float | str:
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            return cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number or auto, got {text!r}") from None
+    parse.__name__ = f"{cast.__name__} or auto"
+    return parse
 
 
 # Stages that compute with torch: they get --device and --threads.

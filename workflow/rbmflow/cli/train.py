@@ -10,7 +10,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from rbmflow.cli import parse_bool
+from rbmflow.cli import number_or_auto, parse_bool
 from rbmflow.training import METHODS, TrainSettings, run_stage
 
 
@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gibbs-steps", type=int, default=d.gibbs_steps,
                         help="Gibbs sweeps per update")
     parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    parser.add_argument("--lr-decay", type=float, default=d.lr_decay,
-                        help="final / initial learning rate, exponential decay (1: constant)")
+    parser.add_argument("--lr-decay", type=number_or_auto(float), default=d.lr_decay,
+                        help="final / initial learning rate, exponential decay (1: constant; "
+                             "auto: 0.05 when the chains are refreshed, else 1)")
     parser.add_argument("--lr-decay-from", type=float, default=d.lr_decay_from,
                         help="fraction of the updates after which the decay starts")
     parser.add_argument("--method", choices=METHODS, default=d.method,
@@ -54,9 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor", type=parse_bool, default=d.monitor, metavar="BOOL",
                         help="compare the chains with equilibrium samples at each log row "
                              "(default true)")
-    parser.add_argument("--refresh-every", type=int, default=d.refresh_every,
+    parser.add_argument("--refresh-every", type=number_or_auto(int), default=d.refresh_every,
                         help="pcd: every that many updates, replace the persistent chains by "
-                             "tempering over snapshots of the trajectory (0: never)")
+                             "tempering over snapshots of the trajectory (0: never; auto: 5 "
+                             "when the training sequences fall into separated subfamilies)")
     parser.add_argument("--refresh-sweeps", type=int, default=d.refresh_sweeps,
                         help="tempering rounds of each refresh")
     parser.add_argument("--checkpoints", type=int, default=d.checkpoints,

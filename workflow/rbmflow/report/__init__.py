@@ -87,6 +87,22 @@ def _scalar_or_none(value: Any) -> float | None:
         return None
 
 
+def training_chains(model_meta: dict[str, Any]) -> str | None:
+    """How the persistent chains were kept during training, and why (model.h5 metadata)."""
+    settings = model_meta.get("settings") or {}
+    if model_meta.get("method") != "pcd" or "refresh_every" not in settings:
+        return None
+    every = settings["refresh_every"]
+    text = (f"refreshed by trajectory tempering every {every} updates, step decaying to "
+            f"{settings.get('lr_decay')} x" if every else "plain PCD")
+    found = model_meta.get("subfamilies")
+    if found is not None:
+        text += " (auto: " + ("separated subfamilies, weight shares "
+                              + "/".join(f"{x:.2f}" for x in found["shares"])
+                              if found["separated"] else "one family") + ")"
+    return text
+
+
 def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
                 settings: EvaluationSettings | None = None, device: str = "auto",
                 family: str | None = None, run: str | None = None) -> dict[str, Any]:
@@ -187,6 +203,7 @@ def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
                                                              "mutations summary"))
     add_model_figures(draw, metrics, model, data, generated_np, inputs.contacts,
                       inputs.structure, inputs.structure_chain)
+    metrics["training_chains"] = training_chains(model_meta)
     if loglik is None:
         metrics["notes"].append("no loglik.json given: log-likelihood rows are empty")
     if sampling is not None and sampling.get("mode") == "rdm":

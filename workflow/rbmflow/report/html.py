@@ -216,6 +216,7 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
         ("log-likelihood test (nats/sequence)", metrics.get("loglik_test")),
         ("log Z", metrics.get("log_z")), ("log Z std", metrics.get("log_z_std")),
         ("log Z method", metrics.get("loglik_method")),
+        ("training chains", metrics.get("training_chains")),
         ("effective sample size (AIS)", metrics.get("loglik_ess")),
         ("sampling mode", metrics.get("sampling_mode")),
         ("sampling method", metrics.get("sampling_method")),
