@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 import torch
 from rbmflow import ALPHABET
+from rbmflow.alignment import load_alignment
 from rbmflow.archive import read_metadata
 from rbmflow.dataset import EncodedAlignment
+from rbmflow.fetch import locate_example
 from rbmflow.report import training_chains
 from rbmflow.subfamilies import MIN_SPLIT_DISTANCE, separation, spanning_tree
 from rbmflow.synthetic import multimodal_family
 from rbmflow.training import TrainSettings, train
+from rbmflow.weights import sequence_weights
 
 
 def _kruskal_length(codes: np.ndarray) -> float:
@@ -96,6 +99,23 @@ def test_large_alignments_are_subsampled_reproducibly():
     first = separation(codes, weights, max_sequences=101, seed=1)
     assert first.sequences == 101 and first.separated and first.groups == 2
     assert first == separation(codes, weights, max_sequences=101, seed=1)
+
+
+@pytest.mark.parametrize("family", ["WW", "PF00014"])
+def test_real_families_are_one_family(request, family):
+    """Known answers on real data: the embedded WW alignment and Pfam PF00014 (subsampled to
+    5,000 sequences by weight) have no separated subfamilies, so `auto` trains them with
+    plain PCD, as before."""
+    if family == "WW":
+        enc = load_alignment(*locate_example("example:ww"))
+    else:
+        enc = load_alignment(request.getfixturevalue("shared_data") / "pfam"
+                             / "PF00014_mgap6.fasta.gz")
+    weights = sequence_weights(enc.codes, 0.8, len(ALPHABET))
+    found = separation(torch.as_tensor(enc.codes), torch.as_tensor(weights))
+    assert not found.separated and found.groups == 1
+    assert found.sequences == min(len(weights), 5000)
+    assert 0.2 < found.neighbour_distance < 0.4
 
 
 def _encoded(codes: np.ndarray) -> EncodedAlignment:
