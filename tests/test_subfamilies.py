@@ -145,6 +145,7 @@ def test_training_decides_auto_settings_and_records_why(tmp_path, caplog, separa
     rates = [float(line.split(",")[2]) for line in
              (tmp_path / "log.csv").read_text().splitlines()[1:]]
     assert (rates[-1] < rates[0]) is separated
+    assert training_chains(None) is None  # a report without a model
     said = training_chains(meta)  # the report's row
     assert said == ("refreshed by trajectory tempering every 5 updates, step decaying to 0.05 x "
                     "(auto: separated subfamilies, weight shares "

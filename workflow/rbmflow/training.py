@@ -69,9 +69,9 @@ AUTO_REFRESH_EVERY = 5
 """refresh_every chosen by "auto" on separated subfamilies ..."""
 AUTO_LR_DECAY = 0.05
 """... and the lr_decay that goes with it (a constant step outruns the refreshes)."""
-REFRESH_HINT = ("; if this persists, train with refresh_every: 5 and lr_decay: 0.05 (chains "
-                "refreshed by trajectory tempering, a decaying step; README: Equilibrium "
-                "across modes)")
+REFRESH_HINT = (f"; if this persists, train with refresh_every: {AUTO_REFRESH_EVERY} and "
+                f"lr_decay: {AUTO_LR_DECAY} (chains refreshed by trajectory tempering, a "
+                "decaying step; README: Equilibrium across modes)")
 LOG_COLUMNS = ("update", "time_s", "learning_rate", "pearson_cij_train", "pearson_cij_test",
                "free_energy_data", "free_energy_chains", "chains_ess",
                "monitor_reference", "monitor_ks", "monitor_occupancy_tv", "monitor_ks_critical")

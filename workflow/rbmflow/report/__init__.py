@@ -87,8 +87,10 @@ def _scalar_or_none(value: Any) -> float | None:
         return None
 
 
-def training_chains(model_meta: dict[str, Any]) -> str | None:
-    """How the persistent chains were kept during training, and why (model.h5 metadata)."""
+def training_chains(model_meta: dict[str, Any] | None) -> str | None:
+    """How the persistent chains were kept during training, and why (model.h5 metadata;
+    None without a model or for archives that do not say)."""
+    model_meta = model_meta or {}
     settings = model_meta.get("settings") or {}
     if model_meta.get("method") != "pcd" or "refresh_every" not in settings:
         return None
