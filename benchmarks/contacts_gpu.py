@@ -66,6 +66,11 @@ def last_row(log_csv: Path) -> dict[str, str]:
         return list(csv.DictReader(f))[-1]
 
 
+def number(text: str) -> float | None:
+    """A train_log.csv cell: None when empty (no test split)."""
+    return float(text) if text else None
+
+
 def seconds_per_update(log_csv: Path) -> float:
     with open(log_csv) as f:
         rows = list(csv.DictReader(f))
@@ -125,8 +130,8 @@ def main() -> None:
         results[name] = {"hidden": configs[name][0], "chains": configs[name][1],
                          "batch_size": configs[name][2], "updates": updates[name],
                          "wall_s": round(wall[name], 1),
-                         "pearson_cij_train": float(row["pearson_cij_train"]),
-                         "pearson_cij_test": float(row["pearson_cij_test"])}
+                         "pearson_cij_train": number(row["pearson_cij_train"]),
+                         "pearson_cij_test": number(row["pearson_cij_test"])}
         for method in ("tubiana", "gaussian"):
             cmd = [sys.executable, "-m", "rbmflow", "contacts", str(d / "model.h5"),
                    "--alignment", str(args.alignment),

@@ -237,3 +237,34 @@ def test_unit_description_names_positions_residues_and_gaps():
     text = summarize_unit(model, 1, "-ACD", top=1).describe()
     assert text.startswith("Hidden unit 2 ")
     assert "activated by A3" in text and "repressed by a gap at 6" in text
+
+
+def test_contacts_gpu_benchmark_runs_on_the_cpu(tmp_path, monkeypatch):
+    """benchmarks/contacts_gpu.py end to end at toy size: probe, sized runs, PPV table."""
+    import runpy
+    import sys
+
+    rng = np.random.default_rng(11)
+    m, length = 97, 17
+    data = EncodedAlignment(codes=rng.integers(1, 21, (m, length)).astype(np.uint8),
+                            weights=np.ones(m, np.float32), split=np.zeros(m, np.uint8),
+                            names=np.array([f"s{k}" for k in range(m)]),
+                            columns=np.arange(length), alphabet=ALPHABET)
+    save_encoded(tmp_path / "a.npz", data)
+    table = "\n".join(f"{i} {j} {rng.random():.3f} {rng.uniform(3, 15):.2f}"
+                      for i in range(1, length + 1) for j in range(i + 1, length + 1))
+    (tmp_path / "struct.dat").write_text(table + "\n")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "contacts_gpu.py"
+    monkeypatch.setattr(sys, "argv", [
+        str(script), str(tmp_path / "a.npz"), str(tmp_path / "struct.dat"),
+        "--out", str(tmp_path / "out"), "--budget", "30", "--reserve", "5", "--probe", "4",
+        "--max-updates", "9", "--configs", "3x11x13,5x7x17", "--device", "cpu"])
+    runpy.run_path(str(script), run_name="__main__")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary) == {"h3c11b13", "h5c7b17"}
+    for run in summary.values():
+        assert 4 <= run["updates"] <= 9
+        for method in ("tubiana", "gaussian"):
+            ppv = run[method]["ppv_8A"]
+            assert set(ppv) == {"L/5", "L/2", "L", "2L"}
+            assert all(v is not None and 0 <= v <= 1 for v in ppv.values())
