@@ -141,11 +141,10 @@ class TrainSettings:
                     "log_every"):
             if getattr(self, key) < 1:
                 raise RbmflowError(f"{key} must be at least 1, got {getattr(self, key)}")
-        lr_decay = 1.0 if self.lr_decay == AUTO else self.lr_decay
-        if isinstance(lr_decay, str) or isinstance(self.refresh_every, str) and (
-                self.refresh_every != AUTO):
+        if any(isinstance(v, str) and v != AUTO for v in (self.refresh_every, self.lr_decay)):
             raise RbmflowError(f"refresh_every and lr_decay take a number or {AUTO!r}, got "
                                f"{self.refresh_every!r} and {self.lr_decay!r}")
+        lr_decay = 1.0 if self.lr_decay == AUTO else self.lr_decay
         if not self.learning_rate > 0 or not lr_decay > 0:
             raise RbmflowError("learning_rate and lr_decay must be positive")
         if not (self.l1 >= 0 and self.l2 >= 0 and math.isfinite(self.l1 + self.l2)):
@@ -176,14 +175,13 @@ class TrainSettings:
     def resolved(self, separated_subfamilies: bool) -> TrainSettings:
         """These settings with "auto" replaced: refreshed chains and a decaying step for pcd
         on `separated_subfamilies`, plain PCD with a constant step otherwise."""
-        refresh_every = self.refresh_every
-        if refresh_every == AUTO:
-            refresh_every = (AUTO_REFRESH_EVERY
-                             if separated_subfamilies and self.method == "pcd" else 0)
-        lr_decay = self.lr_decay
-        if lr_decay == AUTO:
-            lr_decay = AUTO_LR_DECAY if self.method == "pcd" and refresh_every > 0 else 1.0
-        return replace(self, refresh_every=refresh_every, lr_decay=lr_decay)
+        s = self
+        if s.refresh_every == AUTO:
+            chosen = AUTO_REFRESH_EVERY if separated_subfamilies and s.method == "pcd" else 0
+            s = replace(s, refresh_every=chosen)
+        if s.lr_decay == AUTO:
+            s = replace(s, lr_decay=AUTO_LR_DECAY if s.refreshed else 1.0)
+        return s
 
     def _check_resolved(self, *keys: str) -> None:
         for key in keys or ("refresh_every", "lr_decay"):
