@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 import torch
-from rbmflow import archive, synthetic
-from rbmflow import partition as P
-from rbmflow.dataset import TRAIN, load_encoded
-from rbmflow.loglik import Checkpoint, LoglikSettings, model_samples
+from rbmflow.data import synthetic
+from rbmflow.data.dataset import TRAIN, load_encoded
+from rbmflow.evaluation.loglik import Checkpoint, LoglikSettings, model_samples
+from rbmflow.model import archive
+from rbmflow.model import partition as P
 
 
 def random_models(args: argparse.Namespace) -> dict:

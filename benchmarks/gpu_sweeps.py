@@ -20,7 +20,7 @@ import time
 
 import torch
 from rbmflow.device import resolve_device
-from rbmflow.model import PottsRBM, random_codes
+from rbmflow.model.rbm import PottsRBM, random_codes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,7 +5,7 @@
         [-- extra `rbmflow train` flags]
 
 Writes the family (`multimodal.fasta`: random consensus sequences, 12 % random
-substitutions, `rbmflow.synthetic.multimodal_family`), runs `rbmflow prepare` and
+substitutions, `rbmflow.data.synthetic.multimodal_family`), runs `rbmflow prepare` and
 `rbmflow train` on it, then compares, cluster by cluster (each sequence assigned to its
 nearest consensus):
 
@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rbmflow import archive
-from rbmflow.alignment import encode_alignment, read_alignment
-from rbmflow.dataset import TRAIN, load_encoded
-from rbmflow.equilibrium import estimated_swap_rate
-from rbmflow.partition import sample_exact
-from rbmflow.synthetic import cluster_shares, multimodal_family, nearest_consensus
+from rbmflow.data.alignment import encode_alignment, read_alignment
+from rbmflow.data.dataset import TRAIN, load_encoded
+from rbmflow.data.synthetic import cluster_shares, multimodal_family, nearest_consensus
+from rbmflow.model import archive
+from rbmflow.model.partition import sample_exact
+from rbmflow.sampling.equilibrium import estimated_swap_rate
 
 
 def rbmflow(*args: str) -> float:

@@ -17,10 +17,10 @@ import argparse
 import time
 
 import torch
-from rbmflow.model import PottsRBM
-from rbmflow.partition import interpolate, sample_exact
-from rbmflow.synthetic import planted_pattern_rbm
-from rbmflow.tempering import Level, beta_levels, select_ladder, temper
+from rbmflow.data.synthetic import planted_pattern_rbm
+from rbmflow.model.partition import interpolate, sample_exact
+from rbmflow.model.rbm import PottsRBM
+from rbmflow.sampling.tempering import Level, beta_levels, select_ladder, temper
 
 
 def mode_weights(codes: torch.Tensor, patterns: torch.Tensor) -> list[float]:

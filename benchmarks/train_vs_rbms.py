@@ -11,7 +11,7 @@ every update (what both packages do by default).
 
 1. Sweeps: `PottsRBM.gibbs` against `rbms`' `PBRBM.sample_state` on the same parameters and
    starting chains, interleaved and repeated (best of the repeats is reported).
-2. Training: `rbmflow.training.train` (the `rbmflow train` stage, archive and log included)
+2. Training: `rbmflow.training.train.train` (the `rbmflow train` stage, archive and log included)
    against the training loop of `rbms.training.pcd.train` (`fit_batch_pcd`, SGD step,
    `ensure_zero_sum_gauge`) run here without its per-update HDF5 bookkeeping, so the `rbms`
    figure is if anything optimistic. Updates per second exclude data loading on both sides.
@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from rbmflow import ALPHABET
-from rbmflow.alignment import load_alignment
-from rbmflow.dataset import TEST, TRAIN, EncodedAlignment
-from rbmflow.model import PottsRBM
-from rbmflow.stats import connected_correlations, pearson
-from rbmflow.training import TrainSettings, init_model, train
-from rbmflow.weights import sequence_weights
+from rbmflow.data.alignment import load_alignment
+from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment
+from rbmflow.data.weights import sequence_weights
+from rbmflow.evaluation.stats import connected_correlations, pearson
+from rbmflow.model.rbm import PottsRBM
+from rbmflow.training.train import TrainSettings, init_model, train
 
 DEFAULT_DATA = (Path(__file__).resolve().parents[1].parent
                 / "shared" / "data" / "pfam" / "PF00014_mgap6.fasta.gz")
@@ -123,13 +123,13 @@ def compare_sweeps(model: PottsRBM, start: torch.Tensor, sweeps: int, repeats: i
 def train_rbmflow(train_data: EncodedAlignment, test_data: EncodedAlignment,
                   args: argparse.Namespace, workdir: Path
                   ) -> tuple[float, float, float, torch.Tensor]:
-    """rbmflow.training.train; returns (updates per second of its logged training time,
+    """rbmflow.training.train.train; returns (updates per second of its logged training time,
     updates per CPU second, wall seconds of the whole call, final chains).
 
     The CPU figure is (N - 1) / (CPU(N updates) - CPU(1 update)): the fixed costs of the
     stage (statistics of the data, archive) cancel out.
     """
-    from rbmflow import archive
+    from rbmflow.model import archive
 
     def run(updates: int, folder: Path) -> Clock:
         settings = TrainSettings(

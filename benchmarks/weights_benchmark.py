@@ -21,8 +21,8 @@ import time
 import numpy as np
 import torch
 from rbmflow import ALPHABET
+from rbmflow.data.weights import DEFAULT_BLOCK_SIZE, product_dtype, sequence_weights
 from rbmflow.device import resolve_device
-from rbmflow.weights import DEFAULT_BLOCK_SIZE, product_dtype, sequence_weights
 
 
 def synthetic_alignment(num_sequences: int, length: int, seed: int = 0) -> np.ndarray:

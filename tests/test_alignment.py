@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rbmflow import ALPHABET
-from rbmflow.alignment import encode_alignment, load_alignment, read_alignment, sniff_format
+from rbmflow.data.alignment import encode_alignment, load_alignment, read_alignment, sniff_format
 from rbmflow.errors import InputError
 
 

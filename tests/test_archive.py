@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from rbmflow import archive
 from rbmflow.errors import InputError
-from rbmflow.model import PottsRBM, random_codes
+from rbmflow.model import archive
+from rbmflow.model.rbm import PottsRBM, random_codes
 
 L, Q, NH, C = 7, 5, 3, 11
 
@@ -127,8 +127,8 @@ def test_kill9_during_checkpoint_writes_never_corrupts(tmp_path):
     path = tmp_path / "model.h5"
     script = textwrap.dedent(f"""
         import sys, torch
-        from rbmflow import archive
-        from rbmflow.model import PottsRBM
+        from rbmflow.model import archive
+        from rbmflow.model.rbm import PottsRBM
         hyper = dict(batch_size=1, gibbs_steps=1, learning_rate=0.1, L1=0.0, L2=0.0, seed=0,
                      num_hiddens=97, num_chains=503, num_visibles=61)
         chains = torch.randint(0, 21, (503, 61))

@@ -23,11 +23,13 @@ import numpy as np
 import pytest
 import torch
 from interpro_server import FakeInterPro, Reply
-from rbmflow import ALPHABET, alignment, archive, dataset
+from rbmflow import ALPHABET
 from rbmflow.cli import main as cli_main
-from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.data import alignment, dataset
+from rbmflow.data.dataset import EncodedAlignment, save_encoded
 from rbmflow.errors import InputError
-from rbmflow.model import PottsRBM
+from rbmflow.model import archive
+from rbmflow.model.rbm import PottsRBM
 
 REPO = Path(__file__).resolve().parents[1]
 L, M, NH, Q = 11, 53, 3, len(ALPHABET)

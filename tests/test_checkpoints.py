@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow import archive, training
-from rbmflow.dataset import EncodedAlignment
+from rbmflow.data.dataset import EncodedAlignment
 from rbmflow.errors import RbmflowError
-from rbmflow.training import TrainSettings, train
+from rbmflow.model import archive
+from rbmflow.training import train as training
+from rbmflow.training.train import TrainSettings, train
 
 REPO = Path(__file__).resolve().parents[1]
 L, Q = 7, 3
@@ -106,7 +107,7 @@ def test_a_second_writer_of_the_same_archive_is_refused(tmp_path, monkeypatch):
 
 
 def _save_dataset(path: Path, data: EncodedAlignment) -> None:
-    from rbmflow.dataset import save_encoded
+    from rbmflow.data.dataset import save_encoded
     save_encoded(path, data)
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow import archive
-from rbmflow import contacts as K
 from rbmflow.cli import main
-from rbmflow.couplings import contact_scores, effective_couplings
-from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.data.dataset import EncodedAlignment, save_encoded
 from rbmflow.errors import InputError
-from rbmflow.model import PottsRBM
+from rbmflow.evaluation import contacts as K
+from rbmflow.model import archive
+from rbmflow.model.couplings import contact_scores, effective_couplings
+from rbmflow.model.rbm import PottsRBM
 
 ALPHABET = "-ACDEFGHIKLMNPQRSTVWY"
 
@@ -226,7 +226,7 @@ def test_report_shows_contacts_and_hidden_units(tiny_model: dict):
 
 
 def test_unit_description_names_positions_residues_and_gaps():
-    from rbmflow.hidden_units import summarize_unit, top_units
+    from rbmflow.model.hidden_units import summarize_unit, top_units
 
     L, q = 7, 4
     W = torch.zeros(L, q, 3)

@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from rbmflow import couplings as C
-from rbmflow.model import PottsRBM
-from rbmflow.partition import log_partition_exact_visible, visible_configurations
+from rbmflow.model import couplings as C
+from rbmflow.model.partition import log_partition_exact_visible, visible_configurations
+from rbmflow.model.rbm import PottsRBM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 from rbmflow.cli import build_parser
-from rbmflow.loglik import LoglikSettings
-from rbmflow.metrics import EvaluationSettings
-from rbmflow.prepare import PrepareSettings
-from rbmflow.sample import SamplingSettings
-from rbmflow.training import TrainSettings
+from rbmflow.data.prepare import PrepareSettings
+from rbmflow.evaluation.loglik import LoglikSettings
+from rbmflow.evaluation.metrics import EvaluationSettings
+from rbmflow.sampling.sample import SamplingSettings
+from rbmflow.training.train import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())

@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 import torch
 from rbmflow import ALPHABET
-from rbmflow.dataset import EncodedAlignment
-from rbmflow.equilibrium import (
+from rbmflow.data.dataset import EncodedAlignment
+from rbmflow.data.synthetic import (
+    cluster_shares,
+    multimodal_family,
+    nearest_consensus,
+    random_structured_rbm,
+)
+from rbmflow.evaluation.stats import site_frequencies
+from rbmflow.model.partition import hidden_configurations, hidden_log_marginals, sample_exact
+from rbmflow.model.rbm import PottsRBM, one_hot, sample_categorical
+from rbmflow.sampling.equilibrium import (
     CheckpointDensity,
     EquilibriumMonitor,
     ReweightedChains,
@@ -20,17 +29,8 @@ from rbmflow.equilibrium import (
     own_input_shifts,
     systematic_resample,
 )
-from rbmflow.mixing import project, top_directions, weighted_ks
-from rbmflow.model import PottsRBM, one_hot, sample_categorical
-from rbmflow.partition import hidden_configurations, hidden_log_marginals, sample_exact
-from rbmflow.stats import site_frequencies
-from rbmflow.synthetic import (
-    cluster_shares,
-    multimodal_family,
-    nearest_consensus,
-    random_structured_rbm,
-)
-from rbmflow.training import TrainSettings, train
+from rbmflow.sampling.mixing import project, top_directions, weighted_ks
+from rbmflow.training.train import TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -225,7 +225,7 @@ def test_three_clusters_monitor_flags_plain_pcd_and_reweighting_narrows_the_gap(
     far from the data's; the monitor (exact reference, Nh = 8) says so, loudly. Reweighted
     chains narrow the gap (not yet to 0.05: see README, Training)."""
     plain = {"refresh_every": 0, "lr_decay": 1.0}  # not the default here: see the next test
-    with caplog.at_level(logging.WARNING, logger="rbmflow.training"):
+    with caplog.at_level(logging.WARNING, logger="rbmflow.training.train"):
         plain_gap, rows = _three_cluster_run(tmp_path, reweight=False, **plain)
     last = rows[-1]
     assert float(last["pearson_cij_train"]) > 0.95 and plain_gap > 0.3
@@ -245,7 +245,7 @@ def test_three_clusters_default_training_refreshes_chains_and_ends_at_equilibriu
     decaying step (`refresh_every: 5, lr_decay: 0.05`): at the end the chains agree with exact
     samples of the model (where plain PCD's do not, test above), and the model's exact cluster
     weights are far closer to the data's (plain PCD: more than 0.3 off)."""
-    with caplog.at_level(logging.INFO, logger="rbmflow.training"):
+    with caplog.at_level(logging.INFO, logger="rbmflow.training.train"):
         gap, rows = _three_cluster_run(tmp_path, reweight=False, updates=600)
     assert "separated subfamilies: 3 groups" in caplog.text
     assert "refresh_every 5, lr_decay 0.05" in caplog.text

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from interpro_server import INTERPRO_VERSION, PFAM_VERSION, FakeInterPro, Reply
 from rbmflow.cli import main as cli_main
-from rbmflow.errors import FetchError, InputError
-from rbmflow.fetch import (
+from rbmflow.data.fetch import (
     RetryPolicy,
     check_accession,
     format_from_name,
     interpro_alignment_url,
     run_stage,
 )
+from rbmflow.errors import FetchError, InputError
 from rbmflow.provenance import FORMAT_VERSION
 
 # A toy Pfam-style Stockholm alignment: 5 sequences x 11 columns, one insert column.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from interpro_server import FakeInterPro, Reply
+from rbmflow.data.fetch import RetryPolicy, run_stage
 from rbmflow.errors import FetchError
-from rbmflow.fetch import RetryPolicy, run_stage
 from test_fetch import ACCESSION, FULL_PATH, REPO, STOCKHOLM, leftovers
 
 

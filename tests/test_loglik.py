@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow import ALPHABET, archive, synthetic
-from rbmflow import partition as P
+from rbmflow import ALPHABET
 from rbmflow.cli import main
-from rbmflow.dataset import EncodedAlignment, load_encoded, save_encoded
+from rbmflow.data import synthetic
+from rbmflow.data.dataset import EncodedAlignment, load_encoded, save_encoded
 from rbmflow.errors import RbmflowError
-from rbmflow.loglik import (
+from rbmflow.evaluation.loglik import (
     TRAJECTORY_COLUMNS,
     Checkpoint,
     LoglikSettings,
@@ -25,8 +25,10 @@ from rbmflow.loglik import (
     model_samples,
     run_stage,
 )
-from rbmflow.model import PottsRBM
-from rbmflow.training import TrainSettings, train
+from rbmflow.model import archive
+from rbmflow.model import partition as P
+from rbmflow.model.rbm import PottsRBM
+from rbmflow.training.train import TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from rbmflow.metrics import (
+from rbmflow.evaluation.metrics import (
     EvaluationSettings,
     adversarial_accuracy,
     copy_fraction,
@@ -18,8 +18,8 @@ from rbmflow.metrics import (
     three_site_correlations,
     wasserstein_1d,
 )
-from rbmflow.model import PottsRBM
-from rbmflow.stats import connected_correlations, pearson
+from rbmflow.evaluation.stats import connected_correlations, pearson
+from rbmflow.model.rbm import PottsRBM
 
 L, Q = 7, 5
 
@@ -215,7 +215,7 @@ def test_evaluate_on_identical_sets_gives_perfect_scores() -> None:
 
 
 def test_total_least_squares_slope_is_not_attenuated() -> None:
-    from rbmflow.stats import slope, slope_tls
+    from rbmflow.evaluation.stats import slope, slope_tls
 
     g = torch.Generator().manual_seed(0)
     truth = torch.randn(20011, generator=g, dtype=torch.float64)
@@ -228,7 +228,7 @@ def test_total_least_squares_slope_is_not_attenuated() -> None:
 
 
 def test_amino_acid_entries_leave_out_every_gap_entry() -> None:
-    from rbmflow.metrics import amino_acid_entries
+    from rbmflow.evaluation.metrics import amino_acid_entries
 
     length, q = 5, 4
     mask = amino_acid_entries(length, q)
@@ -254,8 +254,8 @@ def test_a_model_of_the_weighted_distribution_scores_aa_one_half() -> None:
     0.5; uniform subsamples miss it by far (the over-sampled clusters crowd the natural set).
     Within 0.1, not exactly: the natural clusters hold few distinct members, fresh samples
     as many as drawn."""
-    from rbmflow.metrics import evaluate
-    from rbmflow.weights import sequence_weights
+    from rbmflow.data.weights import sequence_weights
+    from rbmflow.evaluation.metrics import evaluate
 
     rng = np.random.default_rng(3)
     length, rate = 29, 0.05
@@ -280,7 +280,7 @@ def test_a_model_of_the_weighted_distribution_scores_aa_one_half() -> None:
 
 
 def test_privacy_loss_sees_memorised_training_sequences() -> None:
-    from rbmflow.metrics import evaluate
+    from rbmflow.evaluation.metrics import evaluate
 
     rng = np.random.default_rng(4)
     natural = _clustered(rng, rng.integers(0, 21, (600, 23)), np.ones(600, int), 0.3)
@@ -294,7 +294,7 @@ def test_privacy_loss_sees_memorised_training_sequences() -> None:
 
 
 def test_weighted_median_known_answers() -> None:
-    from rbmflow.metrics import weighted_median
+    from rbmflow.evaluation.metrics import weighted_median
 
     values = np.array([0.3, 0.1, 0.2, 0.4])
     assert weighted_median(values) == pytest.approx(0.25)

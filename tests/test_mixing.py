@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from rbmflow.mixing import (
+from rbmflow.model.rbm import PottsRBM
+from rbmflow.sampling.mixing import (
     Criteria,
     compare_energies,
     compare_sets,
@@ -15,8 +16,13 @@ from rbmflow.mixing import (
     mixing_time,
     overlap,
 )
-from rbmflow.model import PottsRBM
-from rbmflow.sample import DATA, RANDOM, SamplingSettings, combined_mixing_time, run_sampling
+from rbmflow.sampling.sample import (
+    DATA,
+    RANDOM,
+    SamplingSettings,
+    combined_mixing_time,
+    run_sampling,
+)
 
 L, Q, NH = 11, 5, 3
 SITES = torch.arange(L)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from rbmflow.model import PottsRBM, cpu_chain_block, one_hot, random_codes, sample_categorical
-from rbmflow.partition import hidden_configurations, log_partition_exact
+from rbmflow.model.partition import hidden_configurations, log_partition_exact
+from rbmflow.model.rbm import PottsRBM, cpu_chain_block, one_hot, random_codes, sample_categorical
 
 # Standard normal quantile of the bounds (two-sided p ~ 2e-6).
 Z_BOUND = 4.75

@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
-from rbmflow import partition as P
-from rbmflow import synthetic
-from rbmflow.model import PottsRBM
+from rbmflow.data import synthetic
+from rbmflow.model import partition as P
+from rbmflow.model.rbm import PottsRBM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -170,7 +170,7 @@ def test_first_order_transition_is_exposed_by_reverse_ais():
     """Planted patterns behind a barrier: forward AIS from a uniform base stays paramagnetic
     and returns a log Z many nats too low with an ESS near 1; reverse AIS from model samples
     lands far above it, so the pair exposes the failure."""
-    from rbmflow.loglik import check_estimates
+    from rbmflow.evaluation.loglik import check_estimates
 
     g = torch.Generator().manual_seed(0)
     model = synthetic.planted_pattern_rbm(40, 21, 8, coupling=5.0, threshold=0.3, generator=g)

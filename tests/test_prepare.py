@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from rbmflow import ALPHABET
 from rbmflow.cli import main
-from rbmflow.dataset import TEST, TRAIN, load_encoded
+from rbmflow.data.dataset import TEST, TRAIN, load_encoded
+from rbmflow.data.prepare import PrepareSettings, random_split, run_stage
+from rbmflow.data.weights import sequence_weights
 from rbmflow.errors import InputError
-from rbmflow.prepare import PrepareSettings, random_split, run_stage
 from rbmflow.provenance import sha256_file
-from rbmflow.weights import sequence_weights
 
 LENGTH = 23
 
@@ -222,7 +222,7 @@ def test_cluster_split_keeps_clusters_whole_and_both_splits_record_the_leak(
 
 
 def test_cluster_split_aims_at_the_fraction_and_refuses_one_cluster() -> None:
-    from rbmflow.prepare import cluster_split
+    from rbmflow.data.prepare import cluster_split
 
     components = np.repeat(np.arange(40), np.arange(1, 41))  # sizes 1..40, M = 820
     split = cluster_split(components, 0.2, seed=5)

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 from rbmflow.cli import build_parser
-from rbmflow.equilibrium import TrajectoryTempering
 from rbmflow.errors import RbmflowError
-from rbmflow.model import PottsRBM, random_codes
-from rbmflow.partition import free_energies, visible_configurations
-from rbmflow.training import AUTO_LR_DECAY, AUTO_REFRESH_EVERY, TrainSettings
+from rbmflow.model.partition import free_energies, visible_configurations
+from rbmflow.model.rbm import PottsRBM, random_codes
+from rbmflow.sampling.equilibrium import TrajectoryTempering
+from rbmflow.training.train import AUTO_LR_DECAY, AUTO_REFRESH_EVERY, TrainSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

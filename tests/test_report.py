@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow import ALPHABET, archive
+from rbmflow import ALPHABET
 from rbmflow.cli import main
-from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.data.dataset import EncodedAlignment, save_encoded
 from rbmflow.errors import InputError
-from rbmflow.metrics import EvaluationSettings
-from rbmflow.model import PottsRBM
+from rbmflow.evaluation.metrics import EvaluationSettings
+from rbmflow.model import archive
+from rbmflow.model.rbm import PottsRBM
 from rbmflow.report import ReportInputs, read_samples, run_stage, summarize
 
 L, NH, M_NATURAL, M_GENERATED = 11, 3, 67, 43
@@ -248,8 +249,8 @@ def test_information_heights_known_answers() -> None:
 
 def test_report_says_which_split_and_how_close_test_is_to_train(tiny_run: dict[str, Path],
                                                                  tmp_path: Path) -> None:
-    from rbmflow.dataset import load_encoded
-    from rbmflow.prepare import identity_distribution
+    from rbmflow.data.dataset import load_encoded
+    from rbmflow.data.prepare import identity_distribution
 
     data = load_encoded(tiny_run["alignment.npz"])
     identity = np.array([0.55, 0.6, 0.7, 0.75, 0.85])

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow.archive import save_checkpoint
 from rbmflow.cli import main
-from rbmflow.dataset import EncodedAlignment, save_encoded
-from rbmflow.model import PottsRBM
-from rbmflow.partition import hidden_configurations, interpolate, sample_exact
-from rbmflow.sample import (
+from rbmflow.data.dataset import EncodedAlignment, save_encoded
+from rbmflow.data.synthetic import planted_pattern_rbm
+from rbmflow.model.archive import save_checkpoint
+from rbmflow.model.partition import hidden_configurations, interpolate, sample_exact
+from rbmflow.model.rbm import PottsRBM
+from rbmflow.sampling.sample import (
     SamplingSettings,
     choose_method,
     choose_mode,
@@ -22,7 +23,6 @@ from rbmflow.sample import (
     run_sampling,
     run_stage,
 )
-from rbmflow.synthetic import planted_pattern_rbm
 from torch import Tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")

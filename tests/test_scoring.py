@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow import ALPHABET, archive, synthetic
-from rbmflow import partition as P
-from rbmflow.alignment import load_alignment
+from rbmflow import ALPHABET
 from rbmflow.cli import main
-from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.data import synthetic
+from rbmflow.data.alignment import load_alignment
+from rbmflow.data.dataset import EncodedAlignment, save_encoded
+from rbmflow.data.fetch import locate_example
 from rbmflow.errors import InputError
-from rbmflow.fetch import locate_example
-from rbmflow.model import PottsRBM
-from rbmflow.profile_hmm import AMINO_ACIDS, FamilyProfile, map_sequences
-from rbmflow.scoring import scan_single_mutants
+from rbmflow.evaluation.profile_hmm import AMINO_ACIDS, FamilyProfile, map_sequences
+from rbmflow.evaluation.scoring import scan_single_mutants
+from rbmflow.model import archive
+from rbmflow.model import partition as P
+from rbmflow.model.rbm import PottsRBM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

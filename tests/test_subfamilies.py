@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 from rbmflow import ALPHABET
-from rbmflow.alignment import load_alignment
-from rbmflow.archive import read_metadata
-from rbmflow.dataset import EncodedAlignment
-from rbmflow.fetch import locate_example
+from rbmflow.data.alignment import load_alignment
+from rbmflow.data.dataset import EncodedAlignment
+from rbmflow.data.fetch import locate_example
+from rbmflow.data.subfamilies import MIN_SPLIT_DISTANCE, separation, spanning_tree
+from rbmflow.data.synthetic import multimodal_family
+from rbmflow.data.weights import sequence_weights
+from rbmflow.model.archive import read_metadata
 from rbmflow.report import training_chains
-from rbmflow.subfamilies import MIN_SPLIT_DISTANCE, separation, spanning_tree
-from rbmflow.synthetic import multimodal_family
-from rbmflow.training import TrainSettings, train
-from rbmflow.weights import sequence_weights
+from rbmflow.training.train import TrainSettings, train
 
 
 def _kruskal_length(codes: np.ndarray) -> float:
@@ -134,7 +134,7 @@ def test_training_decides_auto_settings_and_records_why(tmp_path, caplog, separa
         codes = np.random.default_rng(1).integers(1, 21, (211, 13))
     settings = TrainSettings(hidden=5, updates=11, chains=37, batch_size=53, log_every=5,
                              checkpoints=3, monitor=False)
-    with caplog.at_level(logging.INFO, logger="rbmflow.training"):
+    with caplog.at_level(logging.INFO, logger="rbmflow.training.train"):
         train(_encoded(codes), tmp_path / "m.h5", tmp_path / "log.csv", settings,
               progress=False)
     meta = read_metadata(tmp_path / "m.h5")

@@ -6,16 +6,16 @@ import math
 
 import pytest
 import torch
-from rbmflow.mixing import (
+from rbmflow.data.synthetic import planted_pattern_rbm
+from rbmflow.model.partition import interpolate, sample_exact, visible_configurations
+from rbmflow.model.rbm import PottsRBM
+from rbmflow.sampling.mixing import (
     chi_square_two_sample,
     integrated_autocorrelation_time,
     ks_two_sample,
     split_rhat,
 )
-from rbmflow.model import PottsRBM
-from rbmflow.partition import interpolate, sample_exact, visible_configurations
-from rbmflow.synthetic import planted_pattern_rbm
-from rbmflow.tempering import (
+from rbmflow.sampling.tempering import (
     Level,
     beta_levels,
     expected_swap_rate,

@@ -13,13 +13,21 @@ import time
 import numpy as np
 import pytest
 import torch
-from rbmflow import archive, checkpoints, training
 from rbmflow.cli import main as cli_main
-from rbmflow.dataset import EncodedAlignment, save_encoded
+from rbmflow.data.dataset import EncodedAlignment, save_encoded
 from rbmflow.errors import RbmflowError
-from rbmflow.model import PottsRBM
-from rbmflow.partition import log_partition_exact
-from rbmflow.training import TrainSettings, checkpoint_schedule, gradient, moments, train
+from rbmflow.model import archive
+from rbmflow.model.partition import log_partition_exact
+from rbmflow.model.rbm import PottsRBM
+from rbmflow.training import train as training
+from rbmflow.training.train import (
+    TrainSettings,
+    checkpoint_schedule,
+    checkpoints,
+    gradient,
+    moments,
+    train,
+)
 
 L, Q = 5, 3  # q^L = 243 visible configurations: everything below is exact
 

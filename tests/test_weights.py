@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rbmflow.weights import min_matches, neighbour_counts, sequence_weights
+from rbmflow.data.weights import min_matches, neighbour_counts, sequence_weights
 
 
 def brute_force_counts(codes: np.ndarray, threshold: float) -> np.ndarray:
@@ -104,7 +104,7 @@ def test_invalid_input_is_refused() -> None:
 @pytest.mark.slow
 def test_pf00014_effective_number(shared_data: Path) -> None:
     """Reference point of ../shared/data/README.md: M_eff = 4,363.9 at identity 0.8."""
-    from rbmflow.alignment import load_alignment
+    from rbmflow.data.alignment import load_alignment
 
     encoded = load_alignment(shared_data / "pfam" / "PF00014_mgap6.fasta.gz")
     assert encoded.codes.shape == (13600, 53)
@@ -113,7 +113,7 @@ def test_pf00014_effective_number(shared_data: Path) -> None:
 
 def _dtype_paths(length: int) -> list[tuple[str, bool]]:
     """(device type, native bf16) pairs, one per distinct dtype product_dtype picks at length."""
-    from rbmflow import weights
+    from rbmflow.data import weights
 
     chosen: dict[torch.dtype, tuple[str, bool]] = {}
     for device_type in ("cpu", "cuda"):
@@ -131,7 +131,7 @@ def _dtype_paths(length: int) -> list[tuple[str, bool]]:
 
 def _force_path(monkeypatch: pytest.MonkeyPatch, device_type: str, native_bf16: bool) -> None:
     """Make neighbour_counts (on the CPU) pick the dtype it would pick on that device."""
-    from rbmflow import weights
+    from rbmflow.data import weights
 
     original = weights.product_dtype
     monkeypatch.setattr(weights, "_cpu_has_native_bf16", lambda: native_bf16)
@@ -182,7 +182,7 @@ def brute_force_identity(first: np.ndarray, second: np.ndarray) -> np.ndarray:
                          [(89, 13, None), (101, 17, 7), (61, 11, 60)])
 def test_identity_components_equal_brute_force(num_sequences: int, length: int,
                                                block_size: int | None) -> None:
-    from rbmflow.weights import identity_components
+    from rbmflow.data.weights import identity_components
 
     rng = np.random.default_rng(num_sequences)
     codes = clustered_alignment(rng, num_sequences, length, 21, mutation_rate=0.15)
@@ -203,7 +203,7 @@ def test_identity_components_equal_brute_force(num_sequences: int, length: int,
 
 
 def test_max_identity_equals_brute_force() -> None:
-    from rbmflow.weights import max_identity
+    from rbmflow.data.weights import max_identity
 
     rng = np.random.default_rng(2)
     codes = clustered_alignment(rng, 131, 19, 21, mutation_rate=0.2)

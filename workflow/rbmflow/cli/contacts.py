@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rbmflow.couplings import METHODS
+from rbmflow.model.couplings import METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from rbmflow.contacts import run_stage
+    from rbmflow.evaluation.contacts import run_stage
 
     run_stage(args.model, args.out, alignment=args.alignment, method=args.method,
               num_backgrounds=args.backgrounds, seed=args.seed, structure=args.structure,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rbmflow.data.fetch import ALIGNMENT_TYPES, DEFAULT_BASE_URL, RetryPolicy, run_stage
 from rbmflow.errors import InputError
-from rbmflow.fetch import ALIGNMENT_TYPES, DEFAULT_BASE_URL, RetryPolicy, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ import argparse
 from pathlib import Path
 
 from rbmflow.errors import InputError
-from rbmflow.loglik import METHODS, LoglikSettings, run_stage, settings_from_mapping
-from rbmflow.partition import SCHEDULES
+from rbmflow.evaluation.loglik import METHODS, LoglikSettings, run_stage, settings_from_mapping
+from rbmflow.model.partition import SCHEDULES
 
 _DEFAULTS = LoglikSettings()
 

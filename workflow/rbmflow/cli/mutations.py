@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from rbmflow.cli.score import add_family_arguments
-from rbmflow.scoring import mutations_stage
+from rbmflow.evaluation.scoring import mutations_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

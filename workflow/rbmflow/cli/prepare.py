@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from rbmflow.alignment import AMBIGUOUS_RULES, FORMATS
-from rbmflow.prepare import SPLITS, PrepareSettings, run_stage
+from rbmflow.data.alignment import AMBIGUOUS_RULES, FORMATS
+from rbmflow.data.prepare import SPLITS, PrepareSettings, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

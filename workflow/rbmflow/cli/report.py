@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from rbmflow.errors import InputError
-from rbmflow.metrics import EvaluationSettings
+from rbmflow.evaluation.metrics import EvaluationSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rbmflow.cli import parse_bool
 from rbmflow.errors import InputError
-from rbmflow.mixing import Criteria
-from rbmflow.sample import METHODS, MODES, SamplingSettings, run_stage
+from rbmflow.sampling.mixing import Criteria
+from rbmflow.sampling.sample import METHODS, MODES, SamplingSettings, run_stage
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:

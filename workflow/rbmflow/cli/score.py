@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rbmflow.profile_hmm import DEFAULT_MAX_EVALUE, DEFAULT_MIN_COVERAGE, INPUT_MODES
-from rbmflow.scoring import score_stage
+from rbmflow.evaluation.profile_hmm import DEFAULT_MAX_EVALUE, DEFAULT_MIN_COVERAGE, INPUT_MODES
+from rbmflow.evaluation.scoring import score_stage
 
 
 def add_family_arguments(parser: argparse.ArgumentParser) -> None:

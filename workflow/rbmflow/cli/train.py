@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from rbmflow.cli import number_or_auto, parse_bool
-from rbmflow.training import METHODS, TrainSettings, run_stage
+from rbmflow.training.train import METHODS, TrainSettings, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

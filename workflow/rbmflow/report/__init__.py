@@ -25,10 +25,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
+from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
 from rbmflow.device import resolve_device
 from rbmflow.errors import InputError
-from rbmflow.metrics import EvaluationSettings, evaluate
+from rbmflow.evaluation.metrics import EvaluationSettings, evaluate
 from rbmflow.provenance import (
     FORMAT_VERSION,
     atomic_path,

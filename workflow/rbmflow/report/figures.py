@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from rbmflow.metrics import Evaluation  # noqa: E402
+from rbmflow.evaluation.metrics import Evaluation  # noqa: E402
 from rbmflow.provenance import atomic_path  # noqa: E402
 from rbmflow.report.html import fmt  # noqa: E402
 

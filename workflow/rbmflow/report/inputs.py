@@ -16,7 +16,7 @@ import torch
 from Bio import SeqIO
 
 from rbmflow.errors import InputError
-from rbmflow.model import PottsRBM
+from rbmflow.model.rbm import PottsRBM
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def load_model(path: Path | None, device: torch.device) -> tuple[PottsRBM | None
     """(model in float32 on `device`, its metadata) from model.h5, or (None, None)."""
     if path is None:
         return None, None
-    from rbmflow.archive import load_rbm, read_metadata
+    from rbmflow.model.archive import load_rbm, read_metadata
 
     return (load_rbm(path, device=device, dtype=torch.float32), read_metadata(path))
 

@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rbmflow.contacts import CONTACT_DISTANCE, MIN_SEPARATION, PPV_RANKS, Structure, ppv_curve
+from rbmflow.evaluation.contacts import (
+    CONTACT_DISTANCE,
+    MIN_SEPARATION,
+    PPV_RANKS,
+    Structure,
+    ppv_curve,
+)
 
 _CHEMISTRY = {"GSTYC": "green", "NQ": "purple", "KRH": "blue", "DE": "red",
               "PAWFLIMV": "black", "-": "#a0aec0"}
@@ -125,13 +131,13 @@ def add_model_figures(draw, metrics: dict, model, data, generated: np.ndarray,
     """
     import torch
 
-    from rbmflow.contacts import (
+    from rbmflow.evaluation.contacts import (
         consensus_sequence,
         ppv_summary,
         read_contacts_csv,
         read_structure,
     )
-    from rbmflow.hidden_units import gauged_weights, summarize_unit, unit_inputs, weight_norms
+    from rbmflow.model.hidden_units import gauged_weights, summarize_unit, unit_inputs, weight_norms
 
     L = data.length
     scores = structure = None

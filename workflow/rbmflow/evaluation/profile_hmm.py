@@ -24,8 +24,8 @@ import numpy as np
 from pyhmmer import easel, plan7
 
 from rbmflow import ALPHABET
-from rbmflow.alignment import AMBIGUOUS_LETTERS
-from rbmflow.dataset import TRAIN, EncodedAlignment
+from rbmflow.data.alignment import AMBIGUOUS_LETTERS
+from rbmflow.data.dataset import TRAIN, EncodedAlignment
 from rbmflow.errors import InputError
 
 AMINO_ACIDS = ALPHABET[1:]

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from rbmflow.model import PottsRBM, sample_categorical
+from rbmflow.model.rbm import PottsRBM, sample_categorical
 
 SCHEDULES = ("linear", "sigmoid", "power")
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rbmflow.model import PottsRBM, random_codes
+from rbmflow.model.rbm import PottsRBM, random_codes
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from rbmflow.errors import InputError
-from rbmflow.model import PottsRBM
+from rbmflow.model.rbm import PottsRBM
 from rbmflow.provenance import FORMAT_VERSION, atomic_path, json_default
 
 MODEL_TYPE = "PBRBM"

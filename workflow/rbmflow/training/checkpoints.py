@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rbmflow import archive
-from rbmflow.dataset import EncodedAlignment
+from rbmflow.data.dataset import EncodedAlignment
 from rbmflow.errors import RbmflowError
-from rbmflow.model import PottsRBM
+from rbmflow.model import archive
+from rbmflow.model.rbm import PottsRBM
 from rbmflow.provenance import atomic_path, atomic_paths
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rbmflow.mixing import project, top_directions, weighted_ks
-from rbmflow.model import PottsRBM
-from rbmflow.tempering import Level, expected_swap_rate, rebuild_ladder, temper
+from rbmflow.model.rbm import PottsRBM
+from rbmflow.sampling.mixing import project, top_directions, weighted_ks
+from rbmflow.sampling.tempering import Level, expected_swap_rate, rebuild_ladder, temper
 
 log = logging.getLogger(__name__)
 
@@ -267,10 +267,10 @@ class EquilibriumMonitor:
         generator = torch.Generator(device=model.device).manual_seed(self.seed * 1_000_003
                                                                      + update)
         if model.num_hiddens <= self.exact_max_hiddens:
-            from rbmflow.partition import sample_exact
+            from rbmflow.model.partition import sample_exact
             return sample_exact(model, self.samples, generator), "exact"
         try:
-            from rbmflow.tempering import ptt_sample
+            from rbmflow.sampling.tempering import ptt_sample
         except ImportError:
             return None
         chosen = self.levels

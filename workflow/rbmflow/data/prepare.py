@@ -1,6 +1,6 @@
 """The prepare stage: from an alignment file to the encoded, weighted, split `alignment.npz`.
 
-Steps, in order (conventions of parsing and encoding: `rbmflow.alignment`):
+Steps, in order (conventions of parsing and encoding: `rbmflow.data.alignment`):
 
 1. read the alignment (Stockholm, FASTA or A2M, gzip allowed), remove insert columns and
    encode to the gap-first alphabet; ambiguous letters become gaps (or, with
@@ -11,9 +11,9 @@ Steps, in order (conventions of parsing and encoding: `rbmflow.alignment`):
    `split="cluster"` sends whole connected components of the identity >= `identity` graph
    to one side, so no test sequence has a train neighbour at that identity. For either,
    the distribution of the test sequences' maximum identity to train is recorded;
-4. compute the sequence weights within each part separately (`rbmflow.weights`), so that no
+4. compute the sequence weights within each part separately (`rbmflow.data.weights`), so that no
    test sequence lowers the weight of a train sequence or the reverse;
-5. write `alignment.npz` (`rbmflow.dataset`) and `summary.json`, both atomically; if the
+5. write `alignment.npz` (`rbmflow.data.dataset`) and `summary.json`, both atomically; if the
    second write fails the first is removed, so a failed run leaves neither.
 """
 
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from rbmflow import ALPHABET
-from rbmflow.alignment import AMBIGUOUS_RULES, FORMATS, encode_alignment, read_alignment
-from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, save_encoded
+from rbmflow.data.alignment import AMBIGUOUS_RULES, FORMATS, encode_alignment, read_alignment
+from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, save_encoded
+from rbmflow.data.weights import identity_components, max_identity, sequence_weights
 from rbmflow.errors import InputError
 from rbmflow.provenance import atomic_paths, provenance, sha256_file, write_json
-from rbmflow.weights import identity_components, max_identity, sequence_weights
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ and the chains have mixed over the lag t - t/2 when mean(same - different) is ze
 statistical error. The decorrelation time is the smallest such lag from which the test keeps
 passing. From a uniformly random start the test is weak at first (a uniform x(t/2) overlaps
 anything by about 1/q), so the relaxation of the energy towards the chains started from the
-data is tracked beside it (rbmflow.sample).
+data is tracked beside it (rbmflow.sampling.sample).
 
 Two sets (chains started from random, chains started from natural sequences) sample the same
 distribution only if they end alike: equal mean energies, and a mean overlap between the sets

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rbmflow.model import one_hot
+from rbmflow.model.rbm import one_hot
 
 
 def _normalised_weights(codes: Tensor, weights: Tensor | None, dtype: torch.dtype) -> Tensor:

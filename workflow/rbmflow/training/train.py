@@ -46,20 +46,21 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from rbmflow import archive, checkpoints
-from rbmflow.checkpoints import archive_copy, partial_path  # noqa: F401 (public here too)
-from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
-from rbmflow.equilibrium import (
+from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
+from rbmflow.data.subfamilies import Separation, separation
+from rbmflow.errors import InputError, RbmflowError
+from rbmflow.evaluation.stats import connected_correlations, pearson
+from rbmflow.model import archive
+from rbmflow.model.rbm import PottsRBM, one_hot, random_codes, sample_categorical
+from rbmflow.provenance import FORMAT_VERSION, provenance
+from rbmflow.sampling.equilibrium import (
     CheckpointDensity,
     EquilibriumMonitor,
     ReweightedChains,
     TrajectoryTempering,
 )
-from rbmflow.errors import InputError, RbmflowError
-from rbmflow.model import PottsRBM, one_hot, random_codes, sample_categorical
-from rbmflow.provenance import FORMAT_VERSION, provenance
-from rbmflow.stats import connected_correlations, pearson
-from rbmflow.subfamilies import Separation, separation
+from rbmflow.training import checkpoints
+from rbmflow.training.checkpoints import archive_copy, partial_path  # noqa: F401 (public here too)
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +416,8 @@ def train(
 
     Each checkpoint is written, atomically, as one piece in the directory `partial_path(out)`;
     `out` is assembled from the pieces, atomically, only when training ends, and the directory
-    removed (`rbmflow.checkpoints`). Rerunning the same call on the same data resumes from the
+    removed (`rbmflow.training.checkpoints`). Rerunning the same call on the same data resumes
+    from the
     newest piece (chains, RNG state, update count, log), or extends a finished, shorter `out`.
     `restart` discards the pieces. A second writer of the same `out` is refused. `test`,
     when given, adds the Pearson of connected correlations of the chains vs the test data to

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from rbmflow.metrics import weighted_median, weighted_subsample
+from rbmflow.evaluation.metrics import weighted_median, weighted_subsample
 
 MIN_SHARE = 0.05
 """Smallest share of the sequence weight that counts as a group."""

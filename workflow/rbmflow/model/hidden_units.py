@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rbmflow.model import PottsRBM
+from rbmflow.model.rbm import PottsRBM
 
 
 @dataclass

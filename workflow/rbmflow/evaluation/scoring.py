@@ -20,19 +20,19 @@ import torch
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from rbmflow import ALPHABET
-from rbmflow.alignment import AMBIGUOUS_LETTERS, open_text
-from rbmflow.archive import load_rbm, read_metadata
-from rbmflow.dataset import TRAIN, EncodedAlignment, load_encoded
+from rbmflow.data.alignment import AMBIGUOUS_LETTERS, open_text
+from rbmflow.data.dataset import TRAIN, EncodedAlignment, load_encoded
 from rbmflow.errors import InputError
-from rbmflow.metrics import free_energies, nearest_hamming
-from rbmflow.model import PottsRBM
-from rbmflow.profile_hmm import (
+from rbmflow.evaluation.metrics import free_energies, nearest_hamming
+from rbmflow.evaluation.profile_hmm import (
     AMINO_ACIDS,
     DEFAULT_MAX_EVALUE,
     DEFAULT_MIN_COVERAGE,
     ColumnMapping,
     map_sequences,
 )
+from rbmflow.model.archive import load_rbm, read_metadata
+from rbmflow.model.rbm import PottsRBM
 from rbmflow.provenance import (
     FORMAT_VERSION,
     atomic_path,

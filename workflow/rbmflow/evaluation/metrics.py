@@ -17,8 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from rbmflow.model import PottsRBM, one_hot
-from rbmflow.stats import (
+from rbmflow.evaluation.stats import (
     connected_correlations,
     pair_frequencies,
     pearson,
@@ -26,6 +25,7 @@ from rbmflow.stats import (
     slope,
     slope_tls,
 )
+from rbmflow.model.rbm import PottsRBM, one_hot
 
 # -- three-site connected correlations -------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 log p(v) = -F(v) - log Z, in nats; loglik_train and loglik_test are its means over the
 sequences of each split, weighted by the sequence weights. log Z comes from one or several
-estimators of `rbmflow.partition`:
+estimators of `rbmflow.model.partition`:
 
 - exact: enumeration of the hidden layer (Nh <= `exact_max_hiddens`);
 - ais: forward AIS by temperature from an independent-site base fitted to the training
@@ -32,11 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rbmflow import archive
-from rbmflow.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
+from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
 from rbmflow.errors import InputError, RbmflowError
-from rbmflow.model import PottsRBM
-from rbmflow.partition import (
+from rbmflow.model import archive
+from rbmflow.model.partition import (
     SCHEDULES,
     AISResult,
     IndependentSites,
@@ -49,8 +48,9 @@ from rbmflow.partition import (
     sample_exact,
     trajectory_ais,
 )
+from rbmflow.model.rbm import PottsRBM
 from rbmflow.provenance import FORMAT_VERSION, atomic_path, atomic_paths, provenance, write_json
-from rbmflow.tempering import Level, beta_levels, select_ladder, temper
+from rbmflow.sampling.tempering import Level, beta_levels, select_ladder, temper
 
 log = logging.getLogger(__name__)
 

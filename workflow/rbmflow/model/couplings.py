@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from rbmflow.model import PottsRBM
+from rbmflow.model.rbm import PottsRBM
 
 METHODS = ("gaussian", "background", "tubiana")
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from rbmflow import ALPHABET
-from rbmflow.model import PottsRBM
+from rbmflow.model.rbm import PottsRBM
 
 
 @dataclass(frozen=True)

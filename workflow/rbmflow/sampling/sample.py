@@ -9,7 +9,7 @@ temperature beta:
 
 At log-spaced record times (1, 2, 3, 4, 6, 8, 12, 16, ... and the final sweep) each set
 records its mean free energy F(v) (nats, at beta = 1), the Pearson of its connected
-correlations against the training data, and the t versus t/2 mixing test (rbmflow.mixing).
+correlations against the training data, and the t versus t/2 mixing test (rbmflow.sampling.mixing).
 At the end the two sets are compared (energies, overlaps, correlations Pearson), and the
 mixing time must be at most half the sweeps run (the chains spent the second half mixed).
 The verdict `equilibrated` needs every one of those checks to pass; with `auto_extend` the
@@ -35,11 +35,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rbmflow.archive import load_rbm, read_metadata
-from rbmflow.dataset import TRAIN, load_encoded
+from rbmflow.data.dataset import TRAIN, load_encoded
 from rbmflow.device import resolve_device
 from rbmflow.errors import InputError
-from rbmflow.mixing import (
+from rbmflow.evaluation.stats import connected_correlations, pearson
+from rbmflow.model.archive import load_rbm, read_metadata
+from rbmflow.model.rbm import PottsRBM, random_codes
+from rbmflow.provenance import FORMAT_VERSION, atomic_paths, provenance, write_json
+from rbmflow.sampling.mixing import (
     Criteria,
     compare_energies,
     compare_projections,
@@ -51,11 +54,8 @@ from rbmflow.mixing import (
     split_rhat,
     top_directions,
 )
-from rbmflow.mixing import mixing_time as estimate_mixing_time
-from rbmflow.model import PottsRBM, random_codes
-from rbmflow.provenance import FORMAT_VERSION, atomic_paths, provenance, write_json
-from rbmflow.stats import connected_correlations, pearson
-from rbmflow.tempering import Level, TemperingResult, beta_levels, select_ladder, temper
+from rbmflow.sampling.mixing import mixing_time as estimate_mixing_time
+from rbmflow.sampling.tempering import Level, TemperingResult, beta_levels, select_ladder, temper
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import torch
 from rbmflow.errors import InputError
 from rbmflow.provenance import atomic_path
 
-log = logging.getLogger("rbmflow.contacts")
+log = logging.getLogger("rbmflow.evaluation.contacts")
 
 MIN_SEPARATION = 5
 """Pairs with |i - j| >= 5 (|i - j| > 4) are scored as contacts."""
@@ -333,7 +333,7 @@ def predict_contacts(model, backgrounds, weights=None, method: str = "gaussian",
     """
     import torch
 
-    from rbmflow import couplings as C
+    from rbmflow.model import couplings as C
 
     backgrounds = backgrounds.long()
     drawn, drawn_weights = backgrounds, weights
@@ -382,8 +382,8 @@ def run_stage(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
     """The contacts stage: effective couplings of the model around the training sequences of
     `alignment` (weighted; else the archive's persistent chains), contacts.csv, optional
     exports, and the PPVs against `structure` (logged; written to `ppv_json`)."""
-    from rbmflow.archive import load_chains, load_rbm, read_metadata
-    from rbmflow.dataset import TRAIN, load_encoded
+    from rbmflow.data.dataset import TRAIN, load_encoded
+    from rbmflow.model.archive import load_chains, load_rbm, read_metadata
     from rbmflow.provenance import write_json
 
     if num_backgrounds < 1:

@@ -1,0 +1,1 @@
+"""Input data: fetching, parsing and encoding alignments, sequence weights, the encoded dataset."""

@@ -1,0 +1,1 @@
+"""Training by maximum likelihood: the train stage's loop and its checkpoints."""
