@@ -648,7 +648,7 @@ def _energy_metrics(s: _Compared, model: PottsRBM | None) -> Evaluation:
 def evaluate(train: Tensor, train_weights: Tensor, test: Tensor, test_weights: Tensor,
              generated: Tensor, num_states: int, settings: EvaluationSettings,
              model: PottsRBM | None = None) -> Evaluation:
-    """Compare generated codes with natural train and test codes (README: evaluation).
+    """Compare generated codes with natural train and test codes (docs/science.md: evaluation).
 
     All code tensors (M, L) live on the computing device. Natural statistics use the
     sequence weights, generated ones are unweighted. The natural reference is the test split;
