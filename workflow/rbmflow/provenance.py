@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rbmflow.errors import InputError
+
 FORMAT_VERSION = 1
 
 _TRACKED_PACKAGES = ("rbmflow", "torch", "numpy", "h5py", "biopython", "pyhmmer", "snakemake")
@@ -87,6 +89,44 @@ def nothing_new_on_failure(folder: str | os.PathLike[str]) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
+
+
+def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:
+    """The resolved path (symlinks followed) and, if the file exists, its (device, inode)."""
+    resolved = path.resolve()
+    try:
+        stat = path.stat()
+    except OSError:
+        return resolved, None
+    return resolved, (stat.st_dev, stat.st_ino)
+
+
+def refuse_output_onto_input(
+    inputs: dict[str, str | os.PathLike[str] | None],
+    outputs: dict[str, str | os.PathLike[str] | None],
+) -> None:
+    """Refuse (InputError naming both) an output that is an input, or another output.
+
+    `inputs` and `outputs` map an option ("--out", "MODEL") to a path (None: not given). Two
+    paths are the same file when they resolve to the same path (a symlink to the other, a
+    relative and an absolute spelling) or, when both exist, share a device and inode (a hard
+    link). Inputs that do not exist are skipped (their own check names them).
+    """
+    seen: list[tuple[str, str, Path, tuple[int, int] | None]] = []
+    for role, path in inputs.items():
+        if path is not None and Path(path).exists():
+            seen.append(("input", role, *_identity(Path(path))))
+    for role, path in outputs.items():
+        if path is None:
+            continue
+        resolved, inode = _identity(Path(path))
+        for kind, other, other_resolved, other_inode in seen:
+            if resolved == other_resolved or (inode is not None and inode == other_inode):
+                what = ("is the input" if kind == "input" else "is the same file as the "
+                        "output")
+                raise InputError(f"{role} {path} {what} {other} ({other_resolved}); "
+                                 "refusing to overwrite it: choose another output path")
+        seen.append(("output", role, resolved, inode))
 
 
 def _umask() -> int:

@@ -24,6 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rbmflow import __version__
 from rbmflow.errors import RbmflowError
+from rbmflow.provenance import refuse_output_onto_input
 
 STAGES = {
     "fetch": "fetch a family's alignment (InterPro, a local file, or the embedded example)",
@@ -86,6 +87,14 @@ def apply_compute_arguments(args: argparse.Namespace) -> None:
     args.device = resolve_device(args.device)
 
 
+def existing(path: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """`path` if it names an existing file, else None (also for a text too long to be one)."""
+    try:
+        return path if path is not None and os.path.isfile(path) else None
+    except (OSError, ValueError):
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rbmflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rbmflow {__version__}")
@@ -97,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(stage_parser)
         if stage in COMPUTE_STAGES:
             add_compute_arguments(stage_parser)
-        stage_parser.set_defaults(run=module.run)
+        stage_parser.set_defaults(run=module.run, files=getattr(module, "files", None))
     return parser
 
 
@@ -151,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         check_numbers(args)
+        if args.files is not None:
+            refuse_output_onto_input(*args.files(args))
         if args.stage in COMPUTE_STAGES:
             apply_compute_arguments(args)
         args.run(args)

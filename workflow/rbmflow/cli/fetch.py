@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from rbmflow.cli import existing
 from rbmflow.data.fetch import ALIGNMENT_TYPES, DEFAULT_BASE_URL, RetryPolicy, run_stage
 from rbmflow.errors import InputError
 
@@ -30,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a connect or a read may block (default: %(default)s)")
     parser.add_argument("--deadline", type=float, default=RetryPolicy.deadline_s,
                         help="seconds one whole download may take (default: %(default)s)")
+
+
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs): a local --source may not be the source.json written."""
+    return ({"--source": existing(args.source)},
+            {"--outdir/source.json": Path(args.outdir) / "source.json"})
 
 
 def run(args: argparse.Namespace) -> None:

@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
 
 
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option: no output may be an input."""
+    return ({"MODEL": args.model, "DATA": args.data},
+            {"--out": args.out, "--trajectory-csv": args.trajectory_csv})
+
+
 def run(args: argparse.Namespace) -> None:
     for role, path in (("model", args.model), ("alignment", args.data)):
         if not path.is_file():

@@ -61,6 +61,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="summary CSV (an HTML table is written beside it)")
 
 
+REPORT_FILES = ("metrics.json", "report.html", *(f"{name}.png" for name in (
+    "site_frequencies", "correlations", "pca", "hamming", "energy", "logos", "training",
+    "loglik_trajectory", "sampling", "mutations", "contacts_ppv", "contact_map", "hidden_units",
+    "hidden_inputs")))
+INPUT_OPTIONS = ("data", "samples", "sampling", "model", "train_log", "loglik", "trajectory",
+                 "mutations_heatmap", "mutations_summary", "contacts", "structure")
+
+
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option: no input may be replaced by the report's files."""
+    if args.summary:
+        inputs = {f"--summary {path}": path for path in args.summary}
+        out = args.out
+        return inputs, ({} if out is None else {"--out": out,
+                                                "--out (.html)": out.with_suffix(".html")})
+    inputs = {f"--{flag.replace('_', '-')}": getattr(args, flag) for flag in INPUT_OPTIONS}
+    if args.outdir is None:
+        return inputs, {}
+    return inputs, {f"--outdir ({name})": args.outdir / name for name in REPORT_FILES}
+
+
 def run(args: argparse.Namespace) -> None:
     from rbmflow.provenance import nothing_new_on_failure
     from rbmflow.report import ReportInputs, run_stage, summarize

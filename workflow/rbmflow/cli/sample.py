@@ -94,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accepted Pearson difference, random vs data-start chains")
 
 
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option: no output may be an input."""
+    return ({"MODEL": args.model, "DATA": args.data},
+            {"--out": args.out, "--info": args.info})
+
+
 def run(args: argparse.Namespace) -> None:
     for role, path in (("model", args.model), ("alignment", args.data)):
         if not Path(path).is_file():

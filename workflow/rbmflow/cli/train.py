@@ -72,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="progress bar (default: only on a terminal)")
 
 
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option: no output may be an input (--out is read to resume)."""
+    return {"ALIGNMENT": args.alignment}, {"--out": args.out, "--log": args.log}
+
+
 def run(args: argparse.Namespace) -> None:
     settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings)
                                 if hasattr(args, f.name)})
