@@ -80,6 +80,7 @@ def fetch_pfam_flags(wildcards):
         "accession": family.get("accession", wildcards.family),
         "alignment": family.get("alignment", "full"),
         "base_url": config["pfam_base_url"],
+        **config["fetch"],
     }
     return cli_flags(settings)
 

@@ -122,13 +122,30 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
     "equilibration_sweeps": (0, 100_000_000), "record_every": (0, 100_000_000),
     "triplets": (0, 10_000_000), "nn_samples": (1, 10_000_000),
     "nn_reference": (0, 100_000_000), "pca_components": (1, 1000), "attempts": (1, 1000),
-    "exact_max_hiddens": (0, 30),
+    "exact_max_hiddens": (0, 30), "refresh_sweeps": (1, 100_000), "refresh_every": (0, 100_000_000),
+    "pt_levels": (2, 1000), "max_levels": (2, 1000), "reference_chains": (0, 10_000_000),
+    "directions": (1, 1000), "backgrounds": (1, 1_000_000), "first": (-10**9, 10**9),
+    "checkpoint": (0, 10**12), "update": (0, 10**12),
 }
+# Bounds (inclusive) on the float options; a stage may refuse an end point with its own line.
+FLOAT_LIMITS: dict[str, tuple[float, float]] = {
+    "learning_rate": (0.0, 1e6), "lr_decay": (0.0, 1e6), "lr_decay_from": (0.0, 1.0),
+    "l1": (0.0, 1e6), "l2": (0.0, 1e6), "min_ess": (0.0, 1.0), "swap_threshold": (0.0, 1.0),
+    "identity": (0.0, 1.0), "max_gap_fraction": (0.0, 1.0), "test_fraction": (0.0, 1.0),
+    "beta": (0.0, 1e6), "swap_floor": (0.0, 1.0), "min_swap_rate": (0.0, 1.0),
+    "rhat_max": (1.0, 1e6), "z_max": (0.0, 1e6), "effect_max": (0.0, 1e6),
+    "pearson_tolerance": (0.0, 2.0), "pseudocount": (0.0, 1.0), "tolerance": (0.0, 1e6),
+    "min_coverage": (0.0, 1.0), "timeout": (0.0, 86_400.0), "deadline": (0.0, 604_800.0),
+    "backoff": (0.0, 3600.0), "min_rate": (0.0, 1e12), "min_rate_window": (0.0, 86_400.0),
+}
+# Longest text of the name options (family and run names become paths and titles).
+MAX_NAME = 100
+NAME_OPTIONS = ("family", "run_name", "chain")
 
 
 def check_numbers(args: argparse.Namespace) -> None:
-    """Refuse (RbmflowError naming the option) integers outside INT_LIMITS and any NaN or
-    infinite float option."""
+    """Refuse (RbmflowError naming the option) integers outside INT_LIMITS, floats outside
+    FLOAT_LIMITS, any NaN or infinite float option and names longer than MAX_NAME."""
     for name, value in vars(args).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -139,6 +156,13 @@ def check_numbers(args: argparse.Namespace) -> None:
                 raise RbmflowError(f"{flag} {value} is out of range: allowed {low} to {high}")
         elif isinstance(value, float) and not math.isfinite(value):
             raise RbmflowError(f"{flag} must be a finite number, got {value}")
+        elif isinstance(value, float) and name in FLOAT_LIMITS:
+            low_f, high_f = FLOAT_LIMITS[name]
+            if not low_f <= value <= high_f:
+                raise RbmflowError(f"{flag} {value:g} is out of range: allowed {low_f:g} to "
+                                   f"{high_f:g}")
+        elif isinstance(value, str) and name in NAME_OPTIONS and len(value) > MAX_NAME:
+            raise RbmflowError(f"{flag} is {len(value)} characters long: at most {MAX_NAME}")
 
 
 def os_error_message(err: OSError) -> str:
