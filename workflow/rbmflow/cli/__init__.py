@@ -175,6 +175,15 @@ def os_error_message(err: OSError) -> str:
     return " ".join(text.split())
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that every clean-up runs (as Ctrl-C raises
+    KeyboardInterrupt); not an Exception, so that no `except Exception` swallows it."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -182,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit: an OSError (EFBIG), not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: SIGTERM keeps its handler
+        previous_sigterm = None
     try:
         check_numbers(args)
         if args.files is not None:
@@ -199,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rbmflow {args.stage}: error: out of memory; use smaller settings or inputs",
               file=sys.stderr)
         return 1
+    except (Terminated, KeyboardInterrupt) as err:
+        signum = err.args[0] if isinstance(err, Terminated) else signal.SIGINT
+        print(f"rbmflow {args.stage}: error: interrupted by {signal.Signals(signum).name}; "
+              "no output of this run was completed", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     return 0
 
 

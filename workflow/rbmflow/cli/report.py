@@ -83,7 +83,7 @@ def files(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from rbmflow.provenance import nothing_new_on_failure
+    from rbmflow.provenance import folder_built_aside
     from rbmflow.report import ReportInputs, run_stage, summarize
 
     if args.summary:
@@ -110,5 +110,8 @@ def run(args: argparse.Namespace) -> None:
                           args.loglik, args.trajectory, args.mutations_heatmap,
                           args.mutations_summary, contacts=args.contacts,
                           structure=args.structure, structure_chain=args.chain)
-    with nothing_new_on_failure(args.outdir):  # no figures without their report
-        run_stage(inputs, args.outdir, settings, args.device, args.family, args.run_name)
+    family = args.family if args.family is not None else args.outdir.parent.parent.name
+    run_name = args.run_name if args.run_name is not None else args.outdir.parent.name
+    # built aside and renamed at the end: no figures without their report, even after a kill
+    with folder_built_aside(args.outdir, last=("metrics.json", "report.html")) as folder:
+        run_stage(inputs, folder, settings, args.device, family, run_name)

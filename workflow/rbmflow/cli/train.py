@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from rbmflow.cli import number_or_auto, parse_bool
+from rbmflow.data.dataset import load_training
 from rbmflow.training.train import METHODS, TrainSettings, run_stage
 
 
@@ -78,6 +79,7 @@ def files(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def run(args: argparse.Namespace) -> None:
+    load_training(args.alignment)  # one line for an empty or weightless train split
     settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings)
                                 if hasattr(args, f.name)})
     run_stage(args.alignment, args.out, args.log, settings, args.device, family=args.family,

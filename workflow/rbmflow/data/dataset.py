@@ -67,6 +67,18 @@ class EncodedAlignment:
         return torch.from_numpy(self.weights).to(device=device, dtype=dtype)
 
 
+def load_training(path: str | os.PathLike[str]) -> EncodedAlignment:
+    """The train part of the alignment.npz at `path`; InputError if it holds no sequence or
+    its weights sum to zero (nothing to average over)."""
+    train = load_encoded(path).subset(TRAIN)
+    if train.num_sequences == 0:
+        raise InputError(f"{path}: no sequence in the train split")
+    if not float(train.weights.astype(np.float64).sum()) > 0:
+        raise InputError(f"{path}: the weights of the {train.num_sequences} training "
+                         "sequences are all zero")
+    return train
+
+
 def pack_names(names: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(UTF-8 bytes uint8, offsets int64 (M + 1)) of `names`: memory linear in their total
     length, whatever the longest."""

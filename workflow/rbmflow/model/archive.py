@@ -296,15 +296,15 @@ def _parameters(f: h5py.File, update: int, path: str | os.PathLike[str]) -> list
             f"{path}: update_{update}: inconsistent parameter shapes: weight_matrix "
             f"{w_shape}, vbias {v_shape}, hbias {h_shape} (expected (L, q, Nh), (L, q), (Nh,))")
     arrays = [np.asarray(node[()]) for node in nodes]
+    for name, array in zip(_PARAM_NAMES, arrays, strict=True):
+        if not np.isfinite(array).all():
+            raise InputError(f"{path}: update_{update}/params/{name} holds NaN or inf")
     expected = f[f"update_{update}"].attrs.get(CHECKSUM_ATTR)
     if expected is not None:
         expected = expected.decode() if isinstance(expected, bytes) else str(expected)
         if checksum(dict(zip(_PARAM_NAMES, arrays, strict=True))) != expected:
             raise InputError(f"{path}: update_{update}: the parameters do not match the "
                              "checksum written with them; the archive is damaged")
-    for name, array in zip(_PARAM_NAMES, arrays, strict=True):
-        if not np.isfinite(array).all():
-            raise InputError(f"{path}: update_{update}/params/{name} holds NaN or inf")
     return arrays
 
 
