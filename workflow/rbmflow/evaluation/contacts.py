@@ -59,7 +59,7 @@ def read_distance_table(path: str | os.PathLike[str], length: int) -> Structure:
     try:
         with opener(path, "rt") as handle:
             lines = handle.readlines()
-    except OSError as err:
+    except (OSError, UnicodeDecodeError, EOFError) as err:
         raise InputError(f"{path}: not a readable distance table ({err})") from err
     for number, line in enumerate(lines, start=1):
         fields = line.split()
