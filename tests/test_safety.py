@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import rbmflow
 import torch
 from interpro_server import FakeInterPro, Reply
 from rbmflow import ALPHABET
@@ -42,6 +43,7 @@ from test_bad_input import (
 from test_fetch import ACCESSION, FULL_PATH, STOCKHOLM, leftovers
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(rbmflow.__file__).resolve().parents[1]  # what subprocesses import
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -308,7 +310,7 @@ def test_training_a_long_alignment_leaves_the_pair_pearson_out(tmp_path):
          "train", str(tmp_path / "a.npz"), "--out", str(tmp_path / "m.h5"), "--log",
          str(tmp_path / "log.csv"), "--hidden", "3", "--updates", "2", "--chains", "7",
          "--monitor", "false", "--checkpoints", "1", "--threads", "1"],
-        env={**os.environ, "PYTHONPATH": str(REPO / "workflow")}, capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}, capture_output=True,
         text=True, timeout=120, check=False)
     assert code.returncode == 0, code.stderr[-2000:]
     rows = (tmp_path / "log.csv").read_text().splitlines()
@@ -380,7 +382,7 @@ def _report_process(files: dict[str, Path], outdir: Path) -> subprocess.Popen:
         [sys.executable, "-m", "rbmflow", "report", "--data", str(files["data"]), "--samples",
          str(files["sequences"]), "--model", str(files["model"]), "--outdir", str(outdir),
          "--device", "cpu", "--threads", "1"],
-        env={**os.environ, "PYTHONPATH": str(REPO / "workflow")}, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}, stderr=subprocess.PIPE,
         text=True)
 
 

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine or cluster node, spinning
 # threads slow every job down. Must be set before torch is imported.
@@ -95,8 +96,16 @@ def existing(path: str | os.PathLike[str] | None) -> str | os.PathLike[str] | No
         return None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (`rbmflow STAGE: error: ...`, exit 2),
+    without the usage text that `--help` shows."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rbmflow", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="rbmflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rbmflow {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
