@@ -3,7 +3,9 @@
 
 import os
 import shlex
+import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -17,7 +19,14 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+try:
+    validate(config, "workflow/schemas/config.schema.yaml")
+except WorkflowError as _err:  # one line naming the key, not the schema and a stack
+    _cause = _err.__context__  # the schema's ValidationError
+    if not hasattr(_cause, "absolute_path"):
+        raise
+    _where = ".".join(str(part) for part in _cause.absolute_path) or "(top level)"
+    sys.exit(f"rbmflow: config {_where}: {' '.join(_cause.message.split())[:300]}")
 
 # The rules run `python -m rbmflow` from this checkout's workflow/ folder, in a venv or in the
 # conda env of envs/rbmflow.yaml alike (that env installs the dependencies, not the package).

@@ -73,14 +73,50 @@ def test_every_value_reaching_a_shell_is_quoted():
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("hidden", 4.0, "runs.quick.hidden: 4.0 must be an integer"),
     ("l1", float("nan"), "runs.quick.l1: nan is not a finite number"),
+    ("l2", float("inf"), "runs.quick.l2: inf"),
+    ("refresh_sweeps", 10**12, "runs.quick.refresh_sweeps: 1000000000000 is greater than"),
+    ("family", "F" * 300, "config families: 'FFFF"),
 ])
 def test_config_numbers_the_schema_lets_through_are_refused(tmp_path, key, value, message):
+    """One line naming the key, and no Snakemake stack frames after it."""
     (tmp_path / "tiny.sto").write_text("# STOCKHOLM 1.0\ns1 ACD\ns2 ACE\n//\n")
     workflow = Workflow(tmp_path)
     config = tiny_config()
-    config["runs"]["quick"][key] = value
+    if key == "family":
+        config["families"] = {value: config["families"]["tiny"]}
+    else:
+        config["runs"]["quick"][key] = value
     workflow.write_config(config)
     result = workflow.run("-n")
     assert result.returncode != 0
-    assert message in result.stdout + result.stderr, explain(result)
+    output = result.stdout + result.stderr
+    assert message in output, explain(result)
+    assert 'File "' not in output and "Traceback" not in output, explain(result)
+    assert len([line for line in output.splitlines() if "config" in line
+                and "profile" not in line]) == 1, explain(result)
     assert workflow.created() == set()
+
+
+def test_every_number_in_the_schema_has_an_upper_bound_matching_the_cli():
+    """Integers and floats are bounded above, never beyond the CLI's bound of the same
+    option."""
+    from rbmflow.cli import FLOAT_LIMITS, INT_LIMITS
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if node.get("type") in ("integer", "number"):
+                yield where, node
+            for key, value in node.items():
+                yield from walk(value, key if key not in ("properties", "anyOf") else where)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item, where)
+
+    found = list(walk(SCHEMA, ""))
+    assert len(found) > 60
+    for key, node in found:
+        assert "maximum" in node or "exclusiveMaximum" in node, key
+        if node["type"] == "integer" and key in INT_LIMITS and key not in ("chains", "seed"):
+            assert node["maximum"] <= INT_LIMITS[key][1], key
+        if node["type"] == "number" and key in FLOAT_LIMITS and "maximum" in node:
+            assert node["maximum"] <= FLOAT_LIMITS[key][1], key

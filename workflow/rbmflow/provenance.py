@@ -11,13 +11,16 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from rbmflow.errors import InputError
 
 FORMAT_VERSION = 1
 
@@ -87,6 +90,110 @@ def nothing_new_on_failure(folder: str | os.PathLike[str]) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
+
+
+@contextlib.contextmanager
+def nothing_written_on_failure() -> Iterator[Callable[[str | os.PathLike[str]], Path]]:
+    """A block writing several outputs one after the other: wrap each output path in the
+    yielded function; if the block fails, the outputs already written are removed."""
+    written: list[Path] = []
+
+    def track(path: str | os.PathLike[str]) -> Path:
+        written.append(Path(path))
+        return Path(path)
+
+    try:
+        yield track
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def folder_built_aside(folder: str | os.PathLike[str],
+                       last: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield an empty hidden folder beside `folder` to write into; if the block succeeds, its
+    files become `folder` (renamed as a whole, or file by file into an existing `folder`,
+    the names in `last` last); otherwise, and after a kill, `folder` is left as it was.
+
+    Folders that a killed run left (`.{name}.{pid}.*.tmp` of a dead process) are removed.
+    """
+    folder = Path(folder)
+    created = [d for d in (folder.parent, *folder.parent.parents) if not d.exists()]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}.*.tmp"):
+        pid = stale.name[len(folder.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{os.getpid()}.", suffix=".tmp",
+                                dir=folder.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        try:
+            os.rename(tmp, folder)  # absent or empty: the whole folder at once
+        except OSError:
+            names = sorted(os.listdir(tmp),
+                           key=lambda name: (last.index(name) + 1 if name in last else 0, name))
+            for name in names:
+                os.replace(tmp / name, folder / name)
+    except BaseException:
+        for directory in created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:
+    """The resolved path (symlinks followed) and, if the file exists, its (device, inode)."""
+    resolved = path.resolve()
+    try:
+        stat = path.stat()
+    except OSError:
+        return resolved, None
+    return resolved, (stat.st_dev, stat.st_ino)
+
+
+def refuse_output_onto_input(
+    inputs: dict[str, str | os.PathLike[str] | None],
+    outputs: dict[str, str | os.PathLike[str] | None],
+) -> None:
+    """Refuse (InputError naming both) an output that is an input, or another output.
+
+    `inputs` and `outputs` map an option ("--out", "MODEL") to a path (None: not given). Two
+    paths are the same file when they resolve to the same path (a symlink to the other, a
+    relative and an absolute spelling) or, when both exist, share a device and inode (a hard
+    link). Inputs that do not exist are skipped (their own check names them).
+    """
+    seen: list[tuple[str, str, Path, tuple[int, int] | None]] = []
+    for role, path in inputs.items():
+        if path is not None and Path(path).exists():
+            seen.append(("input", role, *_identity(Path(path))))
+    for role, path in outputs.items():
+        if path is None:
+            continue
+        resolved, inode = _identity(Path(path))
+        for kind, other, other_resolved, other_inode in seen:
+            if resolved == other_resolved or (inode is not None and inode == other_inode):
+                what = ("is the input" if kind == "input" else "is the same file as the "
+                        "output")
+                raise InputError(f"{role} {path} {what} {other} ({other_resolved}); "
+                                 "refusing to overwrite it: choose another output path")
+        seen.append(("output", role, resolved, inode))
 
 
 def _umask() -> int:

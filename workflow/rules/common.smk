@@ -1,4 +1,5 @@
 import math
+import sys
 import re
 import shlex
 from pathlib import Path
@@ -35,15 +36,18 @@ _SCHEMA = yaml.safe_load(
         Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
     ).read_text()
 )
-check_config_numbers(config, _SCHEMA, "", _SCHEMA.get("$defs", {}))
+try:
+    check_config_numbers(config, _SCHEMA, "", _SCHEMA.get("$defs", {}))
+except ValueError as _err:
+    sys.exit(f"rbmflow: {_err}")
 
 FAMILIES = list(config["families"])
 for _name, _family in config["families"].items():
     if _family["source"] == "pfam" and not re.fullmatch(
         r"PF\d{5}", _family.get("accession", _name)
     ):
-        raise ValueError(
-            f"config families.{_name}: 'source: pfam' needs 'accession: PFnnnnn' "
+        sys.exit(
+            f"rbmflow: config families.{_name}: 'source: pfam' needs 'accession: PFnnnnn' "
             f"(the family name {_name!r} is not a Pfam accession)"
         )
 RUNS = list(config["runs"])
@@ -80,6 +84,7 @@ def fetch_pfam_flags(wildcards):
         "accession": family.get("accession", wildcards.family),
         "alignment": family.get("alignment", "full"),
         "base_url": config["pfam_base_url"],
+        **config["fetch"],
     }
     return cli_flags(settings)
 

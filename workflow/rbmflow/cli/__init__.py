@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 # Idle OpenMP threads sleep instead of spinning: on a shared machine or cluster node, spinning
 # threads slow every job down. Must be set before torch is imported.
@@ -24,6 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rbmflow import __version__
 from rbmflow.errors import RbmflowError
+from rbmflow.provenance import refuse_output_onto_input
 
 STAGES = {
     "fetch": "fetch a family's alignment (InterPro, a local file, or the embedded example)",
@@ -86,8 +88,24 @@ def apply_compute_arguments(args: argparse.Namespace) -> None:
     args.device = resolve_device(args.device)
 
 
+def existing(path: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """`path` if it names an existing file, else None (also for a text too long to be one)."""
+    try:
+        return path if path is not None and os.path.isfile(path) else None
+    except (OSError, ValueError):
+        return None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (`rbmflow STAGE: error: ...`, exit 2),
+    without the usage text that `--help` shows."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rbmflow", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="rbmflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rbmflow {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
@@ -97,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(stage_parser)
         if stage in COMPUTE_STAGES:
             add_compute_arguments(stage_parser)
-        stage_parser.set_defaults(run=module.run)
+        stage_parser.set_defaults(run=module.run, files=getattr(module, "files", None))
     return parser
 
 
@@ -113,13 +131,30 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
     "equilibration_sweeps": (0, 100_000_000), "record_every": (0, 100_000_000),
     "triplets": (0, 10_000_000), "nn_samples": (1, 10_000_000),
     "nn_reference": (0, 100_000_000), "pca_components": (1, 1000), "attempts": (1, 1000),
-    "exact_max_hiddens": (0, 30),
+    "exact_max_hiddens": (0, 30), "refresh_sweeps": (1, 100_000), "refresh_every": (0, 100_000_000),
+    "pt_levels": (2, 1000), "max_levels": (2, 1000), "reference_chains": (0, 10_000_000),
+    "directions": (1, 1000), "backgrounds": (1, 1_000_000), "first": (-10**9, 10**9),
+    "checkpoint": (0, 10**12), "update": (0, 10**12),
 }
+# Bounds (inclusive) on the float options; a stage may refuse an end point with its own line.
+FLOAT_LIMITS: dict[str, tuple[float, float]] = {
+    "learning_rate": (0.0, 1e6), "lr_decay": (0.0, 1e6), "lr_decay_from": (0.0, 1.0),
+    "l1": (0.0, 1e6), "l2": (0.0, 1e6), "min_ess": (0.0, 1.0), "swap_threshold": (0.0, 1.0),
+    "identity": (0.0, 1.0), "max_gap_fraction": (0.0, 1.0), "test_fraction": (0.0, 1.0),
+    "beta": (0.0, 1e6), "swap_floor": (0.0, 1.0), "min_swap_rate": (0.0, 1.0),
+    "rhat_max": (1.0, 1e6), "z_max": (0.0, 1e6), "effect_max": (0.0, 1e6),
+    "pearson_tolerance": (0.0, 2.0), "pseudocount": (0.0, 1.0), "tolerance": (0.0, 1e6),
+    "min_coverage": (0.0, 1.0), "timeout": (0.0, 86_400.0), "deadline": (0.0, 604_800.0),
+    "backoff": (0.0, 3600.0), "min_rate": (0.0, 1e12), "min_rate_window": (0.0, 86_400.0),
+}
+# Longest text of the name options (family and run names become paths and titles).
+MAX_NAME = 100
+NAME_OPTIONS = ("family", "run_name", "chain")
 
 
 def check_numbers(args: argparse.Namespace) -> None:
-    """Refuse (RbmflowError naming the option) integers outside INT_LIMITS and any NaN or
-    infinite float option."""
+    """Refuse (RbmflowError naming the option) integers outside INT_LIMITS, floats outside
+    FLOAT_LIMITS, any NaN or infinite float option and names longer than MAX_NAME."""
     for name, value in vars(args).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -130,6 +165,13 @@ def check_numbers(args: argparse.Namespace) -> None:
                 raise RbmflowError(f"{flag} {value} is out of range: allowed {low} to {high}")
         elif isinstance(value, float) and not math.isfinite(value):
             raise RbmflowError(f"{flag} must be a finite number, got {value}")
+        elif isinstance(value, float) and name in FLOAT_LIMITS:
+            low_f, high_f = FLOAT_LIMITS[name]
+            if not low_f <= value <= high_f:
+                raise RbmflowError(f"{flag} {value:g} is out of range: allowed {low_f:g} to "
+                                   f"{high_f:g}")
+        elif isinstance(value, str) and name in NAME_OPTIONS and len(value) > MAX_NAME:
+            raise RbmflowError(f"{flag} is {len(value)} characters long: at most {MAX_NAME}")
 
 
 def os_error_message(err: OSError) -> str:
@@ -142,6 +184,15 @@ def os_error_message(err: OSError) -> str:
     return " ".join(text.split())
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that every clean-up runs (as Ctrl-C raises
+    KeyboardInterrupt); not an Exception, so that no `except Exception` swallows it."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -150,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit: an OSError (EFBIG), not a kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: SIGTERM keeps its handler
+        previous_sigterm = None
+    try:
         check_numbers(args)
+        if args.files is not None:
+            refuse_output_onto_input(*args.files(args))
         if args.stage in COMPUTE_STAGES:
             apply_compute_arguments(args)
         args.run(args)
@@ -164,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rbmflow {args.stage}: error: out of memory; use smaller settings or inputs",
               file=sys.stderr)
         return 1
+    except (Terminated, KeyboardInterrupt) as err:
+        signum = err.args[0] if isinstance(err, Terminated) else signal.SIGINT
+        print(f"rbmflow {args.stage}: error: interrupted by {signal.Signals(signum).name}; "
+              "no output of this run was completed", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     return 0
 
 

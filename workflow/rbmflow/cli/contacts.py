@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option: no output may be an input."""
+    return ({"MODEL": args.model, "--alignment": args.alignment, "--structure": args.structure},
+            {"--out": args.out, "--ppv-json": args.ppv_json, "--export-dca": args.export_dca,
+             "--export-npz": args.export_npz})
+
+
 def run(args: argparse.Namespace) -> None:
     from rbmflow.evaluation.contacts import run_stage
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from rbmflow.cli import existing
 from rbmflow.data.fetch import ALIGNMENT_TYPES, DEFAULT_BASE_URL, RetryPolicy, run_stage
 from rbmflow.errors import InputError
 
@@ -29,15 +31,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=RetryPolicy.timeout_s,
                         help="seconds a connect or a read may block (default: %(default)s)")
     parser.add_argument("--deadline", type=float, default=RetryPolicy.deadline_s,
-                        help="seconds one whole download may take (default: %(default)s)")
+                        help="seconds the whole download may take, every attempt and wait "
+                             "included (default: %(default)s)")
+    parser.add_argument("--min-rate", type=float, default=RetryPolicy.min_rate_bps,
+                        help="bytes per second under which a transfer is abandoned (and "
+                             "retried); 0: no minimum (default: %(default)s)")
+    parser.add_argument("--min-rate-window", type=float,
+                        default=RetryPolicy.min_rate_window_s,
+                        help="seconds over which --min-rate is measured (default: %(default)s)")
+
+
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs): a local --source may not be the source.json written."""
+    return ({"--source": existing(args.source)},
+            {"--outdir/source.json": Path(args.outdir) / "source.json"})
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.attempts < 1 or args.timeout <= 0 or args.backoff < 0 or args.deadline <= 0:
-        raise InputError("need --attempts >= 1, --timeout > 0, --deadline > 0 and "
-                         "--backoff >= 0")
+    if (args.attempts < 1 or args.timeout <= 0 or args.backoff < 0 or args.deadline <= 0
+            or args.min_rate < 0 or args.min_rate_window <= 0):
+        raise InputError("need --attempts >= 1, --timeout > 0, --deadline > 0, "
+                         "--backoff >= 0, --min-rate >= 0 and --min-rate-window > 0")
     policy = RetryPolicy(attempts=args.attempts, backoff_s=args.backoff, timeout_s=args.timeout,
-                         deadline_s=args.deadline)
+                         deadline_s=args.deadline, min_rate_bps=args.min_rate,
+                         min_rate_window_s=args.min_rate_window)
     record = run_stage(args.family, args.source, args.outdir, accession=args.accession,
                           alignment=args.alignment, base_url=args.base_url, policy=policy)
     print(f"{args.family}: {record['alignment_path']} ({record['bytes']} bytes, "

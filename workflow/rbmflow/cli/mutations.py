@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rbmflow.cli import existing
 from rbmflow.cli.score import add_family_arguments
 from rbmflow.evaluation.scoring import mutations_stage
 
@@ -32,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON: coverage, the wild type's columns, provenance "
                              "(default: --out with .json)")
     add_family_arguments(parser)
+
+
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option, the default --heatmap and --summary included."""
+    return ({"MODEL": args.model, "DATA": args.data, "--wildtype": existing(args.wildtype)},
+            {"--out": args.out, "--heatmap": args.heatmap or args.out.with_suffix(".png"),
+             "--summary": args.summary or args.out.with_suffix(".json")})
 
 
 def run(args: argparse.Namespace) -> None:

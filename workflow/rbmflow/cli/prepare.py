@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from rbmflow.data.alignment import AMBIGUOUS_RULES, FORMATS
-from rbmflow.data.prepare import SPLITS, PrepareSettings, run_stage
+from rbmflow.data.prepare import SPLITS, PrepareSettings, resolve_source, run_stage
+from rbmflow.errors import RbmflowError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--identity graph on one side (default %(default)s)")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="input format (default: from source.json, else sniffed)")
+
+
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option: no output may be an input, nor the alignment a
+    source.json points to."""
+    inputs: dict = {"SOURCE": args.source}
+    try:
+        inputs["the alignment of SOURCE"] = resolve_source(args.source).alignment
+    except RbmflowError:
+        pass  # the stage names the problem
+    return inputs, {"--out": args.out, "--summary": args.summary}
 
 
 def run(args: argparse.Namespace) -> None:

@@ -61,8 +61,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="summary CSV (an HTML table is written beside it)")
 
 
+REPORT_FILES = ("metrics.json", "report.html", *(f"{name}.png" for name in (
+    "site_frequencies", "correlations", "pca", "hamming", "energy", "logos", "training",
+    "loglik_trajectory", "sampling", "mutations", "contacts_ppv", "contact_map", "hidden_units",
+    "hidden_inputs")))
+INPUT_OPTIONS = ("data", "samples", "sampling", "model", "train_log", "loglik", "trajectory",
+                 "mutations_heatmap", "mutations_summary", "contacts", "structure")
+
+
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option: no input may be replaced by the report's files."""
+    if args.summary:
+        inputs = {f"--summary {path}": path for path in args.summary}
+        out = args.out
+        return inputs, ({} if out is None else {"--out": out,
+                                                "--out (.html)": out.with_suffix(".html")})
+    inputs = {f"--{flag.replace('_', '-')}": getattr(args, flag) for flag in INPUT_OPTIONS}
+    if args.outdir is None:
+        return inputs, {}
+    return inputs, {f"--outdir ({name})": args.outdir / name for name in REPORT_FILES}
+
+
 def run(args: argparse.Namespace) -> None:
-    from rbmflow.provenance import nothing_new_on_failure
+    from rbmflow.provenance import folder_built_aside
     from rbmflow.report import ReportInputs, run_stage, summarize
 
     if args.summary:
@@ -89,5 +110,8 @@ def run(args: argparse.Namespace) -> None:
                           args.loglik, args.trajectory, args.mutations_heatmap,
                           args.mutations_summary, contacts=args.contacts,
                           structure=args.structure, structure_chain=args.chain)
-    with nothing_new_on_failure(args.outdir):  # no figures without their report
-        run_stage(inputs, args.outdir, settings, args.device, args.family, args.run_name)
+    family = args.family if args.family is not None else args.outdir.parent.parent.name
+    run_name = args.run_name if args.run_name is not None else args.outdir.parent.name
+    # built aside and renamed at the end: no figures without their report, even after a kill
+    with folder_built_aside(args.outdir, last=("metrics.json", "report.html")) as folder:
+        run_stage(inputs, folder, settings, args.device, family, run_name)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rbmflow.cli import parse_bool
+from rbmflow.data.dataset import load_training
 from rbmflow.errors import InputError
 from rbmflow.sampling.mixing import Criteria
 from rbmflow.sampling.sample import METHODS, MODES, SamplingSettings, run_stage
@@ -94,10 +95,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accepted Pearson difference, random vs data-start chains")
 
 
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option: no output may be an input."""
+    return ({"MODEL": args.model, "DATA": args.data},
+            {"--out": args.out, "--info": args.info})
+
+
 def run(args: argparse.Namespace) -> None:
     for role, path in (("model", args.model), ("alignment", args.data)):
         if not Path(path).is_file():
             raise InputError(f"{path}: {role} file not found")
+    load_training(args.data)  # one line for an empty or weightless train split
     settings = SamplingSettings(
         chains=args.chains, sweeps=args.sweeps, beta=args.beta, seed=args.seed, mode=args.mode,
         record_every=args.record_every, auto_extend=args.auto_extend,

@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_family_arguments(parser)
 
 
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option, the default --summary included."""
+    return ({"MODEL": args.model, "SEQUENCES": args.sequences, "--data": args.data,
+             "--loglik": args.loglik},
+            {"--out": args.out, "--summary": args.summary or args.out.with_suffix(".json")})
+
+
 def run(args: argparse.Namespace) -> None:
     mappings = score_stage(args.model, args.sequences, args.out, args.data, args.loglik,
                            args.summary, args.mode, args.max_evalue, args.min_coverage,

@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from rbmflow.cli import number_or_auto, parse_bool
+from rbmflow.data.dataset import load_training
 from rbmflow.training.train import METHODS, TrainSettings, run_stage
 
 
@@ -72,7 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="progress bar (default: only on a terminal)")
 
 
+def files(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(inputs, outputs) by option: no output may be an input (--out is read to resume)."""
+    return {"ALIGNMENT": args.alignment}, {"--out": args.out, "--log": args.log}
+
+
 def run(args: argparse.Namespace) -> None:
+    load_training(args.alignment)  # one line for an empty or weightless train split
     settings = TrainSettings(**{f.name: getattr(args, f.name) for f in fields(TrainSettings)
                                 if hasattr(args, f.name)})
     run_stage(args.alignment, args.out, args.log, settings, args.device, family=args.family,

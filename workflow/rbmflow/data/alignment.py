@@ -339,7 +339,7 @@ def encode_alignment(raw: RawAlignment, ambiguous: str = "gap") -> Encoded:
     is_ambiguous = codes == _AMBIGUOUS
     ambiguous_counts = is_ambiguous.sum(axis=1).astype(np.int64)
     codes[is_ambiguous] = 0
-    return Encoded(codes=codes, names=np.asarray(raw.names, dtype=str), columns=columns,
+    return Encoded(codes=codes, names=np.asarray(raw.names, dtype=object), columns=columns,
                    input_columns=input_columns, ambiguous=ambiguous_counts, format=raw.format)
 
 

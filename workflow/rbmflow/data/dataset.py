@@ -1,8 +1,12 @@
 """The encoded alignment (`alignment.npz`) that every stage after `prepare` reads.
 
 Layout: `codes` uint8 (M, L) alphabet indices; `weights` float32 (M);
-`split` uint8 (M), 0 train and 1 test; `names` str (M); `columns` int (kept positions of the
-input alignment, 0-based); `alphabet` str. Loaded with allow_pickle=False.
+`split` uint8 (M), 0 train and 1 test; `names_utf8` uint8 (the names' UTF-8 bytes end to
+end) and `names_offsets` int64 (M + 1; name m is bytes offsets[m]:offsets[m + 1]); `names`
+str (M) as well while that fixed-width copy stays under NAMES_COPY_BYTES (numpy stores every
+name at the width of the longest, so one huge name would cost M times its size); `columns`
+int (kept positions of the input alignment, 0-based); `alphabet` str. Loaded with
+allow_pickle=False; files with `names` only (older ones) load too.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +26,8 @@ from rbmflow.provenance import FORMAT_VERSION, atomic_path
 
 TRAIN, TEST = 0, 1
 MAX_BYTES = 2**31  # decompressed size of all arrays of an alignment.npz, checked before reading
-_REQUIRED = ("codes", "weights", "split", "names", "columns", "alphabet")
+_REQUIRED = ("codes", "weights", "split", "columns", "alphabet")
+NAMES_COPY_BYTES = 1 << 26  # the fixed-width `names` copy is written only under this size
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class EncodedAlignment:
     codes: np.ndarray  # uint8 (M, L)
     weights: np.ndarray  # float32 (M,)
     split: np.ndarray  # uint8 (M,)
-    names: np.ndarray  # str (M,)
+    names: np.ndarray  # str or object array of str (M,)
     columns: np.ndarray  # int64 (L,)
     alphabet: str
     provenance: dict | None = None
@@ -61,15 +67,58 @@ class EncodedAlignment:
         return torch.from_numpy(self.weights).to(device=device, dtype=dtype)
 
 
+def load_training(path: str | os.PathLike[str]) -> EncodedAlignment:
+    """The train part of the alignment.npz at `path`; InputError if it holds no sequence or
+    its weights sum to zero (nothing to average over)."""
+    train = load_encoded(path).subset(TRAIN)
+    if train.num_sequences == 0:
+        raise InputError(f"{path}: no sequence in the train split")
+    if not float(train.weights.astype(np.float64).sum()) > 0:
+        raise InputError(f"{path}: the weights of the {train.num_sequences} training "
+                         "sequences are all zero")
+    return train
+
+
+def pack_names(names: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes uint8, offsets int64 (M + 1)) of `names`: memory linear in their total
+    length, whatever the longest."""
+    encoded = [str(name).encode("utf-8", "surrogateescape") for name in names]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(item) for item in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def unpack_names(path: Path, raw: np.ndarray, offsets: np.ndarray, count: int) -> np.ndarray:
+    """Object array of the `count` names packed by `pack_names` (InputError if inconsistent)."""
+    if (raw.ndim != 1 or raw.dtype != np.uint8 or offsets.shape != (count + 1,)
+            or offsets.dtype.kind not in "iu" or offsets[0] != 0
+            or offsets[-1] != raw.size or (np.diff(offsets) < 0).any()):
+        raise InputError(f"{path}: names_utf8 and names_offsets are inconsistent (expected "
+                         f"{count + 1} non-decreasing offsets from 0 to the {raw.size} bytes)")
+    data = raw.tobytes()
+    try:
+        items = [data[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:],
+                                                             strict=True)]
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: names_utf8 is not UTF-8 ({err})") from err
+    out = np.empty(count, dtype=object)
+    out[:] = items
+    return out
+
+
 def save_encoded(path: str | os.PathLike[str], data: EncodedAlignment) -> None:
     """Write `data` to an NPZ archive atomically, provenance as a JSON string."""
+    names_utf8, names_offsets = pack_names(data.names)
+    widest = int(np.diff(names_offsets).max()) if len(data.names) else 0
+    copy = ({"names": np.asarray(data.names, dtype=str)}
+            if 4 * widest * len(data.names) <= NAMES_COPY_BYTES else {})
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(
             handle,
             codes=data.codes.astype(np.uint8),
             weights=data.weights.astype(np.float32),
             split=data.split.astype(np.uint8),
-            names=np.asarray(data.names, dtype=str),
+            names_utf8=names_utf8, names_offsets=names_offsets, **copy,
             columns=np.asarray(data.columns, dtype=np.int64),
             alphabet=np.asarray(data.alphabet),
             format_version=np.asarray(FORMAT_VERSION),
@@ -104,6 +153,15 @@ def load_encoded(path: str | os.PathLike[str]) -> EncodedAlignment:
             if missing:
                 raise InputError(f"{path}: missing arrays {sorted(missing)}")
             arrays = {name: archive[name] for name in _REQUIRED}
+            if "names_utf8" in archive.files and "names_offsets" in archive.files:
+                codes = arrays["codes"]
+                arrays["names"] = (unpack_names(path, archive["names_utf8"],
+                                                archive["names_offsets"], codes.shape[0])
+                                   if codes.ndim == 2 else np.empty(0, dtype=object))
+            elif "names" in archive.files:
+                arrays["names"] = archive["names"]
+            else:
+                raise InputError(f"{path}: missing arrays ['names_utf8'] (or 'names')")
             prov = None
             if "provenance" in archive.files:
                 try:
@@ -141,7 +199,7 @@ def _validated(path: Path, arrays: dict[str, np.ndarray], prov: dict | None
         raise InputError(f"{path}: weights must be finite non-negative numbers")
     if split.dtype.kind not in "iub" or not np.isin(split, (TRAIN, TEST)).all():
         raise InputError(f"{path}: split must hold only 0 (train) and 1 (test)")
-    if columns.dtype.kind not in "iu" or names.dtype.kind not in "US":
+    if columns.dtype.kind not in "iu" or names.dtype.kind not in "USO":
         raise InputError(f"{path}: columns must be integers and names strings")
     if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= len(alphabet)):
         bad = np.argwhere((codes < 0) | (codes >= len(alphabet)))[0]

@@ -73,9 +73,12 @@ class RetryPolicy:
 
     `attempts` tries in all; after failed try k (1-based) wait `backoff_s * 2**(k-1)`
     seconds, capped at `max_backoff_s`. `timeout_s` bounds each blocking socket operation
-    (connect, or one read); `deadline_s` bounds each whole transfer (a server sending a byte
-    now and then). `max_bytes` bounds the body as received, `max_decompressed_bytes` the
-    alignment once decompressed (a gzip bomb); both are refused, not retried.
+    (connect, or one read); `deadline_s` bounds the whole download, every attempt and the
+    waits between them included (a server sending a byte now and then, headers included).
+    A transfer slower than `min_rate_bps` bytes per second over `min_rate_window_s` seconds
+    is abandoned (and retried), as curl's speed limit (0: no minimum rate). `max_bytes`
+    bounds the body as received, `max_decompressed_bytes` the alignment once decompressed (a
+    gzip bomb); both are refused, not retried.
     """
 
     attempts: int = 5
@@ -83,6 +86,8 @@ class RetryPolicy:
     max_backoff_s: float = 60.0
     timeout_s: float = 60.0
     deadline_s: float = 3600.0
+    min_rate_bps: float = 1024.0
+    min_rate_window_s: float = 60.0
     max_bytes: int = 4 << 30
     max_decompressed_bytes: int = 32 << 30
 
@@ -91,6 +96,8 @@ class RetryPolicy:
             raise ValueError(f"attempts must be >= 1, got {self.attempts}")
         if self.timeout_s <= 0 or self.backoff_s < 0 or self.deadline_s <= 0:
             raise ValueError("timeout_s and deadline_s must be > 0 and backoff_s >= 0")
+        if self.min_rate_bps < 0 or self.min_rate_window_s <= 0:
+            raise ValueError("min_rate_bps must be >= 0 and min_rate_window_s > 0")
         if self.max_bytes < 1 or self.max_decompressed_bytes < 1:
             raise ValueError("max_bytes and max_decompressed_bytes must be positive")
 
@@ -351,18 +358,43 @@ def _download_with_retries(
     url: str, dest: Path, policy: RetryPolicy, accession: str, alignment: str
 ) -> tuple[_Response, int]:
     last: _TransientError | None = None
+    deadline = time.monotonic() + policy.deadline_s
     for attempt in range(1, policy.attempts + 1):
         try:
-            return _download_once(url, dest, policy, accession, alignment), attempt
+            with _alarm_at(deadline):
+                return _download_once(url, dest, policy, accession, alignment,
+                                      deadline), attempt
         except _TransientError as err:
             last = err
-            if attempt < policy.attempts:
-                wait = min(max(policy.delay(attempt), err.retry_after_s), policy.max_backoff_s)
+            wait = min(max(policy.delay(attempt), err.retry_after_s), policy.max_backoff_s)
+            if attempt < policy.attempts and time.monotonic() + wait < deadline:
                 log.warning("attempt %d/%d for %s failed (%s); retrying in %.1f s",
                             attempt, policy.attempts, url, err.detail, wait)
                 time.sleep(wait)
+            elif attempt < policy.attempts:
+                break  # no time left for another attempt
     assert last is not None
     raise FetchError(_give_up_message(url, last, policy))
+
+
+@contextmanager
+def _alarm_at(deadline: float) -> Iterator[None]:
+    """Raise TimeoutError in the main thread at the monotonic time `deadline`, wherever the
+    download blocks (reading headers too); elsewhere than the main thread, a no-op."""
+    def handler(_signum: int, _frame: Any) -> None:
+        raise TimeoutError("deadline")
+
+    try:
+        previous = signal.signal(signal.SIGALRM, handler)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGALRM
+        yield
+        return
+    try:
+        signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _give_up_message(url: str, err: _TransientError, policy: RetryPolicy) -> str:
@@ -383,12 +415,12 @@ def _give_up_message(url: str, err: _TransientError, policy: RetryPolicy) -> str
 
 
 def _download_once(
-    url: str, dest: Path, policy: RetryPolicy, accession: str, alignment: str
+    url: str, dest: Path, policy: RetryPolicy, accession: str, alignment: str,
+    deadline: float,
 ) -> _Response:
-    """One GET of `url` into `dest`, raw bytes as received (no decoding), within the
-    policy's deadline and byte bound."""
-    timeout_s = policy.timeout_s
-    deadline = time.monotonic() + policy.deadline_s
+    """One GET of `url` into `dest`, raw bytes as received (no decoding), before the
+    monotonic time `deadline`, within the policy's byte bound and minimum rate."""
+    timeout_s = min(policy.timeout_s, max(deadline - time.monotonic(), 0.001))
     request = urllib.request.Request(url, headers={
         "Accept-Encoding": "gzip",
         "Accept": "text/plain, application/octet-stream, */*;q=0.1",
@@ -442,12 +474,22 @@ def _stream_to(response: Any, dest: Path | None, deadline: float, policy: RetryP
     """Copy the body to `dest` (None: discard), refusing more than `policy.max_bytes` and
     giving up (a timeout, retried) at the monotonic time `deadline`; the bytes received."""
     received = 0
+    window_start, window_bytes = time.monotonic(), 0
     with open(dest, "wb") if dest is not None else ExitStack() as out:
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 raise _TransientError("timeout", f"the transfer passed its deadline of "
                                       f"{policy.deadline_s:g} s ({received} bytes received)")
+            if now - window_start >= policy.min_rate_window_s:
+                rate = (received - window_bytes) / (now - window_start)
+                if rate < policy.min_rate_bps:
+                    raise _TransientError(
+                        "timeout", f"the transfer ran at {rate:.0f} bytes/s over "
+                        f"{now - window_start:.0f} s, under the minimum rate of "
+                        f"{policy.min_rate_bps:g} bytes/s ({received} bytes received)")
+                window_start, window_bytes = now, received
             _limit_socket_wait(response, min(policy.timeout_s, remaining))
             block = response.read1(_CHUNK)
             if not block:

@@ -59,7 +59,7 @@ def read_distance_table(path: str | os.PathLike[str], length: int) -> Structure:
     try:
         with opener(path, "rt") as handle:
             lines = handle.readlines()
-    except OSError as err:
+    except (OSError, UnicodeDecodeError, EOFError) as err:
         raise InputError(f"{path}: not a readable distance table ({err})") from err
     for number, line in enumerate(lines, start=1):
         fields = line.split()
@@ -384,7 +384,7 @@ def run_stage(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
     exports, and the PPVs against `structure` (logged; written to `ppv_json`)."""
     from rbmflow.data.dataset import TRAIN, load_encoded
     from rbmflow.model.archive import load_chains, load_rbm, read_metadata
-    from rbmflow.provenance import write_json
+    from rbmflow.provenance import nothing_written_on_failure, write_json
 
     if num_backgrounds < 1:
         raise InputError("--backgrounds must be positive")
@@ -398,6 +398,8 @@ def run_stage(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
             data = load_encoded(alignment).subset(TRAIN)
         except ValueError as err:
             raise InputError(str(err)) from err
+        if data.num_sequences == 0 or not float(data.weights.sum()) > 0:
+            raise InputError(f"{alignment}: no training sequence with a positive weight")
         if (data.length, data.num_states) != (model.num_visibles, model.num_states):
             raise InputError(f"{alignment}: L={data.length}, q={data.num_states}; the "
                              f"model has L={model.num_visibles}, q={model.num_states}")
@@ -409,19 +411,7 @@ def run_stage(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
     if alphabet is None or len(alphabet) != model.num_states:
         raise InputError(f"{model_path}: the archive names no alphabet of {model.num_states} "
                          "letters; give --alignment")
-    result = predict_contacts(model, backgrounds, weights, method, num_backgrounds,
-                              seed)
-    write_contacts_csv(out, result.ranked)
-    log.info("wrote %s (%d pairs; method %s, %d backgrounds)", out, len(result.ranked),
-             method, result.num_backgrounds)
-    if export_dca is not None:
-        write_adabmdca(export_dca, result.couplings, result.fields, alphabet)
-        log.info("wrote %s", export_dca)
-    if export_npz is not None:
-        write_npz(export_npz, result.couplings, result.fields, alphabet, result.scores,
-                  method)
-        log.info("wrote %s", export_npz)
-    if structure is not None:
+    if structure is not None:  # read before anything is written: a bad file leaves nothing
         reference = None
         if chain is not None:
             codes = backgrounds.cpu().numpy()
@@ -429,7 +419,21 @@ def run_stage(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
                  torch.ones(codes.shape[0]).numpy())
             reference = consensus_sequence(codes, w, alphabet)
         structure = read_structure(structure, model.num_visibles, chain, reference)
-        summary = ppv_summary(result.scores, structure)
-        log.info("PPV vs %s: %s", structure.source, json.dumps(summary))
-        if ppv_json is not None:
-            write_json(ppv_json, summary)
+    result = predict_contacts(model, backgrounds, weights, method, num_backgrounds,
+                              seed)
+    with nothing_written_on_failure() as written:
+        write_contacts_csv(written(out), result.ranked)
+        log.info("wrote %s (%d pairs; method %s, %d backgrounds)", out, len(result.ranked),
+                 method, result.num_backgrounds)
+        if export_dca is not None:
+            write_adabmdca(written(export_dca), result.couplings, result.fields, alphabet)
+            log.info("wrote %s", export_dca)
+        if export_npz is not None:
+            write_npz(written(export_npz), result.couplings, result.fields, alphabet,
+                      result.scores, method)
+            log.info("wrote %s", export_npz)
+        if structure is not None:
+            summary = ppv_summary(result.scores, structure)
+            log.info("PPV vs %s: %s", structure.source, json.dumps(summary))
+            if ppv_json is not None:
+                write_json(written(ppv_json), summary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rbmflow.errors import InputError
 from rbmflow.model.rbm import one_hot
 
 
@@ -30,9 +31,30 @@ def site_frequencies(codes: Tensor, num_states: int, weights: Tensor | None = No
     return counts.view(L, num_states)
 
 
+MAX_PAIR_ENTRIES = 2**28  # (L q)^2 entries of the pair statistics: 2 GiB in float64
+
+
+def pair_statistics_fit(length: int, num_states: int) -> bool:
+    """Whether the (L q)^2 pair statistics of L columns and q states stay within
+    MAX_PAIR_ENTRIES."""
+    return (length * num_states) ** 2 <= MAX_PAIR_ENTRIES
+
+
+def check_pair_size(length: int, num_states: int) -> None:
+    """InputError naming the size when the pair statistics would exceed MAX_PAIR_ENTRIES."""
+    if not pair_statistics_fit(length, num_states):
+        size = (length * num_states) ** 2
+        raise InputError(
+            f"the pair statistics of L = {length} columns x q = {num_states} states hold "
+            f"(L q)^2 = {size} values ({size * 8 / 2**30:.1f} GiB in float64), more than the "
+            f"limit of {MAX_PAIR_ENTRIES}; use fewer columns (prepare: max_gap_fraction, or "
+            "a shorter alignment)")
+
+
 def pair_frequencies(codes: Tensor, num_states: int, weights: Tensor | None = None,
                      dtype: torch.dtype = torch.float64, chunk: int = 4096) -> Tensor:
     """f_ij(a, b), shape (L, q, L, q); the diagonal blocks i = j hold diag(f_i)."""
+    check_pair_size(codes.shape[1], num_states)
     w = _normalised_weights(codes, weights, dtype)
     L = codes.shape[1]
     out = torch.zeros(L * num_states, L * num_states, device=codes.device, dtype=dtype)

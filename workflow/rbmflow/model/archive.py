@@ -8,7 +8,11 @@ Layout, compatible with `rbms.io.load_params` / `rbms.io.load_model`:
                                 L1, L2 in rbms' convention L1 sum|theta| + L2 sum theta^2,
                                 weight_l1, weight_l2 rbmflow's l1 sum|W| + (l2/2) sum W^2)
     parallel_chains             (C, L) float32: state indices of the chains at the last checkpoint
+                                (attribute rbmflow_sha256: their checksum, as above)
     update_{n}/params/          weight_matrix (L, q, Nh), vbias (L, q), hbias (Nh)
+    update_{n}.attrs            rbmflow_sha256: checksum of the three parameter arrays, written
+                                with them and verified on every read (archives of `rbms`,
+                                which lack it, load unverified)
     update_{n}/time             cumulative training seconds at update n
     update_{n}/torch_rng_state, numpy_rng_arg0..4   global RNG states (what `rbms` restores)
     update_{n}/rbmflow_rng_state  uint8 state of the training torch.Generator (resume)
@@ -29,6 +33,7 @@ checkpoint do not grow with the number of checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -55,6 +60,19 @@ _REQUIRED_HYPERPARAMETERS = ("batch_size", "gibbs_steps", "learning_rate", "L1",
 _NUMERIC_HYPERPARAMETERS = (*_REQUIRED_HYPERPARAMETERS, "num_visibles", "num_states", "updates")
 _PIECE_NAME = re.compile(r"update_(\d+)\.h5")
 MAX_PARAMETERS = 2**28  # elements of one parameter array read from an archive (1 GiB float32)
+CHECKSUM_ATTR = "rbmflow_sha256"
+MAX_COMPRESSION = 100  # declared bytes / stored bytes of a compressed dataset, at most
+
+
+def checksum(arrays: dict[str, np.ndarray]) -> str:
+    """Hex sha256 of named arrays: each name, dtype, shape and C-order bytes, in the given
+    order (what `CHECKSUM_ATTR` holds)."""
+    digest = hashlib.sha256()
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def save_checkpoint(
@@ -91,9 +109,12 @@ def save_checkpoint(
             del f[key]
         group = f.create_group(key)
         params = group.create_group("params")
-        for name, tensor in model.named_parameters().items():
-            params[name] = tensor.detach().to("cpu", torch.float32).numpy()
+        arrays = {name: tensor.detach().to("cpu", torch.float32).numpy()
+                  for name, tensor in model.named_parameters().items()}
+        for name, array in arrays.items():
+            params[name] = array
             group[name] = params[name]  # hard link, as `rbms` writes for older readers
+        group.attrs[CHECKSUM_ATTR] = checksum({name: arrays[name] for name in _PARAM_NAMES})
         group["time"] = float(time_s)
         group["torch_rng_state"] = torch.get_rng_state().numpy()
         np_state = np.random.get_state()  # noqa: NPY002 (what `rbms` restores)
@@ -109,6 +130,7 @@ def save_checkpoint(
             if "parallel_chains" in f:
                 del f["parallel_chains"]
             f["parallel_chains"] = chain_array
+        f["parallel_chains"].attrs[CHECKSUM_ATTR] = checksum({"parallel_chains": chain_array})
         meta = f.require_group(METADATA_GROUP)
         meta.attrs["format_version"] = FORMAT_VERSION
         meta.attrs["metadata_json"] = json.dumps(metadata, default=json_default)
@@ -239,29 +261,56 @@ def _dataset(f: h5py.File, name: str, path: str | os.PathLike[str],
     if node.size > max_size:
         raise InputError(f"{path}: {name} declares shape {node.shape} ({node.size} values), "
                          f"more than the limit of {max_size}")
+    _check_storage(node, name, path)
     return node
+
+
+def _check_storage(node: h5py.Dataset, name: str, path: str | os.PathLike[str]) -> None:
+    """Refuse, before reading, a dataset whose declared size its stored bytes cannot hold: an
+    uncompressed one storing less than it declares (a shape edited, data never written), or a
+    compressed one declaring over MAX_COMPRESSION times what it stores."""
+    declared = node.size * node.dtype.itemsize
+    if declared <= 1 << 16:
+        return
+    stored = node.id.get_storage_size()
+    plist = node.id.get_create_plist()
+    compressed = any(plist.get_filter(i)[0] not in (h5py.h5z.FILTER_SHUFFLE,
+                                                    h5py.h5z.FILTER_FLETCHER32)
+                     for i in range(plist.get_nfilters()))
+    if (not compressed and stored < declared) or (
+            compressed and declared > MAX_COMPRESSION * stored + (1 << 20)):
+        raise InputError(f"{path}: {name} declares shape {node.shape} ({declared} bytes) but "
+                         f"the file stores {stored} bytes for it; the archive is damaged")
 
 
 def _parameters(f: h5py.File, update: int, path: str | os.PathLike[str]) -> list[np.ndarray]:
     """weight_matrix (L, q, Nh), vbias (L, q), hbias (Nh) of `update_{update}`, validated:
-    shapes consistent, values finite (InputError naming the file and the array otherwise)."""
-    arrays = [np.asarray(_dataset(f, f"update_{update}/params/{name}", path)[()])
-              for name in _PARAM_NAMES]
-    weight_matrix, vbias, hbias = arrays
-    if (weight_matrix.ndim != 3 or vbias.ndim != 2 or hbias.ndim != 1
-            or vbias.shape != weight_matrix.shape[:2] or hbias.shape != weight_matrix.shape[2:]
-            or 0 in weight_matrix.shape):
+    shapes consistent (checked on the declared shapes, before reading), checksum as written
+    (when the archive has one), values finite (InputError naming the file and the array
+    otherwise)."""
+    nodes = [_dataset(f, f"update_{update}/params/{name}", path) for name in _PARAM_NAMES]
+    w_shape, v_shape, h_shape = (node.shape for node in nodes)
+    if (len(w_shape) != 3 or len(v_shape) != 2 or len(h_shape) != 1
+            or v_shape != w_shape[:2] or h_shape != w_shape[2:] or 0 in w_shape):
         raise InputError(
             f"{path}: update_{update}: inconsistent parameter shapes: weight_matrix "
-            f"{weight_matrix.shape}, vbias {vbias.shape}, hbias {hbias.shape} (expected "
-            "(L, q, Nh), (L, q), (Nh,))")
+            f"{w_shape}, vbias {v_shape}, hbias {h_shape} (expected (L, q, Nh), (L, q), (Nh,))")
+    arrays = [np.asarray(node[()]) for node in nodes]
     for name, array in zip(_PARAM_NAMES, arrays, strict=True):
         if not np.isfinite(array).all():
             raise InputError(f"{path}: update_{update}/params/{name} holds NaN or inf")
+    expected = f[f"update_{update}"].attrs.get(CHECKSUM_ATTR)
+    if expected is not None:
+        expected = expected.decode() if isinstance(expected, bytes) else str(expected)
+        if checksum(dict(zip(_PARAM_NAMES, arrays, strict=True))) != expected:
+            raise InputError(f"{path}: update_{update}: the parameters do not match the "
+                             "checksum written with them; the archive is damaged")
     return arrays
 
 
 def _complete_updates(f: h5py.File) -> list[int]:
+    """Sorted numbers of the `update_{n}` groups; InputError if one lacks a parameter array
+    (a damaged archive: never silently fall back on an older checkpoint)."""
     updates = []
     for key in f:
         if not key.startswith("update_"):
@@ -274,10 +323,14 @@ def _complete_updates(f: h5py.File) -> list[int]:
             raise InputError(f"{f.filename}: {key} is an external link; archives must be "
                              "self-contained")
         group = f.get(key)
-        if not isinstance(group, h5py.Group):
-            continue
-        if "params" in group and all(name in group["params"] for name in _PARAM_NAMES):
-            updates.append(n)
+        lacking = [name for name in _PARAM_NAMES
+                   if not isinstance(group, h5py.Group) or "params" not in group
+                   or not isinstance(group["params"], h5py.Group) or name not in group["params"]]
+        if lacking:
+            raise InputError(f"{f.filename}: checkpoint {key} is incomplete (no params/"
+                             f"{lacking[0]}); the archive is damaged or was cut short: train "
+                             "again rather than fall back on an older checkpoint")
+        updates.append(n)
     return sorted(updates)
 
 
@@ -313,7 +366,13 @@ def load_chains(path: str | os.PathLike[str], device: torch.device | str = "cpu"
     with _open(path) as f:
         if "parallel_chains" not in f:
             raise InputError(f"{path}: no parallel_chains")
-        chains = np.asarray(_dataset(f, "parallel_chains", path)[()])
+        node = _dataset(f, "parallel_chains", path)
+        chains = np.asarray(node[()])
+        expected = node.attrs.get(CHECKSUM_ATTR)
+        if expected is not None and checksum({"parallel_chains": chains}) != (
+                expected.decode() if isinstance(expected, bytes) else str(expected)):
+            raise InputError(f"{path}: parallel_chains do not match the checksum written with "
+                             "them; the archive is damaged")
     if chains.ndim != 2 or not np.isfinite(chains).all() or (chains.size and chains.min() < 0):
         raise InputError(f"{path}: parallel_chains must be a 2-D array of state indices, got "
                          f"shape {chains.shape}")

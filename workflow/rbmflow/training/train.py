@@ -49,7 +49,12 @@ from tqdm import tqdm
 from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
 from rbmflow.data.subfamilies import Separation, separation
 from rbmflow.errors import InputError, RbmflowError
-from rbmflow.evaluation.stats import connected_correlations, pearson
+from rbmflow.evaluation.stats import (
+    MAX_PAIR_ENTRIES,
+    connected_correlations,
+    pair_statistics_fit,
+    pearson,
+)
 from rbmflow.model import archive
 from rbmflow.model.rbm import PottsRBM, one_hot, random_codes, sample_categorical
 from rbmflow.provenance import FORMAT_VERSION, provenance
@@ -492,9 +497,14 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
         reweighted = (ReweightedChains.uniform(chains.shape[0], device, s.min_ess)
                       if s.reweighted else None)  # saved chains are resampled: equal weights
 
-    cij_train = connected_correlations(codes_all, q, weights_all)
-    cij_test = None
-    if test is not None and test.num_sequences > 0:
+    cij_train = cij_test = None
+    if not pair_statistics_fit(data.length, q):
+        log.warning("L x q = %d: the training log leaves out the Pearson of the pair "
+                    "statistics ((L q)^2 = %d values, over the limit of %d)",
+                    data.length * q, (data.length * q) ** 2, MAX_PAIR_ENTRIES)
+    else:
+        cij_train = connected_correlations(codes_all, q, weights_all)
+    if cij_train is not None and test is not None and test.num_sequences > 0:
         cij_test = connected_correlations(test.codes_tensor(device), q,
                                           test.weights_tensor(device, dtype))
     schedule = set(checkpoint_schedule(s.updates, s.checkpoints))
@@ -533,13 +543,14 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
         lr = s.learning_rate_at(max(at - 1, 0))
         f_data = float((model.free_energy(codes_all) * weights_all).sum() / weights_all.sum())
         cw = chain_weights()
-        cij_chains = connected_correlations(chains, q, cw)
+        cij_chains = None if cij_train is None else connected_correlations(chains, q, cw)
         f_chains = (model.free_energy(chains).mean() if cw is None
                     else (model.free_energy(chains) * cw).sum())
         row = {
             "update": at, "time_s": round(elapsed, 3), "learning_rate": f"{lr:.6g}",
-            "pearson_cij_train": f"{pearson(cij_chains, cij_train):.5f}",
-            "pearson_cij_test": ("" if cij_test is None else
+            "pearson_cij_train": ("" if cij_chains is None else
+                                  f"{pearson(cij_chains, cij_train):.5f}"),
+            "pearson_cij_test": ("" if cij_chains is None or cij_test is None else
                                  f"{pearson(cij_chains, cij_test):.5f}"),
             "free_energy_data": f"{f_data:.5f}",
             "free_energy_chains": f"{float(f_chains):.5f}",
