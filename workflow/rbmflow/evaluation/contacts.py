@@ -348,7 +348,7 @@ def predict_contacts(model, backgrounds, weights=None, method: str = "gaussian",
         backgrounds, weights = drawn, drawn_weights
     J = C.effective_couplings(model, backgrounds, weights, method=method,
                               work_dtype=torch.float32)
-    h = C.effective_fields(model, drawn, drawn_weights)
+    h = C.effective_fields(model, drawn, drawn_weights, J)
     scores = C.contact_scores(J)
     return ContactResult(J, h, scores, C.ranked_pairs(scores), method,
                          int(backgrounds.shape[0]))
