@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from rbmflow.cli.score import add_family_arguments
-from rbmflow.evaluation.scoring import mutations_stage
+from rbmflow.evaluation.mutations import run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    scan = mutations_stage(args.model, args.data, args.wildtype, args.out, args.heatmap,
+    scan = run_stage(args.model, args.data, args.wildtype, args.out, args.heatmap,
                            args.summary, args.first, args.mode, args.max_evalue,
                            args.min_coverage, args.device)
     print(f"{len(scan.positions)} positions x 19 substitutions -> {args.out}")

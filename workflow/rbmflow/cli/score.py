@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from rbmflow.evaluation.profile_hmm import DEFAULT_MAX_EVALUE, DEFAULT_MIN_COVERAGE, INPUT_MODES
-from rbmflow.evaluation.scoring import score_stage
+from rbmflow.evaluation.score import run_stage
 
 
 def add_family_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    mappings = score_stage(args.model, args.sequences, args.out, args.data, args.loglik,
+    mappings = run_stage(args.model, args.sequences, args.out, args.data, args.loglik,
                            args.summary, args.mode, args.max_evalue, args.min_coverage,
                            args.device)
     aligned = sum(m.aligned_input for m in mappings)
