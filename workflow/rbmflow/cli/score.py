@@ -18,9 +18,11 @@ from rbmflow.evaluation.score import run_stage
 def add_family_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the alignment to the model's columns (shared with `rbmflow mutations`)."""
     parser.add_argument("--input", dest="mode", choices=INPUT_MODES, default="auto",
-                        help="auto (default): a record of the model's length in its alphabet "
-                             "is taken as aligned, any other is aligned with a profile HMM "
-                             "of the training alignment; aligned | unaligned: force one")
+                        help="auto (default): a record that shows it is aligned to the model "
+                             "(A2M with L match states, or L characters with a gap) is taken "
+                             "as it is, any other (L letters with no gap included) is aligned "
+                             "with a profile HMM of the training alignment; aligned | "
+                             "unaligned: force one")
     parser.add_argument("--max-evalue", type=float, default=DEFAULT_MAX_EVALUE,
                         help="a sequence whose best domain has a larger E-value (database of "
                              f"one sequence) is not of the family (default {DEFAULT_MAX_EVALUE})")
