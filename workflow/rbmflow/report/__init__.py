@@ -6,8 +6,12 @@ generated sequences (FASTA), and, each optional, sampling.json, model.h5, train_
 loglik.json and the log-likelihood trajectory CSV. An absent optional input omits the
 figures and rows that need it; the HTML says which and why.
 
-Modules: `inputs` (reading them), `figures` and `model_figures` (drawing), `html` (the page),
-`captions/*.rst` (what each figure shows, shared with the Snakemake report).
+The JSON side files must belong to the model (the sha256 they record) and hold values of the
+right types; every warning a stage left is gathered at the top of the page and in metrics.json.
+
+Modules: `inputs` (reading and checking them), `warnings` (the warnings of every stage),
+`figures` and `model_figures` (drawing), `html` (the page), `captions/*.rst` (what each
+figure shows, shared with the Snakemake report).
 """
 
 from __future__ import annotations
