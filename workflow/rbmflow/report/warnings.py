@@ -73,8 +73,10 @@ def sampling_warnings(sampling: dict[str, Any] | None) -> list[str]:
         out.append(f"sample: SAMPLES NOT AT EQUILIBRIUM: {detail}; {SAMPLE_ADVICE}")
     disagreement = sampling.get("gibbs_vs_tempering_warning")
     if disagreement:
-        out.append(f"sample: {str(disagreement).rstrip('.')}; trust the tempering samples, "
-                   "not plain Gibbs")
+        advice = ("the samples written are the tempering ones; keep a tempering method for this "
+                  "model" if sampling.get("method") in ("pt", "ptt") else
+                  "rerun sample with sample.method: ptt")
+        out.append(f"sample: {str(disagreement).rstrip('.')}; {advice}")
     return out
 
 
