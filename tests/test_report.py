@@ -436,3 +436,18 @@ def test_every_stage_warning_is_at_the_top_of_the_report(tiny_run: dict[str, Pat
     assert len(page.warnings) == len(warnings) >= 4
     for warning in warnings:
         assert html.escape(warning, quote=False)[:60] in top
+
+
+def test_sampling_and_checkpoint_warnings_name_their_numbers() -> None:
+    from rbmflow.report.warnings import loglik_warnings, sampling_warnings
+
+    message = "plain Gibbs chains and the tempering samples disagree (KS distances 0.412)"
+    for method, advice in (("ptt", "keep a tempering method"), ("gibbs", "sample.method: ptt")):
+        [warning] = sampling_warnings({"method": method, "equilibrated": True,
+                                       "gibbs_vs_tempering_warning": message})
+        assert warning.startswith("sample: plain Gibbs") and "0.412" in warning
+        assert advice in warning
+    assert sampling_warnings({"mode": "rdm", "equilibrated": False}) == []
+    assert loglik_warnings({"warnings": [], "warning": None}) == []
+    [single] = loglik_warnings({"warning": "reverse: effective sample size 3.1 of 512 chains"})
+    assert single.startswith("loglik: reverse: effective sample size 3.1") and "rerun" in single
