@@ -1,5 +1,6 @@
 """Audit of mislabelled results: report side files, sequences scored against the wrong
-family, mutant numbering with inserts, structures of another family.
+family, mutant numbering with inserts, structures of the family (with modified residues) and
+of another family.
 
 Every case must end either with exit 1, one line on stderr naming the file or record, and no
 output left; or with exit 0 and the right answer (checked against a truth written here). Prints
@@ -192,6 +193,82 @@ def audit_numbering(audit: Audit, run: dict[str, Path]) -> None:
                      f"exit {code}, {sorted(set(got.items()) ^ set(truth.items()))[:4]}")
 
 
+def write_chain(path: Path, sequence: str, modified: dict[int, str], seed: int) -> list:
+    """A PDB file of one chain A, one CA per residue on a seeded random walk, residues in
+    `modified` (0-based index -> HETATM residue name, e.g. MSE) written as HETATM with an
+    extra heavy atom; returns the heavy-atom coordinates of each residue."""
+    from Bio.Data.PDBData import protein_letters_1to3
+    from Bio.PDB import PDBIO, StructureBuilder
+
+    steps = np.random.default_rng(seed).normal(size=(len(sequence), 3))
+    xyz = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
+    builder = StructureBuilder.StructureBuilder()
+    builder.init_structure("s")
+    builder.init_model(0)
+    builder.init_chain("A")
+    atoms = []
+    for k, letter in enumerate(sequence):
+        het = modified.get(k)
+        builder.init_seg("    ")
+        builder.init_residue(het or protein_letters_1to3[letter].upper(),
+                             f"H_{het}" if het else " ", k + 1, " ")
+        builder.init_atom("CA", xyz[k], 0.0, 1.0, " ", " CA ", element="C")
+        atoms.append([xyz[k]])
+        if het:
+            builder.init_atom("X1", xyz[k] + 0.7, 0.0, 1.0, " ", " X1 ", element="C")
+            atoms[-1].append(xyz[k] + 0.7)
+    io_ = PDBIO()
+    io_.set_structure(builder.get_structure())
+    io_.save(str(path))
+    return [np.asarray(a) for a in atoms]
+
+
+def audit_structures(audit: Audit, run: dict[str, Path], luxc: Path | None) -> None:
+    """Member chains with flanks and modified residues map each residue to its own column
+    with the chain's distances (all but at most two end columns); chains of no family or
+    another one are refused."""
+    from rbmflow.evaluation.contacts import read_structure, residue_distances
+
+    data = run["encoded"]
+    rng = np.random.default_rng(6)
+    members = [r for r in data.codes if (r > 0).all()][:12]
+    aa = list(ALPHABET[1:])
+    parents = {"MSE": "M", "SEP": "S", "TPO": "T", "CSO": "C", "MLY": "K"}
+    for k, member in enumerate(members):
+        core = [ALPHABET[c] for c in member]
+        het, parent = list(parents.items())[k % len(parents)]
+        spot = int(rng.integers(0, len(core)))
+        core[spot] = parent
+        left = "".join(rng.choice(aa, rng.integers(0, 6)))
+        sequence = left + "".join(core) + "".join(rng.choice(aa, rng.integers(0, 6)))
+        pdb = run["root"] / f"member{k}.pdb"
+        atoms = write_chain(pdb, sequence, {len(left) + spot: het}, k)
+        truth = residue_distances(atoms[len(left):len(left) + len(core)])
+        np.fill_diagonal(truth, np.nan)
+        try:
+            got = read_structure(pdb, data.length, "A", data).distances
+            known = ~np.isnan(got)  # the local alignment may leave an end column out
+            ok = (np.allclose(got[known], truth[known], atol=5e-3)
+                  and (known.any(0).sum() >= data.length - 2))
+        except Exception as err:  # noqa: BLE001 - any failure is a failed case
+            ok, got = False, err
+        audit.record(f"structure member {k} ({het})", ok, str(got)[:200])
+    foreign = {f"random{k}": "".join(rng.choice(aa, 40 + 7 * k)) for k in range(8)}
+    if luxc is not None:
+        rows = load_alignment(luxc).codes
+        for k in range(min(12, rows.shape[0])):
+            foreign[f"luxc{k}"] = "".join(ALPHABET[c] for c in rows[k] if c > 0)[:80]
+    for name, sequence in foreign.items():
+        pdb = run["root"] / f"{name}.pdb"
+        write_chain(pdb, sequence, {}, 0)
+        out = run["root"] / f"{name}_contacts.csv"
+        audit.refused(f"structure {name}", ["contacts", str(run["model"]), "--alignment",
+                                            str(run["data"]), "--out", str(out), "--structure",
+                                            str(pdb), "--chain", "A", "--ppv-json",
+                                            str(out.with_suffix(".json"))],
+                      [out, out.with_suffix(".json")], f"{pdb} chain A")
+
+
 def run_audit(luxc: Path | None) -> Audit:
     torch.set_num_threads(1)
     audit = Audit()
@@ -199,7 +276,7 @@ def run_audit(luxc: Path | None) -> Audit:
         run = family(Path(tmp))
         sections: list[Callable[[], None]] = [
             lambda: audit_report(audit, run), lambda: audit_score(audit, run, luxc),
-            lambda: audit_numbering(audit, run)]
+            lambda: audit_numbering(audit, run), lambda: audit_structures(audit, run, luxc)]
         for section in sections:
             section()
     return audit
