@@ -62,10 +62,10 @@ def test_distance_table_reader(tmp_path: Path, shared_data: Path):
     assert real.mapped_columns == 53 and np.isnan(real.distances).sum() == 53  # the diagonal
 
 
-def _pdb_line(serial, name, resname, resseq, xyz, element):
+def _pdb_line(serial, name, resname, resseq, xyz, element, record="ATOM  "):
     x, y, z = xyz
-    return (f"ATOM  {serial:5d} {name:<4s} {resname:3s} A{resseq:4d}    {x:8.3f}{y:8.3f}{z:8.3f}"
-            f"  1.00  0.00          {element:>2s}\n")
+    return (f"{record}{serial:5d} {name:<4s} {resname:3s} A{resseq:4d}    {x:8.3f}{y:8.3f}"
+            f"{z:8.3f}  1.00  0.00          {element:>2s}\n")
 
 
 def _tiny_pdb(path: Path) -> None:
@@ -81,7 +81,7 @@ def _tiny_pdb(path: Path) -> None:
     path.write_text("".join(lines) + "END\n")
 
 
-def test_pdb_chain_is_read_and_mapped_to_the_columns(tmp_path: Path):
+def test_pdb_chain_residues_and_distances(tmp_path: Path):
     pdb = tmp_path / "tiny.pdb"
     _tiny_pdb(pdb)
     sequence, coordinates = K.chain_residues(pdb, "A")
@@ -89,13 +89,106 @@ def test_pdb_chain_is_read_and_mapped_to_the_columns(tmp_path: Path):
     d = K.residue_distances(coordinates)
     assert d[0, 6] == pytest.approx(np.sqrt(2 ** 2 + 3 ** 2))  # CB of 1 to CA of 7
     assert d[2, 5] == pytest.approx(30.0)  # the hydrogen is ignored
-    reference = "WW" + "ACDEFGHI" + "K"  # the chain covers columns 3..10 of 11
-    s = K.read_structure(pdb, 11, chain="A", reference=reference)
-    assert s.mapped_columns == 8
-    assert s.distances[2, 8] == pytest.approx(np.sqrt(13))
-    assert np.isnan(s.distances[0]).all() and np.isnan(s.distances[:, 10]).all()
     with pytest.raises(InputError, match="no chain 'B'"):
-        K.read_structure(pdb, 11, chain="B", reference=reference)
+        K.chain_residues(pdb, "B")
+
+
+_THREE = {"A": "ALA", "C": "CYS", "D": "ASP", "E": "GLU", "F": "PHE", "G": "GLY", "H": "HIS",
+          "I": "ILE", "K": "LYS", "L": "LEU", "M": "MET", "N": "ASN", "P": "PRO", "Q": "GLN",
+          "R": "ARG", "S": "SER", "T": "THR", "V": "VAL", "W": "TRP", "Y": "TYR"}
+
+
+def _chain_pdb(path: Path, sequence: str, selenomethionine: int | None = None) -> np.ndarray:
+    """One CA per residue of `sequence` on a seeded random walk (3.8 A steps); residue
+    `selenomethionine` (0-based, an M) written as a HETATM MSE with its SE atom. Returns the CA
+    coordinates (n, 3)."""
+    steps = np.random.default_rng(7).normal(size=(len(sequence), 3))
+    xyz = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
+    lines = []
+    for k, letter in enumerate(sequence):
+        if k == selenomethionine:
+            assert letter == "M"
+            lines.append(_pdb_line(2 * k + 1, " CA", "MSE", k + 1, xyz[k], "C", "HETATM"))
+            lines.append(_pdb_line(2 * k + 2, "SE", "MSE", k + 1, xyz[k] + 0.5, "SE", "HETATM"))
+        else:
+            lines.append(_pdb_line(2 * k + 1, " CA", _THREE[letter], k + 1, xyz[k], "C"))
+    path.write_text("".join(lines) + "END\n")
+    return xyz
+
+
+@pytest.fixture(scope="module")
+def ww():
+    from rbmflow.data.alignment import load_alignment
+    from rbmflow.data.fetch import locate_example
+
+    enc = load_alignment(*locate_example("example:ww"))
+    split = (np.random.default_rng(0).random(enc.codes.shape[0]) < 0.2).astype(np.uint8)
+    return EncodedAlignment(enc.codes, np.ones(enc.codes.shape[0], np.float32), split,
+                            enc.names, np.arange(enc.codes.shape[1]), ALPHABET, {})
+
+
+def test_pdb_chain_maps_to_the_columns_with_the_profile_hmm(ww, tmp_path: Path):
+    """A full-length family member with two flanking residues on each side, its residue 8 a
+    selenomethionine: every member residue lands in its own column (MSE kept as M), the
+    flanks in none, and the distances are those of the chain."""
+    member = next(r for r in ww.codes[ww.split == 1] if (r > 0).all())
+    letters = [ALPHABET[c] for c in member]
+    letters[8] = "M"
+    sequence = "GS" + "".join(letters) + "KL"
+    pdb = tmp_path / "member.pdb"
+    xyz = _chain_pdb(pdb, sequence, selenomethionine=10)
+    assert K.chain_residues(pdb, "A")[0] == sequence
+    s = K.read_structure(pdb, ww.length, chain="A", data=ww)
+    assert s.mapped_columns == ww.length
+    atoms = [xyz[k][None] if k != 10 else np.stack([xyz[k], xyz[k] + 0.5])
+             for k in range(2, len(sequence) - 2)]  # the SE atom is a heavy atom too
+    expected = np.array([[np.linalg.norm(a[:, None] - b[None], axis=-1).min() for b in atoms]
+                         for a in atoms])
+    np.fill_diagonal(expected, np.nan)
+    np.testing.assert_allclose(s.distances, expected, atol=5e-3)  # PDB keeps 3 decimals
+    assert "identical to the consensus" in s.source
+
+
+def test_pdb_chain_of_another_family_is_refused(ww, tmp_path: Path, shared_data: Path):
+    from rbmflow.data.alignment import load_alignment
+
+    luxc = load_alignment(shared_data / "fixtures/pyhmmer_LuxC.sto")
+    foreign = "".join(ALPHABET[c] for c in luxc.codes[0] if c > 0)[:60]
+    pdb = tmp_path / "foreign.pdb"
+    _chain_pdb(pdb, foreign)
+    with pytest.raises(InputError, match="foreign.pdb chain A: not of the family"):
+        K.read_structure(pdb, ww.length, chain="A", data=ww)
+    with pytest.raises(InputError, match="give the alignment"):
+        K.read_structure(pdb, ww.length, chain="A")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_stage_and_report_map_a_structure_the_same_way(ww, tmp_path: Path):
+    """The PPVs of ppv.json (the stage) equal those the report computes from contacts.csv: one
+    mapping, from the training split, for both."""
+    from rbmflow.data import synthetic
+    from rbmflow.data.dataset import load_encoded
+
+    model = synthetic.random_structured_rbm(ww.length, len(ALPHABET), 3,
+                                            generator=torch.Generator().manual_seed(3))
+    archive.save_checkpoint(
+        tmp_path / "model.h5", model, torch.zeros(2, ww.length, dtype=torch.long), update=1,
+        time_s=0.0, rng_state=None, hyperparameters={
+            "batch_size": 1, "gibbs_steps": 1, "learning_rate": 0.1, "L1": 0.0, "L2": 0.0,
+            "seed": 0, "num_hiddens": 3, "num_chains": 2}, metadata={"alphabet": ALPHABET})
+    save_encoded(tmp_path / "ww.npz", ww)
+    member = next(r for r in ww.codes[ww.split == 0] if (r > 0).all())
+    _chain_pdb(tmp_path / "s.pdb", "".join(ALPHABET[c] for c in member))
+    assert main(["contacts", str(tmp_path / "model.h5"), "--alignment", str(tmp_path / "ww.npz"),
+                 "--out", str(tmp_path / "contacts.csv"), "--structure",
+                 str(tmp_path / "s.pdb"), "--chain", "A", "--ppv-json",
+                 str(tmp_path / "ppv.json"), "--threads", "1"]) == 0
+    stage = json.loads((tmp_path / "ppv.json").read_text())
+    scores = K.read_contacts_csv(tmp_path / "contacts.csv", ww.length)
+    structure = K.read_structure(tmp_path / "s.pdb", ww.length, "A",
+                                 load_encoded(tmp_path / "ww.npz"))
+    report = K.ppv_summary(np.nan_to_num(scores, nan=-np.inf), structure)
+    assert report == stage and stage["mapped_columns"] == ww.length
 
 
 def test_consensus_sequence_skips_gaps():

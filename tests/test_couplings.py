@@ -109,6 +109,37 @@ def test_pairwise_only_model_is_recovered_exactly_from_any_background():
     assert np.abs(J_fit).max() > 0.1
 
 
+def test_fields_and_couplings_are_the_exact_potts_model_of_a_pairwise_rbm():
+    """On an exactly pairwise marginal, (J, h) from any non-uniform weighted backgrounds must
+    reproduce log p up to a constant over all q^L states: h may not double-count the mean
+    field of the couplings."""
+    L, q, nh = 5, 3, 7
+    g = torch.Generator().manual_seed(13)
+    W = torch.zeros(L, q, nh, dtype=torch.float64)
+    for mu in range(nh):
+        i, j = torch.randperm(L, generator=g)[:2].tolist()
+        W[i, :, mu] = 1.5 * torch.randn(q, generator=g, dtype=torch.float64)
+        W[j, :, mu] = 1.5 * torch.randn(q, generator=g, dtype=torch.float64)
+    model = PottsRBM(W, torch.randn(L, q, generator=g, dtype=torch.float64),
+                     torch.randn(nh, generator=g, dtype=torch.float64))
+    J_fit, h_fit, residual = _fitted_pairwise_couplings(model)
+    assert residual < 1e-9
+    backgrounds = torch.cat([torch.zeros(11, L, dtype=torch.long),
+                             torch.randint(0, q, (7, L), generator=g)])
+    weights = torch.rand(18, generator=g, dtype=torch.float64)
+    J = C.effective_couplings(model, backgrounds, weights, method="background")
+    np.testing.assert_allclose(C.effective_fields(model, backgrounds, weights), h_fit,
+                               atol=1e-10)
+    h = C.effective_fields(model, backgrounds, weights, J)
+    np.testing.assert_allclose(h, h_fit, atol=1e-10)
+    codes = np.asarray(visible_configurations(L, q))
+    log_p = np.asarray(-model.free_energy(visible_configurations(L, q)))
+    potts = h[np.arange(L), codes].sum(1)
+    for i, j in itertools.combinations(range(L), 2):
+        potts = potts + J[i, j, codes[:, i], codes[:, j]]
+    np.testing.assert_allclose(potts - log_p, (potts - log_p)[0], atol=1e-9)
+
+
 def test_gaussian_and_tubiana_approach_the_exact_couplings_for_weak_weights():
     """Weak weights: the marginal is nearly pairwise and both approximations close in on the
     background-averaged couplings, the second-order one with an error of order W^3."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import dataclasses
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -20,6 +21,7 @@ from rbmflow.errors import InputError
 from rbmflow.evaluation.metrics import EvaluationSettings
 from rbmflow.model import archive
 from rbmflow.model.rbm import PottsRBM
+from rbmflow.provenance import sha256_file
 from rbmflow.report import ReportInputs, read_samples, run_stage, summarize
 
 L, NH, M_NATURAL, M_GENERATED = 11, 3, 67, 43
@@ -84,6 +86,15 @@ def tiny_run(tmp_path: Path) -> dict[str, Path]:
                          rng.integers(0, q, (M_GENERATED, L)))
     generated[0] = natural[1]  # one exact copy of a training sequence
     _write_fasta(tmp_path / "samples.fasta", generated)
+    model = PottsRBM(torch.randn(L, q, NH) * 0.2, torch.randn(L, q) * 0.2, torch.zeros(NH))
+    archive.save_checkpoint(
+        tmp_path / "model.h5", model, torch.randint(0, q, (5, L)), update=10, time_s=1.0,
+        rng_state=None,
+        hyperparameters={"batch_size": 7, "gibbs_steps": 3, "learning_rate": 0.01, "L1": 0.0,
+                         "L2": 0.0, "seed": 0, "num_hiddens": NH, "num_chains": 5},
+        metadata={"alphabet": ALPHABET, "family": "tiny", "method": "pcd"})
+    made_by = {"inputs": {"model": {"path": "model.h5",
+                                    "sha256": sha256_file(tmp_path / "model.h5")}}}
     sweeps = [1, 2, 4, 8, 16, 32, 64, 100]
     (tmp_path / "sampling.json").write_text(json.dumps({
         "mode": "equilibrium", "sweeps": 100, "equilibrated": False, "not_equilibrated": True,
@@ -94,10 +105,11 @@ def tiny_run(tmp_path: Path) -> dict[str, Path]:
             "sweep": sweeps, "energy_mean": [-float(np.log(t + 1)) for t in sweeps],
             "pearson_cij_train": [min(1.0, t / 50) for t in sweeps],
             "overlap_same": [0.5] * 8, "overlap_different": [0.3] * 7 + [None]}},
-        "provenance": {"stage": "sample"}}))
+        "provenance": {"stage": "sample", **made_by}}))
     (tmp_path / "loglik.json").write_text(json.dumps({
         "log_z": 31.5, "log_z_std": 0.4, "loglik_train": -21.25, "loglik_test": -23.5,
-        "method": "ais", "ess": 12.0, "warnings": ["effective sample size 12 is low"]}))
+        "method": "ais", "ess": 12.0, "warnings": ["effective sample size 12 is low"],
+        "checkpoint": 10, "provenance": {"stage": "loglik", **made_by}}))
     with open(tmp_path / "train_log.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["update", "time_s", "learning_rate", "pearson_cij_train",
@@ -107,13 +119,6 @@ def tiny_run(tmp_path: Path) -> dict[str, Path]:
                              -u / 90])
     paths = {name: tmp_path / name for name in ("alignment.npz", "samples.fasta",
                                                  "sampling.json", "loglik.json", "train_log.csv")}
-    model = PottsRBM(torch.randn(L, q, NH) * 0.2, torch.randn(L, q) * 0.2, torch.zeros(NH))
-    archive.save_checkpoint(
-        tmp_path / "model.h5", model, torch.randint(0, q, (5, L)), update=10, time_s=1.0,
-        rng_state=None,
-        hyperparameters={"batch_size": 7, "gibbs_steps": 3, "learning_rate": 0.01, "L1": 0.0,
-                         "L2": 0.0, "seed": 0, "num_hiddens": NH, "num_chains": 5},
-        metadata={"alphabet": ALPHABET, "family": "tiny", "method": "pcd"})
     paths["model.h5"] = tmp_path / "model.h5"
     paths["generated"] = generated  # type: ignore[assignment]
     return paths
@@ -206,7 +211,7 @@ def test_cli_report_and_summary(tiny_run: dict[str, Path], tmp_path: Path) -> No
     assert float(rows[0]["pearson_cij"]) == pytest.approx(
         json.loads(runs["a"].read_text())["pearson_cij"])
     assert float(rows[1]["pearson_cij"]) == 0.5
-    assert "LOG-LIKELIHOOD" in rows[0]["warnings"] and not rows[1]["warnings"]
+    assert "loglik: effective sample size 12" in rows[0]["warnings"] and not rows[1]["warnings"]
     page = _parse(out.with_suffix(".html"))
     assert "pearson_cij" in " ".join(page.text)
     frame = summarize([runs["a"]], tmp_path / "one.csv")
@@ -273,7 +278,7 @@ def test_report_shows_the_mutation_heat_map(tiny_run: dict[str, Path], tmp_path:
     wildtype = "".join(ALPHABET[a] for a in tiny_run["generated"][3])  # aligned, L letters
     code = main(["mutations", str(tiny_run["model.h5"]), str(tiny_run["alignment.npz"]),
                  "--wildtype", wildtype, "--first", "5", "--out", str(run_dir / "mutations.csv"),
-                 "--device", "cpu"])
+                 "--device", "cpu", "--input", "aligned"])
     assert code == 0
     covered = sum(c != "-" for c in wildtype)
     outdir = run_dir / "report"
@@ -327,3 +332,122 @@ def test_every_figure_has_one_caption_file_and_every_caption_file_is_used(
     for name in drawn:
         assert caption(name) in text, name
 
+
+
+def _restamp(path: Path, model: Path, **changes: object) -> Path:
+    """Rewrite a side JSON file with `changes` and the sha256 of `model` as its model input."""
+    document = json.loads(path.read_text()) if path.exists() else {}
+    document.update(changes)
+    document["provenance"] = {"inputs": {"model": {"path": str(model),
+                                                   "sha256": sha256_file(model)}}}
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _report_cli(tiny_run: dict[str, Path], outdir: Path, *extra: str) -> int:
+    return main(["report", "--data", str(tiny_run["alignment.npz"]), "--samples",
+                 str(tiny_run["samples.fasta"]), "--outdir", str(outdir), "--triplets", "5",
+                 "--nn-samples", "19", "--pca-components", "2", "--device", "cpu", *extra])
+
+
+def test_report_refuses_side_files_of_another_model(tiny_run: dict[str, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    other = tmp_path / "other.h5"
+    other.write_bytes(tiny_run["model.h5"].read_bytes() + b"\0")  # another file, another hash
+    foreign = _restamp(tmp_path / "foreign.json", other,
+                       **json.loads(tiny_run["loglik.json"].read_text()))
+    unsigned = tmp_path / "unsigned.json"
+    unsigned.write_text(json.dumps({"log_z": 31.5}))
+    for flag, path, message in (("--loglik", foreign, "computed for another model"),
+                                ("--sampling", _restamp(tmp_path / "s.json", other, mode="gibbs"),
+                                 "computed for another model"),
+                                ("--loglik", unsigned, "records no model sha256")):
+        outdir = tmp_path / f"out_{path.stem}"
+        capsys.readouterr()
+        assert _report_cli(tiny_run, outdir, "--model", str(tiny_run["model.h5"]), flag,
+                           str(path)) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and str(path) in err[0]
+        assert not outdir.exists() or not any(outdir.iterdir())
+    # without model.h5, side files of two different models are refused too
+    capsys.readouterr()
+    assert _report_cli(tiny_run, tmp_path / "mixed", "--loglik", str(foreign), "--sampling",
+                       str(tiny_run["sampling.json"])) == 1
+    assert "different models" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "changes", "key"), [
+    ("loglik.json", {"log_z": float("nan")}, "log_z"),
+    ("loglik.json", {"log_z": "31.5"}, "log_z"),
+    ("loglik.json", {"loglik_test": float("inf")}, "loglik_test"),
+    ("loglik.json", {"log_z": None}, "log_z"),
+    ("sampling.json", {"swap_rates": [0.5, float("nan")]}, "swap_rates"),
+    ("sampling.json", {"equilibrated": "yes"}, "equilibrated"),
+    ("sampling.json", {"sweeps": -3}, "sweeps"),
+])
+def test_report_refuses_values_of_the_wrong_type_or_not_finite(
+        tiny_run: dict[str, Path], tmp_path: Path, name: str, changes: dict, key: str) -> None:
+    path = _restamp(tiny_run[name], tiny_run["model.h5"], **changes)
+    inputs = ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"],
+                          tiny_run["sampling.json"], tiny_run["model.h5"], None,
+                          tiny_run["loglik.json"])
+    with pytest.raises(InputError, match=f"{re.escape(str(path))}: ({key} is|no {key})"):
+        run_stage(inputs, tmp_path / "out", SETTINGS, device="cpu")
+
+
+def test_every_stage_warning_is_at_the_top_of_the_report(tiny_run: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """The monitor above its critical value at the last monitored update, an incomplete last
+    checkpoint, disagreeing log Z estimates and unequilibrated samples: each one line naming
+    its stage and number, in metrics.json and above the metrics of report.html."""
+    import h5py
+
+    model = tiny_run["model.h5"]
+    archive.save_checkpoint(model, archive.load_rbm(model), torch.zeros(5, L, dtype=torch.long),
+                            update=30, time_s=2.0, rng_state=None, hyperparameters={
+                                "batch_size": 7, "gibbs_steps": 3, "learning_rate": 0.01,
+                                "L1": 0.0, "L2": 0.0, "seed": 0, "num_hiddens": NH,
+                                "num_chains": 5}, metadata={"alphabet": ALPHABET})
+    with h5py.File(model, "a") as f:
+        del f["update_30/params"]
+    _restamp(tiny_run["sampling.json"], model)
+    _restamp(tiny_run["loglik.json"], model, warnings=[
+        "log Z estimates disagree: ais 30.100 vs reverse 31.900 (difference 1.800 nats)"])
+    log = tmp_path / "train_log.csv"
+    log.write_text("update,time_s,monitor_reference,monitor_ks,monitor_ks_critical\n"
+                   "100,1.0,exact,0.2,0.097\n600,6.0,exact,0.103,0.097\n700,7.0,,,\n")
+    outdir = tmp_path / "report"
+    metrics = run_stage(ReportInputs(tiny_run["alignment.npz"], tiny_run["samples.fasta"],
+                                     tiny_run["sampling.json"], model, log,
+                                     tiny_run["loglik.json"]), outdir, SETTINGS, device="cpu")
+    warnings = metrics["warnings"]
+    assert json.loads((outdir / "metrics.json").read_text())["warnings"] == warnings
+    train = [w for w in warnings if w.startswith("train: ")]
+    assert len(train) == 1 and "update 600" in train[0] and "0.103 > critical 0.097" in train[0]
+    assert any(w.startswith("model: checkpoint update_30") and "update_10" in w
+               for w in warnings)
+    assert any(w.startswith("loglik: log Z estimates disagree") and "1.800" in w
+               and "rerun loglik" in w for w in warnings)
+    assert any(w.startswith("sample: SAMPLES NOT AT EQUILIBRIUM") and "100 sweeps" in w
+               for w in warnings)
+    html_text = (outdir / "report.html").read_text()
+    top = html_text.split("<h2>Metrics</h2>")[0]
+    page = _parse(outdir / "report.html")
+    assert len(page.warnings) == len(warnings) >= 4
+    for warning in warnings:
+        assert html.escape(warning, quote=False)[:60] in top
+
+
+def test_sampling_and_checkpoint_warnings_name_their_numbers() -> None:
+    from rbmflow.report.warnings import loglik_warnings, sampling_warnings
+
+    message = "plain Gibbs chains and the tempering samples disagree (KS distances 0.412)"
+    for method, advice in (("ptt", "keep a tempering method"), ("gibbs", "sample.method: ptt")):
+        [warning] = sampling_warnings({"method": method, "equilibrated": True,
+                                       "gibbs_vs_tempering_warning": message})
+        assert warning.startswith("sample: plain Gibbs") and "0.412" in warning
+        assert advice in warning
+    assert sampling_warnings({"mode": "rdm", "equilibrated": False}) == []
+    assert loglik_warnings({"warnings": [], "warning": None}) == []
+    [single] = loglik_warnings({"warning": "reverse: effective sample size 3.1 of 512 chains"})
+    assert single.startswith("loglik: reverse: effective sample size 3.1") and "rerun" in single

@@ -23,8 +23,8 @@ from rbmflow.data.alignment import load_alignment
 from rbmflow.data.dataset import EncodedAlignment, save_encoded
 from rbmflow.data.fetch import locate_example
 from rbmflow.errors import InputError
+from rbmflow.evaluation.mutations import scan_single_mutants
 from rbmflow.evaluation.profile_hmm import AMINO_ACIDS, FamilyProfile, map_sequences
-from rbmflow.evaluation.scoring import scan_single_mutants
 from rbmflow.model import archive
 from rbmflow.model import partition as P
 from rbmflow.model.rbm import PottsRBM
@@ -110,7 +110,7 @@ def test_score_cli_equals_brute_force(tiny, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["score", str(tiny["path"]), str(fasta), "--out", str(out), "--data",
                  str(tiny["root"] / "alignment.npz"), "--loglik",
-                 str(tiny["root"] / "loglik.json"), "--device", "cpu"]) == 0
+                 str(tiny["root"] / "loglik.json"), "--device", "cpu", "--input", "aligned"]) == 0
     rows = read_csv(out)
     assert [r["name"] for r in rows] == [f"q{k}" for k in range(13)]
     neg_f = brute_log_weights(tiny["model"], torch.from_numpy(queries)).numpy()
@@ -146,7 +146,8 @@ def test_score_without_log_z_leaves_loglik_empty(tiny, tmp_path):
     fasta = tmp_path / "q.fa"
     fasta.write_text(">a\nAC-D\n>b\nWWWW\n")
     out = tmp_path / "s.csv"
-    assert main(["score", str(tiny["path"]), str(fasta), "--out", str(out)]) == 0
+    assert main(["score", str(tiny["path"]), str(fasta), "--out", str(out), "--input",
+                 "aligned"]) == 0
     rows = read_csv(out)
     assert [r["loglik"] for r in rows] == ["", ""]
     assert [r["nearest_train_distance"] for r in rows] == ["", ""]
@@ -180,7 +181,7 @@ def test_mutations_equal_brute_force(tiny, tmp_path):
 
 
 def test_mutation_scan_gives_zero_for_the_wild_type_letter(tiny):
-    [mapping] = map_sequences([("wt", "KLMN")], 4, ALPHABET, None, "test")
+    [mapping] = map_sequences([("wt", "KLMN")], 4, ALPHABET, None, "test", "aligned")
     scan = scan_single_mutants(tiny["model"], mapping, ALPHABET, first=1)
     for p, letter in enumerate("KLMN"):
         assert scan.delta_log_p[p, AMINO_ACIDS.index(letter)] == 0.0
@@ -305,3 +306,41 @@ def test_cli_mutations_on_unaligned_wild_type(ww, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not_a_ww_domain" in err[0]
     assert not (tmp_path / "other.csv").exists()
+
+
+def test_a2m_wild_type_keeps_its_inserts_in_the_numbering(tiny, tmp_path):
+    """In `ACdeFG` the lower-case d, e are inserts: F is residue 5 (in column 3), not F3."""
+    out = tmp_path / "mutations.csv"
+    assert main(["mutations", str(tiny["path"]), str(tiny["root"] / "alignment.npz"),
+                 "--wildtype", "ACdeFG", "--first", "1", "--out", str(out)]) == 0
+    rows = read_csv(out)
+    assert {(r["mutant"][:-1], r["column"]) for r in rows} == {("A1", "1"), ("C2", "2"),
+                                                               ("F5", "3"), ("G6", "4")}
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["unmatched_positions"] == [3, 4] and summary["positions"] == 6
+    [dots] = map_sequences([("d", "AC..FG")], 4, ALPHABET, None, "test")
+    assert dots.residues == "ACFG" and dots.residue_columns.tolist() == [0, 1, 2, 3]
+
+
+def test_ambiguous_letters_cover_no_column(tiny):
+    [mapping] = map_sequences([("x", "JX-A")], 4, ALPHABET, None, "test")
+    assert mapping.aligned_input and mapping.codes.tolist() == [0, 0, 0, 1]
+    assert mapping.matched_columns == 1 and mapping.coverage == pytest.approx(0.25)
+    with pytest.raises(InputError, match="'j'.*none of the 20 amino acids"):
+        map_sequences([("j", "JJJJ")], 4, ALPHABET, None, "q.fa", "aligned")
+
+
+def test_row_of_model_length_without_alignment_evidence_is_checked(ww, shared_data, tmp_path):
+    """A sequence of exactly L letters, no gap and no insert, is aligned with the profile HMM:
+    one of the family is accepted, one of another family and an all-ambiguous one refused."""
+    luxc = load_alignment(shared_data / "fixtures/pyhmmer_LuxC.sto")
+    foreign = letters(luxc.codes[0][luxc.codes[0] > 0])[:ww.length]
+    member = next(r for r in ww.codes[ww.split == 1].astype(np.int64) if (r > 0).all())
+    [mapping] = map_sequences([("member", letters(member))], ww.length, ALPHABET, ww, "q.fa")
+    assert not mapping.aligned_input and mapping.coverage == 1.0
+    for name, text in (("foreign", foreign), ("ambiguous", "J" * ww.length)):
+        assert len(text) == ww.length
+        with pytest.raises(InputError, match=f"not of the model's family: '{name}'"):
+            map_sequences([(name, text)], ww.length, ALPHABET, ww, "q.fa")
+    with pytest.raises(InputError, match="'member'.*--input aligned"):
+        map_sequences([("member", letters(member))], ww.length, ALPHABET, None, "q.fa")

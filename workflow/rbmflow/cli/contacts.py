@@ -30,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backgrounds drawn for --method background (default 200)")
     parser.add_argument("--structure", type=Path, default=None,
                         help="distance table (i j score distance) or PDB/mmCIF file")
-    parser.add_argument("--chain", default=None, help="chain of a PDB/mmCIF --structure")
+    parser.add_argument("--chain", default=None,
+                        help="chain of a PDB/mmCIF --structure; mapped to the columns with the "
+                             "profile HMM of --alignment's training split (needed), refused "
+                             "below the E-value, coverage and identity floors")
     parser.add_argument("--ppv-json", type=Path, default=None,
                         help="write the PPVs against --structure to this JSON file")
     parser.add_argument("--export-dca", type=Path, default=None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rbmflow.cli import existing
 from rbmflow.cli.score import add_family_arguments
-from rbmflow.evaluation.scoring import mutations_stage
+from rbmflow.evaluation.mutations import run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def files(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def run(args: argparse.Namespace) -> None:
-    scan = mutations_stage(args.model, args.data, args.wildtype, args.out, args.heatmap,
+    scan = run_stage(args.model, args.data, args.wildtype, args.out, args.heatmap,
                            args.summary, args.first, args.mode, args.max_evalue,
                            args.min_coverage, args.device)
     print(f"{len(scan.positions)} positions x 19 substitutions -> {args.out}")

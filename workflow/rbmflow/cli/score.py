@@ -12,15 +12,17 @@ import argparse
 from pathlib import Path
 
 from rbmflow.evaluation.profile_hmm import DEFAULT_MAX_EVALUE, DEFAULT_MIN_COVERAGE, INPUT_MODES
-from rbmflow.evaluation.scoring import score_stage
+from rbmflow.evaluation.score import run_stage
 
 
 def add_family_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the alignment to the model's columns (shared with `rbmflow mutations`)."""
     parser.add_argument("--input", dest="mode", choices=INPUT_MODES, default="auto",
-                        help="auto (default): a record of the model's length in its alphabet "
-                             "is taken as aligned, any other is aligned with a profile HMM "
-                             "of the training alignment; aligned | unaligned: force one")
+                        help="auto (default): a record that shows it is aligned to the model "
+                             "(A2M with L match states, or L characters with a gap) is taken "
+                             "as it is, any other (L letters with no gap included) is aligned "
+                             "with a profile HMM of the training alignment; aligned | "
+                             "unaligned: force one")
     parser.add_argument("--max-evalue", type=float, default=DEFAULT_MAX_EVALUE,
                         help="a sequence whose best domain has a larger E-value (database of "
                              f"one sequence) is not of the family (default {DEFAULT_MAX_EVALUE})")
@@ -52,7 +54,7 @@ def files(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def run(args: argparse.Namespace) -> None:
-    mappings = score_stage(args.model, args.sequences, args.out, args.data, args.loglik,
+    mappings = run_stage(args.model, args.sequences, args.out, args.data, args.loglik,
                            args.summary, args.mode, args.max_evalue, args.min_coverage,
                            args.device)
     aligned = sum(m.aligned_input for m in mappings)

@@ -1,2 +1,3 @@
-"""Evaluation: statistics, log-likelihood by AIS, metrics, contacts, and the scoring of
-sequences and mutations."""
+"""Evaluation: statistics, log-likelihood by AIS (loglik), metrics, contacts (stage), and the
+score and mutations stages (score, mutations; their shared helpers in scoring, the alignment
+of sequences to the model's columns in profile_hmm)."""

@@ -8,9 +8,13 @@ Structures come in two forms:
 - a distance table, one pair per line: `i j score distance` (1-based columns; the score, e.g.
   another method's ranking, is kept for comparison);
 - a PDB or mmCIF file and a chain, read with Biopython; the distance of two residues is the
-  minimum distance between their heavy atoms. The chain's residues are mapped to the columns
-  by a global pairwise alignment (BLOSUM62, free end gaps) of the chain's sequence to the
-  family's consensus sequence.
+  minimum distance between their heavy atoms. Modified residues (MSE selenomethionine, SEP,
+  CSO, ...) count as their parent amino acid. The chain's residues are mapped to the columns
+  with the profile HMM of the family's training split (the one `rbmflow score` uses), and the
+  mapping must clear three floors: an E-value of at most STRUCTURE_MAX_EVALUE, at least
+  STRUCTURE_MIN_COVERAGE of the L columns holding a residue of the chain, and at least
+  STRUCTURE_MIN_IDENTITY identity to the family consensus over those columns. The consensus is
+  that of the weighted training split, in the stage and in the report alike.
 """
 
 from __future__ import annotations
@@ -25,16 +29,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rbmflow.data.dataset import TRAIN, EncodedAlignment
 from rbmflow.errors import InputError
 from rbmflow.provenance import atomic_path
 
 log = logging.getLogger("rbmflow.evaluation.contacts")
+
+AMINO_ACID_LETTERS = "ACDEFGHIKLMNPQRSTVWY"
 
 MIN_SEPARATION = 5
 """Pairs with |i - j| >= 5 (|i - j| > 4) are scored as contacts."""
 CONTACT_DISTANCE = 8.0
 """A pair is in contact when its distance is below this (Angstrom)."""
 PPV_RANKS = {"L/5": 0.2, "L/2": 0.5, "L": 1.0, "2L": 2.0}
+STRUCTURE_MAX_EVALUE = 0.01
+"""A chain whose best domain has a larger E-value (database of one sequence) is refused."""
+STRUCTURE_MIN_COVERAGE = 0.5
+"""... and one that puts a residue in fewer than this fraction of the L columns ..."""
+STRUCTURE_MIN_IDENTITY = 0.2
+"""... and one less identical than this to the family consensus over its mapped columns."""
 
 
 @dataclass
@@ -111,16 +124,29 @@ def chain_residues(path: str | os.PathLike[str], chain: str) -> tuple[str, list[
         raise InputError(f"{path}: no chain {chain!r} (chains: {sorted(chains)})")
     letters, coordinates = [], []
     for residue in chains[chain]:
-        if residue.id[0] != " " or not is_aa(residue, standard=True):
-            continue
+        letter = _residue_letter(residue, is_aa, seq1)
         heavy = [atom.coord for atom in residue if atom.element != "H"]
-        if not heavy:
+        if letter is None or not heavy:
             continue
-        letters.append(seq1(residue.get_resname()))
+        letters.append(letter)
         coordinates.append(np.asarray(heavy, dtype=np.float64))
     if not letters:
         raise InputError(f"{path}: chain {chain!r} has no amino-acid residue")
     return "".join(letters), coordinates
+
+
+def _residue_letter(residue, is_aa, seq1) -> str | None:
+    """One-letter code of a standard amino acid, or of the parent of a modified one (a HETATM
+    polymer residue with a CA atom: MSE -> M, SEP -> S, ...); None for anything else."""
+    from Bio.Data.PDBData import protein_letters_3to1_extended
+
+    hetflag = residue.id[0]
+    if hetflag == " ":
+        return seq1(residue.get_resname()) if is_aa(residue, standard=True) else None
+    parent = protein_letters_3to1_extended.get(residue.get_resname().upper())
+    if hetflag.startswith("H_") and parent in AMINO_ACID_LETTERS and "CA" in residue:
+        return parent
+    return None
 
 
 def residue_distances(coordinates: list[np.ndarray]) -> np.ndarray:
@@ -145,55 +171,68 @@ def consensus_sequence(codes: np.ndarray, weights: np.ndarray, alphabet: str,
     return "".join(alphabet[a] for a in counts.argmax(1))
 
 
-def map_to_columns(chain_sequence: str, reference: str) -> np.ndarray:
-    """Column (0-based) of each chain residue, -1 where it matches no column: a global
-    alignment of the chain to `reference` (one letter per column), BLOSUM62, gap open -10,
-    extend -0.5, free end gaps."""
-    from Bio import Align
-    from Bio.Align import substitution_matrices
-
-    aligner = Align.PairwiseAligner()
-    aligner.mode = "global"
-    aligner.substitution_matrix = substitution_matrices.load("BLOSUM62")
-    aligner.open_gap_score, aligner.extend_gap_score = -10.0, -0.5
-    aligner.end_gap_score = 0.0
-    alignment = aligner.align(chain_sequence, reference)[0]
-    mapping = np.full(len(chain_sequence), -1, dtype=np.int64)
-    for (r0, r1), (c0, c1) in zip(*alignment.aligned, strict=True):
-        mapping[r0:r1] = np.arange(c0, c1)
-    return mapping
+def family_consensus(data: EncodedAlignment) -> str:
+    """The consensus of the weighted training split of `data`: one letter per column."""
+    train = data.split == TRAIN
+    return consensus_sequence(data.codes[train], data.weights[train], data.alphabet)
 
 
-def read_structure_file(path: str | os.PathLike[str], chain: str, reference: str) -> Structure:
-    """Distances (L, L) between columns from a PDB/mmCIF chain mapped onto `reference`."""
+def map_chain(sequence: str, data: EncodedAlignment, source: str,
+              max_evalue: float = STRUCTURE_MAX_EVALUE,
+              min_coverage: float = STRUCTURE_MIN_COVERAGE,
+              min_identity: float = STRUCTURE_MIN_IDENTITY) -> tuple[np.ndarray, str]:
+    """Column (0-based) of each chain residue, -1 where it matches none, by the profile HMM of
+    `data`'s training split; and a one-line description of the mapping. InputError naming
+    `source` when the chain is not of the family (E-value, coverage or identity floor)."""
+    from rbmflow.evaluation.profile_hmm import FamilyProfile
+
+    profile = FamilyProfile(data, max_evalue, min_coverage)
+    hits = profile.search([("chain", sequence)])
+    mapping = profile.align("chain", sequence, hits.get(0))
+    columns = mapping.residue_columns
+    residues = np.flatnonzero(columns >= 0)
+    consensus = family_consensus(data)
+    identity = (float(np.mean([sequence[r] == consensus[columns[r]] for r in residues]))
+                if residues.size else 0.0)
+    coverage = residues.size / data.length
+    evalue = "none" if mapping.evalue is None else f"{mapping.evalue:.2g}"
+    if not (profile.belongs(mapping) and coverage >= min_coverage
+            and identity >= min_identity and residues.size >= 2):
+        raise InputError(f"{source}: not of the family: E-value {evalue} (max {max_evalue:g}), "
+                         f"{residues.size}/{data.length} columns covered (min {min_coverage:g})"
+                         f", {100 * identity:.0f}% identical to the consensus (min "
+                         f"{100 * min_identity:.0f}%)")
+    return columns, (f"{residues.size} of {len(sequence)} residues on {data.length} columns "
+                     f"(profile HMM, E-value {evalue}), {100 * identity:.0f}% identical to the "
+                     "consensus")
+
+
+def read_structure_file(path: str | os.PathLike[str], chain: str,
+                        data: EncodedAlignment) -> Structure:
+    """Distances (L, L) between columns from a PDB/mmCIF chain mapped with `map_chain`."""
     sequence, coordinates = chain_residues(path, chain)
-    mapping = map_to_columns(sequence, reference)
-    L = len(reference)
+    mapping, description = map_chain(sequence, data, f"{path} chain {chain}")
+    L = data.length
     distances = np.full((L, L), np.nan)
     residues = np.flatnonzero(mapping >= 0)
-    if residues.size < 2:
-        raise InputError(f"{path}: chain {chain} does not align to the family's columns")
     pair = residue_distances([coordinates[r] for r in residues])
     columns = mapping[residues]
     distances[np.ix_(columns, columns)] = pair
     np.fill_diagonal(distances, np.nan)
-    identity = np.mean([sequence[r] == reference[c]
-                        for r, c in zip(residues, columns, strict=True)])
-    return Structure(distances, None,
-                     f"{Path(path).name} chain {chain}: {residues.size} of {len(sequence)} "
-                     f"residues on {L} columns, {100 * identity:.0f}% identical to the consensus",
+    return Structure(distances, None, f"{Path(path).name} chain {chain}: {description}",
                      int(residues.size))
 
 
 def read_structure(path: str | os.PathLike[str], length: int, chain: str | None = None,
-                   reference: str | None = None) -> Structure:
-    """A distance table, or a PDB/mmCIF file when `chain` is given (then `reference`, the
-    consensus letters of the L columns, is required)."""
+                   data: EncodedAlignment | None = None) -> Structure:
+    """A distance table, or a PDB/mmCIF file when `chain` is given (then `data`, the encoded
+    alignment whose training split the profile HMM is built from, is required)."""
     if chain is None:
         return read_distance_table(path, length)
-    if reference is None or len(reference) != length:
-        raise ValueError("a PDB/mmCIF structure needs the reference sequence of the columns")
-    return read_structure_file(path, chain, reference)
+    if data is None or data.length != length:
+        raise InputError(f"{path}: a PDB/mmCIF chain is mapped to the columns with the family's "
+                         "alignment: give the alignment (alignment.npz)")
+    return read_structure_file(path, chain, data)
 
 
 # -- precision ---------------------------------------------------------------------------------
@@ -348,7 +387,7 @@ def predict_contacts(model, backgrounds, weights=None, method: str = "gaussian",
         backgrounds, weights = drawn, drawn_weights
     J = C.effective_couplings(model, backgrounds, weights, method=method,
                               work_dtype=torch.float32)
-    h = C.effective_fields(model, drawn, drawn_weights)
+    h = C.effective_fields(model, drawn, drawn_weights, J)
     scores = C.contact_scores(J)
     return ContactResult(J, h, scores, C.ranked_pairs(scores), method,
                          int(backgrounds.shape[0]))
@@ -382,7 +421,7 @@ def run_stage(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
     """The contacts stage: effective couplings of the model around the training sequences of
     `alignment` (weighted; else the archive's persistent chains), contacts.csv, optional
     exports, and the PPVs against `structure` (logged; written to `ppv_json`)."""
-    from rbmflow.data.dataset import TRAIN, load_encoded
+    from rbmflow.data.dataset import load_encoded
     from rbmflow.model.archive import load_chains, load_rbm, read_metadata
     from rbmflow.provenance import nothing_written_on_failure, write_json
 
@@ -393,9 +432,11 @@ def run_stage(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
     device = torch.device(device)
     model = load_rbm(model_path, device=device, dtype=torch.float64)
     alphabet = read_metadata(model_path).get("alphabet")
+    full = None
     if alignment is not None:
         try:
-            data = load_encoded(alignment).subset(TRAIN)
+            full = load_encoded(alignment)
+            data = full.subset(TRAIN)
         except ValueError as err:
             raise InputError(str(err)) from err
         if data.num_sequences == 0 or not float(data.weights.sum()) > 0:
@@ -411,14 +452,8 @@ def run_stage(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
     if alphabet is None or len(alphabet) != model.num_states:
         raise InputError(f"{model_path}: the archive names no alphabet of {model.num_states} "
                          "letters; give --alignment")
-    if structure is not None:  # read before anything is written: a bad file leaves nothing
-        reference = None
-        if chain is not None:
-            codes = backgrounds.cpu().numpy()
-            w = (weights.cpu().numpy() if weights is not None else
-                 torch.ones(codes.shape[0]).numpy())
-            reference = consensus_sequence(codes, w, alphabet)
-        structure = read_structure(structure, model.num_visibles, chain, reference)
+    if structure is not None:  # read before anything is written; mapped with the profile HMM
+        structure = read_structure(structure, model.num_visibles, chain, full)
     result = predict_contacts(model, backgrounds, weights, method, num_backgrounds,
                               seed)
     with nothing_written_on_failure() as written:

@@ -12,8 +12,16 @@ does not depend on how many sequences are scored together) at most `max_evalue` 
 at least `min_coverage` x L columns; any other sequence is refused with an `InputError` that
 names it.
 
-Input already aligned to the model (L characters of the model's alphabet, or A2M rows whose
-upper-case letters and '-' number L) is used as it is, with no HMM.
+Input already aligned to the model is used as it is, with no HMM, when it shows alignment
+evidence: A2M rows whose upper-case letters and '-' number L (lower-case letters are inserts:
+residues that match no column but still count in the residue numbering; '.' is ignored), or
+rows of exactly L characters holding at least one gap '-'. A row of exactly L letters with
+no gap and no insert may be any sequence of that length: it is aligned with the HMM like an
+unaligned one (mode "auto"), unless the caller says it is aligned (mode "aligned"). Models
+over other alphabets (no gap symbol) take L-character rows as aligned.
+
+Ambiguous letters (B, Z, J, X, U, O) are residues but cover no column: they are encoded as
+gaps and left out of the coverage.
 """
 
 from __future__ import annotations
@@ -72,7 +80,10 @@ class ColumnMapping:
 
     @property
     def matched_columns(self) -> int:
-        return int((self.residue_columns >= 0).sum())
+        """Columns holding one of the 20 amino acids of this sequence (ambiguous letters, which
+        are encoded as gaps, do not count)."""
+        return int(sum(1 for r in np.flatnonzero(self.residue_columns >= 0)
+                       if self.residues[r] in AMINO_ACIDS))
 
     @property
     def unmatched_residues(self) -> np.ndarray:
@@ -100,28 +111,46 @@ def encode_residues(text: str, alphabet: str) -> np.ndarray:
 
 
 def _aligned_rows(text: str, length: int, alphabet: str) -> str | None:
-    """The model-column row of `text` if it is aligned input of width `length`, else None.
+    """`text` itself if it is aligned input of width `length` with alignment evidence, else None.
 
-    Aligned: exactly `length` characters of the alphabet (gap '-' included; ambiguous letters
-    allowed), or A2M with lower-case inserts / '.' whose upper-case letters and '-' number
-    `length`.
+    Aligned: A2M, whose upper-case letters and '-' number `length` and whose lower-case letters
+    (inserts) and '.' are ignored for the width; or exactly `length` characters of the alphabet
+    with at least one gap '-'. Over an alphabet without a gap symbol, any `length` characters
+    of the alphabet. Ambiguous letters are allowed.
     """
     allowed = set(alphabet) | set(AMBIGUOUS_LETTERS)
-    if len(text) == length and set(text) <= allowed:
-        return text
-    if set(text) & _LOWER_OR_DOT:
-        kept = "".join(c for c in text if c not in _LOWER_OR_DOT)
-        if len(kept) == length and set(kept) <= allowed and kept != text:
-            return kept
-    return None
+    if "-" not in alphabet:
+        return text if len(text) == length and set(text) <= allowed else None
+    matched = "".join(c for c in text if c not in _LOWER_OR_DOT)
+    if len(matched) != length or not set(matched) <= allowed:
+        return None
+    inserts = {c.upper() for c in text if c in _LOWER_OR_DOT and c != "."}
+    if not inserts <= _RESIDUES:
+        return None
+    evidence = "-" in matched or len(matched) != len(text)
+    return text if evidence else None
 
 
-def map_aligned(name: str, row: str, alphabet: str) -> ColumnMapping:
-    """The mapping of a row already in the model's columns (residues = its non-gap letters)."""
-    columns = np.array([i for i, c in enumerate(row) if c != "-"], dtype=np.int64)
-    return ColumnMapping(name=name, residues="".join(row[i] for i in columns),
-                         residue_columns=columns, codes=encode_residues(row, alphabet),
-                         aligned_input=True)
+def map_aligned(name: str, text: str, alphabet: str) -> ColumnMapping:
+    """The mapping of an aligned row (see `_aligned_rows`): upper-case letters and '-' are the
+    model's columns in order; lower-case letters are residues in no column (inserts), numbered
+    with the others; '.' is skipped."""
+    lookup = {letter: index for index, letter in enumerate(alphabet)}
+    residues, residue_columns, codes = [], [], []
+    for c in text:
+        if c == ".":
+            continue
+        if c in _LOWER_OR_DOT:
+            residues.append(c.upper())
+            residue_columns.append(-1)
+            continue
+        if c != "-":
+            residues.append(c)
+            residue_columns.append(len(codes))
+        codes.append(lookup.get(c, 0))
+    return ColumnMapping(name=name, residues="".join(residues),
+                         residue_columns=np.asarray(residue_columns, dtype=np.int64),
+                         codes=np.asarray(codes, dtype=np.int64), aligned_input=True)
 
 
 class FamilyProfile:
@@ -236,8 +265,14 @@ def map_sequences(records: list[tuple[str, str]], length: int, alphabet: str,
     to_align: list[tuple[int, str, str]] = []
     for index, (name, text) in enumerate(records):
         row = None if mode == "unaligned" else _aligned_rows(text, length, alphabet)
+        if row is None and mode == "aligned" and len(text) == length:
+            row = text if set(text) <= set(alphabet) | set(AMBIGUOUS_LETTERS) else None
         if row is not None:
-            mappings.append(map_aligned(name, row, alphabet))
+            mapping = map_aligned(name, row, alphabet)
+            if mapping.matched_columns == 0:
+                raise InputError(f"{source}: record {name!r} holds none of the 20 amino acids "
+                                 "in the model's columns")
+            mappings.append(mapping)
             continue
         if mode == "aligned":
             raise InputError(f"{source}: record {name!r} is not aligned to the model's {length} "
@@ -247,7 +282,9 @@ def map_sequences(records: list[tuple[str, str]], length: int, alphabet: str,
     if to_align:
         if data is None:
             raise InputError(f"{source}: unaligned sequences (first: {to_align[0][1]!r}) need "
-                             "the training alignment (alignment.npz) to build a profile HMM")
+                             "the training alignment (alignment.npz) to build a profile HMM; "
+                             f"a row of {length} letters with no gap is checked against it "
+                             "too, unless given as aligned input (--input aligned)")
         if data.length != length:
             raise InputError(f"alignment has {data.length} columns, the model {length}")
         profile = FamilyProfile(data, max_evalue, min_coverage)

@@ -213,21 +213,34 @@ def effective_couplings(model: PottsRBM, backgrounds: Tensor, weights: Tensor | 
     raise ValueError(f"unknown coupling method {method!r}; choose from {METHODS}")
 
 
-def effective_fields(model: PottsRBM, backgrounds: Tensor,
-                     weights: Tensor | None = None) -> np.ndarray:
-    """Zero-sum fields (L, q) of the pairwise model: the centred single-site differences of -F
-    around the backgrounds, < -F(v | v_i = a) >_v centred over a. Averaged over all q^L
-    configurations this is the one-site term of the orthogonal expansion of log p."""
+def effective_fields(model: PottsRBM, backgrounds: Tensor, weights: Tensor | None = None,
+                     couplings: np.ndarray | None = None) -> np.ndarray:
+    """Zero-sum fields h (L, q) that complete the couplings J into a pairwise Potts model.
+
+    The single-site differences < -F(v | v_i = a) >_v, centred over a, hold h_i(a) plus the
+    mean field of the couplings, sum_{j != i} sum_b f_j(b) J_ij(a, b), with f_j the
+    backgrounds' (weighted) frequencies; that term is subtracted. `couplings` (L, L, q, q),
+    zero-sum gauge: the J the fields go with (None: exact second differences around the same
+    backgrounds). For a model whose hidden units each touch at most two sites, (J, h) is then
+    the exact Potts model of p for any backgrounds; averaged over all q^L configurations it
+    is the one-site term of the orthogonal expansion of log p.
+    """
     model = model.to(dtype=torch.float64)
     W = model.weight_matrix
     L, q, nh = W.shape
     w = _weights_for(backgrounds, weights)
+    if couplings is None:
+        couplings = couplings_background(model, backgrounds, weights)
     total = _hidden_inputs(model, backgrounds)  # (n, Nh)
     h = torch.empty(L, q, dtype=torch.float64, device=W.device)
     for i in range(L):
         x = total - W[i, backgrounds[:, i].long()]  # (n, Nh)
         table = F.softplus(x[:, None, :] + W[i][None]).sum(-1)  # (n, q)
         h[i] = (w[:, None] * table).sum(0) + model.vbias[i]
+    h -= h.mean(1, keepdim=True)
+    freqs = torch.einsum("n,nla->la", w, F.one_hot(backgrounds.long(), q).to(torch.float64))
+    J = torch.as_tensor(couplings, dtype=torch.float64, device=W.device)
+    h -= torch.einsum("ijab,jb->ia", J, freqs)  # J_ii = 0
     h -= h.mean(1, keepdim=True)
     return h.cpu().numpy()
 

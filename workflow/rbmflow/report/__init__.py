@@ -6,8 +6,12 @@ generated sequences (FASTA), and, each optional, sampling.json, model.h5, train_
 loglik.json and the log-likelihood trajectory CSV. An absent optional input omits the
 figures and rows that need it; the HTML says which and why.
 
-Modules: `inputs` (reading them), `figures` and `model_figures` (drawing), `html` (the page),
-`captions/*.rst` (what each figure shows, shared with the Snakemake report).
+The JSON side files must belong to the model (the sha256 they record) and hold values of the
+right types; every warning a stage left is gathered at the top of the page and in metrics.json.
+
+Modules: `inputs` (reading and checking them), `warnings` (the warnings of every stage),
+`figures` and `model_figures` (drawing), `html` (the page), `captions/*.rst` (what each
+figure shows, shared with the Snakemake report).
 """
 
 from __future__ import annotations
@@ -52,25 +56,28 @@ from rbmflow.report.figures import (
     placeholder,
     save_figure,
 )
-from rbmflow.report.html import (
-    CSS,
-    FIGURES,
-    caption,
-    fmt,
-    loglik_warnings,
-    render_html,
-    sampling_warnings,
-)
+from rbmflow.report.html import CSS, FIGURES, caption, fmt, render_html
 from rbmflow.report.inputs import (
+    LOGLIK_FIELDS,
+    MUTATIONS_FIELDS,
+    SAMPLING_FIELDS,
     ReportInputs,
     load_model,
     lookup,
     mutations_coverage,
     read_csv,
     read_json,
+    read_run_json,
     read_samples,
+    require_one_model,
 )
 from rbmflow.report.model_figures import add_model_figures
+from rbmflow.report.warnings import (
+    checkpoint_warnings,
+    loglik_warnings,
+    sampling_warnings,
+    training_warnings,
+)
 
 __all__ = ["FIGURES", "ReportInputs", "caption", "fig_training", "information_heights", "lookup",
            "read_samples", "run_stage", "summarize"]
@@ -105,6 +112,23 @@ def training_chains(model_meta: dict[str, Any] | None) -> str | None:
     return text
 
 
+def _side_files(inputs: ReportInputs) -> tuple[dict | None, dict | None, dict | None]:
+    """sampling.json, loglik.json and the mutations summary, their values checked; each must
+    record the model's sha256 (with model.h5), or all the same model (without)."""
+    from rbmflow.provenance import sha256_file
+
+    sha = sha256_file(inputs.model) if inputs.model is not None else None
+    documents = {path: read_run_json(path, role, fields, inputs.model, sha)
+                 for path, role, fields in ((inputs.sampling, "sampling", SAMPLING_FIELDS),
+                                            (inputs.loglik, "log-likelihood", LOGLIK_FIELDS),
+                                            (inputs.mutations_summary, "mutations summary",
+                                             MUTATIONS_FIELDS))
+                 if path is not None}
+    require_one_model(documents)
+    return tuple(documents.get(path) if path is not None else None  # type: ignore[return-value]
+                 for path in (inputs.sampling, inputs.loglik, inputs.mutations_summary))
+
+
 def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
                 settings: EvaluationSettings | None = None, device: str = "auto",
                 family: str | None = None, run: str | None = None) -> dict[str, Any]:
@@ -121,8 +145,7 @@ def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
     except ValueError as err:
         raise InputError(str(err)) from err
     generated_np = read_samples(inputs.samples, data.alphabet, data.length)
-    sampling = read_json(inputs.sampling, "sampling")
-    loglik = read_json(inputs.loglik, "log-likelihood")
+    sampling, loglik, mutations_summary = _side_files(inputs)
     train_log = read_csv(inputs.train_log, "training log", ["update"])
     trajectory = read_csv(inputs.trajectory, "log-likelihood trajectory", ["update"])
     model, model_meta = load_model(inputs.model, torch_device)
@@ -143,7 +166,8 @@ def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
                   torch.from_numpy(generated_np.astype(np.int64)).to(torch_device),
                   data.num_states, settings, model)
 
-    warnings = sampling_warnings(sampling) + loglik_warnings(loglik)
+    warnings = (training_warnings(train_log) + checkpoint_warnings(inputs.model, loglik, sampling)
+                + loglik_warnings(loglik) + sampling_warnings(sampling))
     for warning in warnings:
         log.warning("%s\nWARNING: %s\n%s", "!" * 78, warning, "!" * 78)
     metrics: dict[str, Any] = {
@@ -201,8 +225,7 @@ def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
          None if sampling is not None else "no sampling.json given")
     if inputs.mutations_heatmap is not None:
         figures["mutations"] = copy_figure(inputs.mutations_heatmap, outdir / "mutations.png")
-        metrics["mutations"] = mutations_coverage(read_json(inputs.mutations_summary,
-                                                             "mutations summary"))
+        metrics["mutations"] = mutations_coverage(mutations_summary)
     add_model_figures(draw, metrics, model, data, generated_np, inputs.contacts,
                       inputs.structure, inputs.structure_chain)
     metrics["training_chains"] = training_chains(model_meta)

@@ -39,38 +39,11 @@ def caption(name: str) -> str:
                   " ".join(paragraphs))
 
 
-# -- warnings -------------------------------------------------------------------------------
-
-
-def sampling_warnings(sampling: dict[str, Any] | None) -> list[str]:
-    """Loud messages when sampling.json says the chains are not at equilibrium."""
-    if sampling is None:
-        return []
-    mode = sampling.get("mode", "equilibrium")
-    not_eq = sampling.get("not_equilibrated")
-    if not_eq is None:
-        not_eq = mode == "equilibrium" and sampling.get("equilibrated") is False
-    if not not_eq:
-        return []
-    detail = sampling.get("warning") or (f"chains not equilibrated after "
-                                         f"{sampling.get('sweeps', '?')} sweeps")
-    return [f"SAMPLES NOT AT EQUILIBRIUM: {detail}"]
-
-
 def _rates_text(rates: list[float] | None) -> str | None:
     """Swap rates as one short line: '0.61, 0.48, 0.52'."""
     if not rates:
         return None
     return ", ".join(f"{r:.2f}" for r in rates)
-
-
-def loglik_warnings(loglik: dict[str, Any] | None) -> list[str]:
-    """The warnings loglik.json carries (a string or a list), each prefixed."""
-    if loglik is None:
-        return []
-    raw = loglik.get("warnings") or loglik.get("warning") or []
-    items = [raw] if isinstance(raw, str) else list(raw)
-    return [f"LOG-LIKELIHOOD: {item}" for item in items if item]
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -4,6 +4,7 @@ and the trained model. Bad input is an InputError naming the file and the record
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +82,90 @@ def read_json(path: Path | None, role: str) -> dict[str, Any] | None:
         raise InputError(f"{path}: a {role} JSON file holds an object, not "
                          f"{type(document).__name__}")
     return document
+
+
+# What the report reads of each JSON side file: key (dotted) -> (kind, required). Kinds:
+# "number" (finite), "count" (integer >= 0), "bool", "text", "numbers" (a list of finite
+# numbers), "texts" (a string or a list of strings). Absent or null optional keys are fine.
+LOGLIK_FIELDS = {"log_z": ("number", True), "log_z_std": ("number", False),
+                 "loglik_train": ("number", False), "loglik_test": ("number", False),
+                 "ess": ("number", False), "method": ("text", False),
+                 "checkpoint": ("count", False), "warnings": ("texts", False),
+                 "warning": ("text", False)}
+SAMPLING_FIELDS = {"equilibrated": ("bool", False), "not_equilibrated": ("bool", False),
+                   "mixing_time": ("number", False), "sweeps": ("count", False),
+                   "mode": ("text", False), "mode_reason": ("text", False),
+                   "method": ("text", False), "swap_rates": ("numbers", False),
+                   "gibbs_vs_tempering.passed": ("bool", False), "warning": ("text", False),
+                   "gibbs_vs_tempering_warning": ("text", False),
+                   "model_update": ("count", False)}
+MUTATIONS_FIELDS = {"positions": ("count", True), "covered_positions": ("count", True),
+                    "columns": ("count", True), "matched_columns": ("count", True),
+                    "first": ("int", True)}
+
+
+def _is_number(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, int | float)
+            and math.isfinite(value))
+
+
+_KINDS = {
+    "number": (_is_number, "a finite number"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+              "a non-negative integer"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "numbers": (lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+                "a list of finite numbers"),
+    "texts": (lambda v: isinstance(v, str) or (isinstance(v, list)
+                                              and all(isinstance(x, str) for x in v)),
+              "a string or a list of strings"),
+}
+
+
+def check_fields(document: dict[str, Any], path: Path, fields: dict[str, tuple[str, bool]]
+                 ) -> None:
+    """InputError naming the file and key when a value the report reads is missing (when
+    required) or of the wrong type; NaN and infinities are refused as numbers."""
+    for key, (kind, required) in fields.items():
+        value = lookup(document, key)
+        if value is None:
+            if required:
+                raise InputError(f"{path}: no {key}")
+            continue
+        test, expected = _KINDS[kind]
+        if not test(value):
+            raise InputError(f"{path}: {key} is {json.dumps(value)[:40]}, expected {expected}")
+
+
+def read_run_json(path: Path | None, role: str, fields: dict[str, tuple[str, bool]],
+                  model: Path | None, model_sha256: str | None) -> dict[str, Any] | None:
+    """A stage's JSON output (None when path is None), its values checked (`fields`) and, with
+    a model, refused unless it records that model's sha256 among its inputs."""
+    from rbmflow.evaluation.scoring import require_same_model
+
+    document = read_json(path, role)
+    if document is None:
+        return None
+    check_fields(document, Path(path), fields)
+    if model is not None:
+        require_same_model(document, path, model, model_sha256, f"this {role} file")
+    return document
+
+
+def require_one_model(documents: dict[Path, dict[str, Any] | None]) -> None:
+    """Without model.h5: the JSON side files that record a model must all record the same."""
+    from rbmflow.evaluation.scoring import recorded_model_sha256
+
+    seen: dict[str, Path] = {}
+    for path, document in documents.items():
+        sha = recorded_model_sha256(document) if document is not None else None
+        if sha is not None:
+            seen.setdefault(sha, path)
+    if len(seen) > 1:
+        first, second = list(seen.values())[:2]
+        raise InputError(f"{first} and {second} were computed for different models")
 
 
 def read_csv(path: Path | None, role: str, required: Sequence[str]) -> pd.DataFrame | None:

@@ -131,12 +131,7 @@ def add_model_figures(draw, metrics: dict, model, data, generated: np.ndarray,
     """
     import torch
 
-    from rbmflow.evaluation.contacts import (
-        consensus_sequence,
-        ppv_summary,
-        read_contacts_csv,
-        read_structure,
-    )
+    from rbmflow.evaluation.contacts import ppv_summary, read_contacts_csv, read_structure
     from rbmflow.model.hidden_units import gauged_weights, summarize_unit, unit_inputs, weight_norms
 
     L = data.length
@@ -145,9 +140,7 @@ def add_model_figures(draw, metrics: dict, model, data, generated: np.ndarray,
         scores = read_contacts_csv(contacts_csv, L)
         scores = np.nan_to_num(scores, nan=-np.inf)
     if structure_path is not None:
-        reference = (consensus_sequence(data.codes, data.weights, data.alphabet)
-                     if structure_chain else None)
-        structure = read_structure(structure_path, L, structure_chain, reference)
+        structure = read_structure(structure_path, L, structure_chain, data)
     missing = ("no contacts.csv given" if scores is None else
                "no structure given (families.<name>.structure)" if structure is None else None)
     if scores is not None and structure is not None:
