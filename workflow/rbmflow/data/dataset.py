@@ -61,8 +61,10 @@ class EncodedAlignment:
         return torch.from_numpy(self.weights).to(device=device, dtype=dtype)
 
 
-def save_encoded(path: str | os.PathLike[str], data: EncodedAlignment) -> None:
-    """Write `data` to an NPZ archive atomically, provenance as a JSON string."""
+def save_encoded(path: str | os.PathLike[str], data: EncodedAlignment,
+                 extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write `data` to an NPZ archive atomically, provenance as a JSON string; `extra`
+    arrays (no pickled objects) are stored beside the common ones."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(
             handle,
@@ -74,6 +76,7 @@ def save_encoded(path: str | os.PathLike[str], data: EncodedAlignment) -> None:
             alphabet=np.asarray(data.alphabet),
             format_version=np.asarray(FORMAT_VERSION),
             provenance=np.asarray(json.dumps(data.provenance or {})),
+            **(extra or {}),
         )
 
 

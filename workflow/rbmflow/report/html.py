@@ -243,6 +243,8 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
     for name, path in figures.items():
         parts.append(_figure_html(name, path))
     parts.append(model_sections_html(metrics))
+    from rbmflow.report.genomes import genomes_html  # here: genomes imports this module
+    parts.append(genomes_html(metrics))
     if omitted:
         parts.append("<h3>Omitted</h3><ul>")
         parts.extend(f"<li><b>{html.escape(name)}</b>: {html.escape(why)}</li>"
