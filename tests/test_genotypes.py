@@ -263,3 +263,48 @@ def test_shared_1000_genomes_vcf(shared_data: Path) -> None:
     assert data.codes.shape == (2504, 162) and data.alphabet == "012"
     table = read_populations(shared_data / "genomes" / "1000G_superpopulations.tsv")
     assert {table[s] for s in data.individuals} == {"AFR", "AMR", "EAS", "EUR", "SAS"}
+
+
+def _bernoulli_log_p(w: torch.Tensor, vb: torch.Tensor, hb: torch.Tensor) -> torch.Tensor:
+    """log p(v) of a Bernoulli-Bernoulli RBM over every v in {0,1}^L (binary order)."""
+    v = torch.tensor(list(itertools.product((0.0, 1.0), repeat=w.shape[0])),
+                     dtype=torch.float64)
+    minus_f = v @ vb + torch.nn.functional.softplus(hb + v @ w).sum(1)
+    return minus_f - torch.logsumexp(minus_f, 0)
+
+
+def test_bernoulli_archive_both_ways(tmp_path: Path) -> None:
+    """q = 2: our archive exported as `rbms`' BBRBM, and a BBRBM written by `rbms`, give the
+    same p(v) over every configuration as the Potts model."""
+    rbms_io = pytest.importorskip("rbms.io")
+    from rbmflow.model import archive
+    from rbmflow.model.partition import visible_configurations
+    from rbms.bernoulli_bernoulli.classes import BBRBM
+
+    g = torch.Generator().manual_seed(3)
+    num_visibles, num_hiddens = 6, 5
+    model = PottsRBM(torch.randn(num_visibles, 2, num_hiddens, generator=g, dtype=torch.float64),
+                     torch.randn(num_visibles, 2, generator=g, dtype=torch.float64),
+                     torch.randn(num_hiddens, generator=g, dtype=torch.float64))
+    codes = visible_configurations(num_visibles, 2, 0, 2**num_visibles)
+    minus_f = -model.free_energy(codes)
+    potts_log_p = minus_f - torch.logsumexp(minus_f, 0)
+    hyper = {"batch_size": 8, "gibbs_steps": 3, "learning_rate": 0.1, "L1": 0.0, "L2": 0.0,
+             "seed": 1, "num_hiddens": num_hiddens, "num_chains": 4}
+    archive.save_checkpoint(tmp_path / "m.h5", model, codes[:4], 7, 1.0, None, hyper,
+                            {"alphabet": "01"})
+    archive.export_bernoulli(tmp_path / "m.h5", tmp_path / "bb.h5")
+    theirs = rbms_io.load_params(str(tmp_path / "bb.h5"), 7, torch.device("cpu"), torch.float64)
+    assert isinstance(theirs, BBRBM)
+    np.testing.assert_allclose(_bernoulli_log_p(theirs.weight_matrix, theirs.vbias,
+                                                theirs.hbias), potts_log_p, atol=1e-5)
+    bb = BBRBM(weight_matrix=torch.randn(num_visibles, num_hiddens, generator=g,
+                                         dtype=torch.float64),
+               vbias=torch.randn(num_visibles, generator=g, dtype=torch.float64),
+               hbias=torch.randn(num_hiddens, generator=g, dtype=torch.float64))
+    rbms_io.save_model(str(tmp_path / "theirs.h5"), bb, {"visible": codes[:4].double()}, 5, 1.0)
+    ours = archive.load_rbm(tmp_path / "theirs.h5", dtype=torch.float64)
+    minus_f = -ours.free_energy(codes)
+    np.testing.assert_allclose(minus_f - torch.logsumexp(minus_f, 0),
+                               _bernoulli_log_p(bb.weight_matrix, bb.vbias, bb.hbias),
+                               atol=1e-10)
