@@ -6,6 +6,9 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from rbmflow.evaluation.genomes import (
 from rbmflow.model.partition import log_partition_exact
 from rbmflow.model.rbm import PottsRBM
 
+REPO = Path(__file__).resolve().parents[1]
 HEADER = ("##fileformat=VCFv4.2\n##contig=<ID=1>\n##contig=<ID=2>\n"
           '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
           "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1\tS2\tS3\n")
@@ -308,3 +312,57 @@ def test_bernoulli_archive_both_ways(tmp_path: Path) -> None:
     np.testing.assert_allclose(minus_f - torch.logsumexp(minus_f, 0),
                                _bernoulli_log_p(bb.weight_matrix, bb.vbias, bb.hbias),
                                atol=1e-10)
+
+
+def _genotype_study(folder: Path) -> Path:
+    """A tiny study with a phased genotype family (and its populations) beside the tiny
+    protein family; returns its config file."""
+    import yaml
+
+    genomes = founder_genomes(num_individuals=19, num_snps=13, seed=4)
+    (folder / "g.vcf").write_text(genomes.vcf())
+    (folder / "pops.tsv").write_text(genomes.populations_tsv())
+    (folder / "tiny.sto").write_text((REPO / ".test" / "tiny.sto").read_text())
+    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    config["families"] = {"tiny": {"source": "tiny.sto"},
+                          "geno": {"source": "g.vcf", "populations": "pops.tsv",
+                                   "missing": "drop"}}
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _snakemake(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args, "--snakefile",
+                           str(REPO / "Snakefile"), "--directory", str(folder), "--cores", "2",
+                           f"--configfile={folder / 'config.yaml'}"], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_rules_write_samples_vcf_for_genotype_families_only(tmp_path: Path) -> None:
+    _genotype_study(tmp_path)
+    result = _snakemake(tmp_path, "-n", "-p")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "results/geno/quick/samples.vcf" in output
+    assert "results/tiny/quick/samples.vcf" not in output
+    assert "rule sample_genotypes:" in output and "rule sample:" in output
+    assert "--missing drop --populations pops.tsv" in output
+
+
+@pytest.mark.slow
+def test_whole_pipeline_on_a_genotype_family(tmp_path: Path) -> None:
+    cyvcf2 = pytest.importorskip("cyvcf2")
+    _genotype_study(tmp_path)
+    result = _snakemake(tmp_path, "results/geno/quick/report/report.html",
+                        "results/geno/quick/samples.vcf")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    run = tmp_path / "results/geno/quick"
+    assert cyvcf2.VCF(str(run / "samples.vcf")).samples == [f"AG{k}" for k in range(1, 12)]
+    metrics = json.loads((run / "report/metrics.json").read_text())
+    for key in ("pearson_allele_freq", "pearson_ld_r2", "aats", "privacy_loss",
+                "population_shares"):
+        assert metrics[key] is not None, key
+    assert set(metrics["population_shares"]["generated"]) <= {"POP1", "POP2", "POP3"}
+    assert "<h2>Genomes</h2>" in (run / "report/report.html").read_text()
