@@ -7,6 +7,7 @@ import gzip
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,13 @@ def test_samples_vcf_reads_back_with_cyvcf2(tmp_path: Path, phased: bool) -> Non
     else:
         np.testing.assert_array_equal(calls[:, :, :2].sum(-1).T, generated)
         assert not calls[:, :, 2].any()
+    if shutil.which("bcftools"):
+        query = subprocess.run(["bcftools", "query", "-f", "%POS[\t%GT]\n", str(out)],
+                               capture_output=True, text=True, check=True).stdout
+        first = query.splitlines()[0].split("\t")
+        assert int(first[0]) == genomes.pos[0] and len(first) == expected + 1
+        sep = "|" if phased else "/"
+        assert all(sep in call for call in first[1:])
 
 
 def test_ld_r2_known_answers() -> None:
