@@ -116,6 +116,12 @@ def test_missing_calls_follow_the_policy(tmp_path: Path) -> None:
         read_genotypes(path, GenotypeSettings(max_missing=0.1))
 
 
+def test_haploid_calls_are_refused_naming_the_record(tmp_path: Path) -> None:
+    rows = [PHASED[0], _row("2", 7, "A", "C", "0|1", "1", "0|0")]
+    with pytest.raises(InputError, match="record 2:7 has no diploid GT call"):
+        read_genotypes(_vcf(tmp_path, rows), GenotypeSettings())
+
+
 def test_hapt_and_vcf_of_the_same_genomes_agree(tmp_path: Path) -> None:
     genomes = founder_genomes(num_individuals=23, num_snps=31, seed=3)
     (tmp_path / "g.vcf").write_text(genomes.vcf())

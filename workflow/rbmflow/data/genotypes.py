@@ -154,9 +154,9 @@ def _read_vcf_records(path: Path
                 dropped[kind] += 1
                 continue
             calls = record.genotype.array() if record.genotype is not None else None
-            if calls is None or calls.shape[1] != 3:
-                raise InputError(f"{path}: record {record.CHROM}:{record.POS} is not diploid "
-                                 "(GT with two alleles per sample is required)")
+            if calls is None or calls.shape[1] != 3 or (calls[:, :2] == -2).any():
+                raise InputError(f"{path}: record {record.CHROM}:{record.POS} has no diploid "
+                                 "GT call for every sample (two alleles per sample needed)")
             alleles.append(np.where(calls[:, :2] < 0, -1, calls[:, :2]).astype(np.int8))
             phased.append(calls[:, 2].astype(bool))
             sites.append((index, record.CHROM, record.POS, record.ID or ".", record.REF,
