@@ -380,3 +380,32 @@ def test_whole_pipeline_on_a_genotype_family(tmp_path: Path) -> None:
         assert metrics[key] is not None, key
     assert set(metrics["population_shares"]["generated"]) <= {"POP1", "POP2", "POP3"}
     assert "<h2>Genomes</h2>" in (run / "report/report.html").read_text()
+
+
+def test_genome_scores_of_fresh_draws_and_of_copies() -> None:
+    """Generated rows drawn afresh from the same founder populations score like natural test
+    rows; copies of the training rows show as a privacy loss."""
+    from rbmflow.evaluation.genomes import GenomeSets, evaluate_genomes
+
+    genomes = founder_genomes(num_individuals=700, num_snps=53, seed=13)
+    rows = genomes.haplotypes
+    pops = np.repeat(genomes.population_names(), 2)
+    individuals = np.repeat(genomes.samples, 2)
+
+    def sets(generated: np.ndarray, num_train: int = 800) -> GenomeSets:
+        return GenomeSets(train=rows[:num_train], test=rows[800:1000], generated=generated,
+                          encoding="haplotypes", chrom=genomes.chrom, pos=genomes.pos,
+                          train_individuals=individuals[:num_train],
+                          train_populations=pops[:num_train], test_populations=pops[800:1000])
+
+    fresh = evaluate_genomes(sets(rows[1000:1400]), size=400)
+    assert fresh["pearson_allele_freq"] > 0.95
+    assert abs(fresh["aats"] - 0.5) < 0.1 and abs(fresh["privacy_loss"]["value"]) < 0.07
+    shares = fresh["population_shares"]
+    assert shares["test_vote_accuracy"] > 0.95
+    truth = {f"POP{k + 1}": float((genomes.populations[500:700] == k).mean())
+             for k in range(3)}
+    assert max(abs(shares["generated"][k] - truth[k]) for k in truth) < 0.02
+    # half the copied training rows enter the equal-size train subsample: AATS vs train ~ 1/4
+    copies = evaluate_genomes(sets(rows[:400].copy(), num_train=400), size=200)
+    assert copies["privacy_loss"]["value"] > 0.15
