@@ -19,8 +19,6 @@ from rbmflow.report.figures import SYNTH_COLOUR, TRAIN_COLOUR, TRUTH_COLOUR
 from rbmflow.report.html import fmt
 from rbmflow.report.inputs import lookup
 
-GENOME_FIGURES = ("genome_allele_freq", "genome_ld", "genome_distances", "genome_pca",
-                  "genome_populations")
 _PALETTE = ("#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#d53f8c", "#319795", "#b7791f",
             "#4a5568")
 

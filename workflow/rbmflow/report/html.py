@@ -23,6 +23,8 @@ FIGURES = ("site_frequencies", "correlations", "pca", "hamming", "energy", "logo
            "hidden_units", "hidden_inputs")
 """Every figure the report can draw: `{name}.png` in the report folder, its caption in
 `captions/{name}.rst` (the same file Snakemake's report shows)."""
+FIGURES += ("genome_allele_freq", "genome_ld", "genome_distances", "genome_pca",
+            "genome_populations")  # genotype families (rbmflow.report.genomes)
 
 
 @cache
