@@ -58,8 +58,11 @@ def fig_ld(m: dict[str, Any], a: dict[str, Any]) -> Figure | None:
                   label=f"natural train (Pearson {fmt(m['pearson_ld_r2_train_vs_test'])})")
     right.scatter(ld["test"], ld["generated"], s=6, c=SYNTH_COLOUR, alpha=0.6,
                   label=f"generated (Pearson {fmt(m['pearson_ld_r2'])})")
-    right.plot([0, 1], [0, 1], color="black", lw=0.8, ls="--", zorder=0)
-    right.set(xlabel="r^2, natural test", ylabel="r^2", title="LD of every same-chromosome pair")
+    finite = np.concatenate([v[np.isfinite(v)] for v in ld.values()])
+    top = 1.05 * float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    right.plot([0, top], [0, top], color="black", lw=0.8, ls="--", zorder=0)
+    right.set(xlim=(-0.02 * top, top), ylim=(-0.02 * top, top), xlabel="r^2, natural test",
+              ylabel="r^2", title="LD of every same-chromosome pair")
     right.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
@@ -68,8 +71,10 @@ def fig_ld(m: dict[str, Any], a: dict[str, Any]) -> Figure | None:
 def fig_distances(a: dict[str, Any]) -> Figure:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     pairs = a["pair_distances"]
+    low = min(int(v.min()) if v.size else 0 for v in pairs.values())
     top = max(int(v.max()) if v.size else 1 for v in pairs.values())
-    bins = np.arange(0, top + 2) - 0.5 if top < 80 else 60
+    step = max(1, int(np.ceil((top - low + 1) / 60)))  # whole numbers of differences per bin
+    bins = np.arange(low, top + step + 1, step) - 0.5
     for name, colour in (("test", TRUTH_COLOUR), ("generated", SYNTH_COLOUR),
                          ("test_vs_generated", "#38a169")):
         ax.hist(pairs[name], bins=bins, density=True, histtype="step", lw=1.5, color=colour,
