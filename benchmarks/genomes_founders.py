@@ -38,8 +38,8 @@ def write(folder: Path, individuals: int, snps: int, seed: int) -> None:
     print(f"{folder}: {individuals} individuals, {snps} SNPs, shares {SHARES}")
 
 
-def check(folder: Path) -> bool:
-    metrics = json.loads((folder / "results/founders/default/report/metrics.json").read_text())
+def check(folder: Path, run: str = "default") -> bool:
+    metrics = json.loads((folder / f"results/founders/{run}/report/metrics.json").read_text())
     shares = metrics["population_shares"]
     truth = dict(zip(("POP1", "POP2", "POP3"), SHARES, strict=True))
     generated = shares["generated"]
@@ -75,11 +75,12 @@ def main() -> None:
     parser.add_argument("--individuals", type=int, default=500)
     parser.add_argument("--snps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run", default="default", help="check: which run's report")
     args = parser.parse_args()
     if args.action == "write":
         write(args.folder, args.individuals, args.snps, args.seed)
     else:
-        raise SystemExit(0 if check(args.folder) else 1)
+        raise SystemExit(0 if check(args.folder, args.run) else 1)
 
 
 if __name__ == "__main__":
