@@ -205,9 +205,9 @@ def privacy_metrics(s: GenomeSets, size: int, seed: int) -> dict[str, Any]:
     }
 
 
-def population_metrics(s: GenomeSets, size: int, seed: int) -> dict[str, Any] | None:
-    """Population shares by nearest-neighbour vote among labelled training rows, of the
-    generated rows, the test rows and (leave-one-individual-out) the training rows."""
+def population_metrics(s: GenomeSets) -> dict[str, Any] | None:
+    """Population shares by nearest-neighbour vote among labelled training rows, of every
+    generated row, the test rows and (leave-one-individual-out) the training rows."""
     if s.train_populations is None or s.test_populations is None:
         return None
     labelled = s.train_populations != ""
@@ -216,8 +216,7 @@ def population_metrics(s: GenomeSets, size: int, seed: int) -> dict[str, Any] | 
     reference, labels = s.train[labelled], s.train_populations[labelled]
     groups = s.train_individuals[labelled]
     names = sorted(set(labels.tolist()))
-    rng = np.random.default_rng(seed)
-    gen = _subsample(s.generated, size, rng)
+    gen = s.generated
     generated = nearest_labels(gen, reference, labels)
     test_vote = nearest_labels(s.test, reference, labels)
     train_vote = nearest_labels(reference, reference, labels, groups, groups)
@@ -254,7 +253,7 @@ def evaluate_genomes(s: GenomeSets, size: int = 2000, seed: int = 0) -> dict[str
     metrics = frequency_and_ld_metrics(s, seed)
     if s.test.shape[0] >= 2 and s.generated.shape[0] >= 2:
         metrics.update(privacy_metrics(s, size, seed))
-    metrics["population_shares"] = population_metrics(s, size, seed)
+    metrics["population_shares"] = population_metrics(s)
     real = np.concatenate([s.train, s.test])
     real_pc, gen_pc, ratio = pca_projection(real, s.generated)
     s.arrays.update({"real_pc": real_pc, "generated_pc": gen_pc, "pc_ratio": ratio})

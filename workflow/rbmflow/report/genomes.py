@@ -98,10 +98,9 @@ def fig_pca(a: dict[str, Any], real_pops: np.ndarray | None) -> Figure:
             ax.scatter(points[:, 0], points[:, 1], s=5, alpha=0.5,
                        c=TRUTH_COLOUR if title == "real" else SYNTH_COLOUR)
         else:
-            shown = points[: pops.size]
             for name in names:
                 here = pops == name
-                ax.scatter(shown[here, 0], shown[here, 1], s=5, alpha=0.6, c=colours[name],
+                ax.scatter(points[here, 0], points[here, 1], s=5, alpha=0.6, c=colours[name],
                            label=name)
             ax.legend(fontsize=8, markerscale=3)
         ax.set(title=f"{title} ({points.shape[0]} rows)"
