@@ -54,6 +54,12 @@ RUNS = list(config["runs"])
 WILDTYPE_FAMILIES = [
     name for name, family in config["families"].items() if family.get("wildtype")
 ]
+GENOTYPE_KEYS = ("encoding", "missing", "max_missing", "populations")
+GENOTYPE_FAMILIES = [
+    name
+    for name, family in config["families"].items()
+    if re.search(r"\.(vcf|bcf|hapt)(\.gz)?\Z", family["source"], re.IGNORECASE)
+]
 
 
 wildcard_constraints:
@@ -89,6 +95,18 @@ def fetch_pfam_flags(wildcards):
     return cli_flags(settings)
 
 
+def genotype_inputs(wildcards):
+    """A genotype family's populations table, as the prepare rule's input, or nothing."""
+    populations = config["families"][wildcards.family].get("populations")
+    return [populations] if populations else []
+
+
+def genotype_flags(wildcards):
+    """`--encoding/--missing/--max-missing/--populations` of a genotype family, else nothing."""
+    family = config["families"][wildcards.family]
+    return cli_flags({key: family[key] for key in GENOTYPE_KEYS if key in family})
+
+
 def loglik_declares_trajectory():
     """Whether the loglik rule writes a log-likelihood trajectory CSV."""
     try:
@@ -121,6 +139,9 @@ def all_targets():
     targets += expand("results/{family}/{run}/model.h5", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/loglik.json", family=FAMILIES, run=RUNS)
     targets += expand("results/{family}/{run}/samples.fasta", family=FAMILIES, run=RUNS)
+    targets += expand(
+        "results/{family}/{run}/samples.vcf", family=GENOTYPE_FAMILIES, run=RUNS
+    )
     targets += expand("results/{family}/{run}/contacts.csv", family=FAMILIES, run=RUNS)
     targets += expand(
         "results/{family}/{run}/report/report.html", family=FAMILIES, run=RUNS

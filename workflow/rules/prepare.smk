@@ -1,6 +1,7 @@
 rule prepare:
     input:
-        "resources/msa/{family}/source.json",
+        source="resources/msa/{family}/source.json",
+        genotypes=genotype_inputs,
     output:
         data="results/{family}/data/alignment.npz",
         summary="results/{family}/data/summary.json",
@@ -13,7 +14,8 @@ rule prepare:
     threads: 4
     params:
         flags=cli_flags(config["prepare"]),
+        genotypes=genotype_flags,
         device=config["device"],
     shell:
-        "python -m rbmflow prepare {input:q} --out {output.data:q} --summary {output.summary:q} "
-        "{params.flags} --device {params.device:q} --threads {threads:q} 2> {log:q}"
+        "python -m rbmflow prepare {input.source:q} --out {output.data:q} --summary {output.summary:q} "
+        "{params.flags} {params.genotypes} --device {params.device:q} --threads {threads:q} 2> {log:q}"

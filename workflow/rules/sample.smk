@@ -23,3 +23,16 @@ rule sample:
         "python -m rbmflow sample {input.model:q} {input.data:q} --out {output.samples:q} "
         "--info {output.info:q} {params.flags} --device {params.device:q} "
         "--threads {threads:q} 2> {log:q}"
+
+
+# Genotype families: the same job also writes samples.vcf beside the FASTA.
+use rule sample as sample_genotypes with:
+    output:
+        samples="results/{family}/{run}/samples.fasta",
+        info="results/{family}/{run}/sampling.json",
+        vcf="results/{family}/{run}/samples.vcf",
+    wildcard_constraints:
+        family="|".join(map(re.escape, GENOTYPE_FAMILIES)) or "(?!)",
+
+
+ruleorder: sample_genotypes > sample

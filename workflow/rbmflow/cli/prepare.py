@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from rbmflow.data.alignment import AMBIGUOUS_RULES, FORMATS
+from rbmflow.data.genotypes import ENCODINGS, MISSING_POLICIES, GenotypeSettings
 from rbmflow.data.prepare import SPLITS, PrepareSettings, resolve_source, run_stage
 from rbmflow.errors import RbmflowError
 
@@ -37,6 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--identity graph on one side (default %(default)s)")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="input format (default: from source.json, else sniffed)")
+    genotypes = GenotypeSettings()
+    group = parser.add_argument_group("genotype families (a VCF or .hapt source)")
+    group.add_argument("--encoding", choices=ENCODINGS, default=genotypes.encoding,
+                       help="haplotypes (q = 2, phased calls), counts (ALT alleles, q = 3) "
+                            "or auto: haplotypes when every call is phased (default %(default)s)")
+    group.add_argument("--missing", choices=MISSING_POLICIES, default=genotypes.missing,
+                       help="remaining missing calls: impute the major allele, or drop the "
+                            "individual (default %(default)s)")
+    group.add_argument("--max-missing", type=float, default=genotypes.max_missing,
+                       help="drop SNPs with a larger fraction of missing allele calls "
+                            "(default %(default)s)")
+    group.add_argument("--populations", default=None,
+                       help="TSV sample<TAB>population with a header, labels individuals")
 
 
 def files(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -54,8 +68,10 @@ def run(args: argparse.Namespace) -> None:
     settings = PrepareSettings(identity=args.identity, max_gap_fraction=args.max_gap_fraction,
                                test_fraction=args.test_fraction, seed=args.seed,
                                ambiguous=args.ambiguous, split=args.split, format=args.format)
+    genotypes = GenotypeSettings(encoding=args.encoding, missing=args.missing,
+                                 max_missing=args.max_missing, populations=args.populations)
     summary = run_stage(args.source, args.out, args.summary, settings,
-                      device=args.device)
+                      device=args.device, genotypes=genotypes)
     print(f"{args.out}: M = {summary['M']} (train {summary['M_train']}, test "
           f"{summary['M_test']}), L = {summary['L']}, M_eff = {summary['M_eff']:.1f} "
           f"(train {summary['M_eff_train']:.1f}, test {summary['M_eff_test']:.1f})")

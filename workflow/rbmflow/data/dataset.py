@@ -106,8 +106,10 @@ def unpack_names(path: Path, raw: np.ndarray, offsets: np.ndarray, count: int) -
     return out
 
 
-def save_encoded(path: str | os.PathLike[str], data: EncodedAlignment) -> None:
-    """Write `data` to an NPZ archive atomically, provenance as a JSON string."""
+def save_encoded(path: str | os.PathLike[str], data: EncodedAlignment,
+                 extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write `data` to an NPZ archive atomically, provenance as a JSON string; `extra`
+    arrays (no pickled objects) are stored beside the common ones."""
     names_utf8, names_offsets = pack_names(data.names)
     widest = int(np.diff(names_offsets).max()) if len(data.names) else 0
     copy = ({"names": np.asarray(data.names, dtype=str)}
@@ -123,6 +125,7 @@ def save_encoded(path: str | os.PathLike[str], data: EncodedAlignment) -> None:
             alphabet=np.asarray(data.alphabet),
             format_version=np.asarray(FORMAT_VERSION),
             provenance=np.asarray(json.dumps(data.provenance or {})),
+            **(extra or {}),
         )
 
 

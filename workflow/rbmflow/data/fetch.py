@@ -8,7 +8,8 @@ A family's `source` is one of three kinds:
   `{base_url}/entry/pfam/{accession}/?annotation=alignment:{seed|full|uniprot}`, saved in
   the output directory as `alignment.sto.gz` (or `alignment.sto` when the server sends it
   uncompressed).
-- anything else: a path to a FASTA, A2M or Stockholm file (gzip allowed), read in place.
+- anything else: a path to a FASTA, A2M or Stockholm file (gzip allowed), or, for a genotype
+  family, a VCF/VCF.gz/BCF or `.hapt` file, read in place.
 
 Every kind ends with `source.json` in the output directory, written last and atomically: it
 is the stage's only declared output, so its presence means the alignment is complete.
@@ -57,7 +58,7 @@ PFAM_FILES = ("alignment.sto.gz", "alignment.sto")
 _FORMAT_BY_SUFFIX = {
     ".sto": "stockholm", ".sth": "stockholm", ".stk": "stockholm", ".stockholm": "stockholm",
     ".fa": "fasta", ".fasta": "fasta", ".fas": "fasta", ".faa": "fasta", ".afa": "fasta",
-    ".a2m": "a2m",
+    ".a2m": "a2m", ".vcf": "vcf", ".bcf": "vcf", ".hapt": "hapt",
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_GZIP_LAYERS = 3
@@ -240,7 +241,8 @@ def check_local_file(source: str, family: str) -> tuple[Path, str | None]:
     if not path.exists():
         raise InputError(f"family {family!r}: alignment file {source} does not exist "
                          f"(looked in {path.resolve().parent}); `source:` takes 'pfam', "
-                         f"'example:ww' or a path to a FASTA, A2M or Stockholm file")
+                         f"'example:ww' or a path to a FASTA, A2M or Stockholm file, "
+                         f"or a VCF or .hapt file for genotypes")
     if not path.is_file():
         raise InputError(f"family {family!r}: alignment source {source} is not a file")
     if not os.access(path, os.R_OK):
@@ -249,7 +251,8 @@ def check_local_file(source: str, family: str) -> tuple[Path, str | None]:
 
 
 def format_from_name(path: str | os.PathLike[str]) -> str | None:
-    """'stockholm', 'fasta' or 'a2m' from the file's suffix (a trailing .gz ignored)."""
+    """'stockholm', 'fasta', 'a2m', 'vcf' or 'hapt' from the file's suffix (a trailing .gz
+    ignored)."""
     name = Path(path).name.lower().removesuffix(".gz")
     return _FORMAT_BY_SUFFIX.get(Path(name).suffix)
 

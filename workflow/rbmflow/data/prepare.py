@@ -32,6 +32,15 @@ import torch
 from rbmflow import ALPHABET
 from rbmflow.data.alignment import AMBIGUOUS_RULES, FORMATS, encode_alignment, read_alignment
 from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, save_encoded
+from rbmflow.data.genotypes import (
+    GENOTYPE_FORMATS,
+    GenotypeSettings,
+    genotype_format,
+    npz_arrays,
+    read_genotypes,
+    read_populations,
+    row_populations,
+)
 from rbmflow.data.weights import identity_components, max_identity, sequence_weights
 from rbmflow.errors import InputError
 from rbmflow.provenance import atomic_paths, provenance, sha256_file, write_json
@@ -112,8 +121,9 @@ def resolve_source(source: str | Path) -> Source:
         raise InputError(f"{source}: {alignment} has changed since it was fetched (sha256 "
                          f"differs from the record); rerun fetch")
     fmt = record.get("format")
-    if fmt is not None and fmt not in FORMATS:
-        raise InputError(f"{source}: unknown format {fmt!r} (expected {', '.join(FORMATS)})")
+    if fmt is not None and fmt not in (*FORMATS, *GENOTYPE_FORMATS):
+        raise InputError(f"{source}: unknown format {fmt!r} (expected "
+                         f"{', '.join((*FORMATS, *GENOTYPE_FORMATS))})")
     return Source(alignment=alignment, format=fmt, record=source)
 
 
@@ -200,12 +210,17 @@ def run_stage(
     summary_path: str | Path,
     settings: PrepareSettings,
     device: torch.device | str = "cpu",
+    genotypes: GenotypeSettings | None = None,
 ) -> dict[str, Any]:
-    """Run the stage; returns the summary written to `summary_path`."""
+    """Run the stage; returns the summary written to `summary_path`.
+
+    A VCF or `.hapt` source is a genotype family (`prepare_genotypes`, with `genotypes`)."""
     settings.check()
     device = torch.device(device)
     started = time.perf_counter()
     src = resolve_source(source)
+    if genotype_format(src.alignment) is not None:
+        return prepare_genotypes(src, out, summary_path, settings, genotypes or GenotypeSettings())
     raw = read_alignment(src.alignment, settings.format or src.format)
     encoded = encode_alignment(raw, settings.ambiguous)
     path = src.alignment
@@ -298,5 +313,70 @@ def run_stage(
                                  "M_eff_test", "split")}})
     with atomic_paths(out, summary_path) as (out_tmp, summary_tmp):
         save_encoded(out_tmp, data)
+        write_json(summary_tmp, summary)
+    return summary
+
+
+def individual_split(individuals: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """uint8 (M,): `random_split` over the distinct individuals, each row on its
+    individual's side (the two haplotypes of a person are never split apart)."""
+    unique, inverse = np.unique(individuals, return_inverse=True)
+    try:
+        return random_split(unique.size, test_fraction, seed)[inverse]
+    except ValueError as err:
+        raise InputError(f"{err} (individuals)") from err
+
+
+def prepare_genotypes(src: Source, out: str | Path, summary_path: str | Path,
+                      settings: PrepareSettings, genotypes: GenotypeSettings) -> dict[str, Any]:
+    """The stage for a genotype family: rows of haplotypes or allele counts
+    (`rbmflow.data.genotypes`), split by individual, every weight 1 (haplotypes of related
+    people are data, not redundancy to discount), written with the SNPs' CHROM/POS/ID/REF/ALT.
+    """
+    data = read_genotypes(src.alignment, genotypes)
+    inputs: dict[str, str | Path] = {"alignment": src.alignment}
+    if src.record is not None:
+        inputs["source"] = src.record
+    populations = None
+    if genotypes.populations is not None:
+        inputs["populations"] = genotypes.populations
+        populations = row_populations(data.individuals, read_populations(genotypes.populations))
+    split = individual_split(data.individuals, settings.test_fraction, settings.seed)
+    weights = np.ones(data.codes.shape[0])
+    prov = provenance("prepare", inputs=inputs, settings={**asdict(settings), **asdict(
+        genotypes), "format_used": genotype_format(src.alignment)}, seed=settings.seed)
+    parts = {name: split == part for name, part in (("train", TRAIN), ("test", TEST))}
+    labelled = None
+    if populations is not None:
+        names, counts = np.unique(populations[populations != ""], return_counts=True)
+        labelled = {"rows_per_population": dict(zip(names.tolist(), counts.tolist(),
+                                                    strict=True)),
+                    "unlabelled_rows": int((populations == "").sum())}
+    summary: dict[str, Any] = {
+        "input": {"path": str(src.alignment), "format": genotype_format(src.alignment),
+                  "sha256": prov["inputs"]["alignment"]["sha256"],
+                  "individuals": int(np.unique(data.individuals).size),
+                  "records": data.counts["records"]},
+        "M": int(data.codes.shape[0]), "L": int(data.codes.shape[1]),
+        "q": len(data.alphabet), "alphabet": data.alphabet,
+        "M_eff": float(weights.sum()),
+        "M_train": int(parts["train"].sum()), "M_test": int(parts["test"].sum()),
+        "M_eff_train": float(parts["train"].sum()), "M_eff_test": float(parts["test"].sum()),
+        "genotypes": {"encoding": data.encoding, "phased_input": data.phased_input,
+                      **data.counts},
+        "populations": labelled,
+        "weights": {"scheme": "uniform (every row weight 1)"},
+        "split": {"method": "random", "unit": "individual",
+                  "test_fraction": settings.test_fraction, "seed": settings.seed,
+                  "generator": "numpy PCG64 permutation"},
+        "provenance": prov,
+    }
+    encoded = EncodedAlignment(
+        codes=data.codes, weights=weights.astype(np.float32), split=split, names=data.names,
+        columns=data.columns, alphabet=data.alphabet, provenance={**prov, "summary": {
+            key: summary[key] for key in ("M", "L", "M_eff", "M_train", "M_test",
+                                          "M_eff_train", "M_eff_test", "split")}})
+    with atomic_paths(out, summary_path) as (out_tmp, summary_tmp):
+        save_encoded(out_tmp, encoded, extra=npz_arrays(data, populations))
         write_json(summary_tmp, summary)
     return summary

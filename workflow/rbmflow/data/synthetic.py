@@ -118,3 +118,97 @@ def planted_pattern_rbm(num_visibles: int, num_states: int, num_patterns: int,
     vbias = torch.zeros(L, q, dtype=torch.float64)
     hbias = torch.full((nh,), -threshold * coupling * L, dtype=torch.float64)
     return PottsRBM(weight_matrix, vbias, hbias)
+
+
+# -- genotype families -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FounderGenomes:
+    """Diploid individuals from founder populations, for tests and benchmarks.
+
+    haplotypes uint8 (2N, L): rows 2n and 2n+1 are individual n's two haplotypes;
+    populations (N,) index of each individual's population; chrom (L,) str and pos (L,) int64
+    (1-based base pairs, increasing within a chromosome); shares (K,) the mixture weights.
+    """
+
+    haplotypes: np.ndarray
+    populations: np.ndarray
+    chrom: np.ndarray
+    pos: np.ndarray
+    shares: tuple[float, ...]
+
+    @property
+    def samples(self) -> list[str]:
+        return [f"IND{n + 1}" for n in range(self.populations.size)]
+
+    def population_names(self) -> list[str]:
+        return [f"POP{k + 1}" for k in self.populations]
+
+    def vcf(self, unphased: bool = False) -> str:
+        """VCF 4.2 text, REF A and ALT G at every SNP; phased calls unless `unphased`."""
+        sep = "/" if unphased else "|"
+        h = self.haplotypes.astype(str)
+        calls = np.char.add(np.char.add(h[0::2], sep), h[1::2])  # (N, L)
+        lines = ["##fileformat=VCFv4.2",
+                 *(f"##contig=<ID={c}>" for c in dict.fromkeys(self.chrom.tolist())),
+                 '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+                 "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO",
+                            "FORMAT", *self.samples])]
+        lines += ["\t".join([str(self.chrom[j]), str(self.pos[j]), f"snp{j + 1}", "A", "G",
+                             ".", "PASS", ".", "GT", *calls[:, j]])
+                  for j in range(self.pos.size)]
+        return "\n".join(lines) + "\n"
+
+    def hapt(self) -> str:
+        """The haplotype matrix as `.hapt` text: population, `{sample}_A|B`, then 0/1 values."""
+        names = self.population_names()
+        return "".join(f"{names[r // 2]} {self.samples[r // 2]}_{'AB'[r % 2]} "
+                       f"{' '.join(map(str, row))}\n" for r, row in enumerate(self.haplotypes))
+
+    def populations_tsv(self) -> str:
+        return "sample\tpopulation\n" + "".join(
+            f"{s}\t{p}\n" for s, p in zip(self.samples, self.population_names(), strict=True))
+
+
+def founder_genomes(num_individuals: int = 300, num_snps: int = 60,
+                    shares: tuple[float, ...] = (0.5, 0.3, 0.2), founders: int = 4,
+                    chromosomes: int = 2, fst: float = 0.2, switch_per_mb: float = 0.5,
+                    mutation_rate: float = 0.01, seed: int = 0) -> FounderGenomes:
+    """Haplotypes as mosaics of founder haplotypes of their population, with recombination.
+
+    Ancestral ALT frequencies p ~ U(0.1, 0.9); each population's frequencies
+    ~ Beta(p (1-F)/F, (1-p)(1-F)/F) with F = `fst` (Balding-Nichols); each population has
+    `founders` haplotypes drawn from its frequencies. A haplotype copies one founder of its
+    individual's population and switches to a random founder between neighbouring SNPs with
+    probability 1 - exp(-switch_per_mb * distance in Mb) (none across chromosomes), then
+    each allele flips with probability `mutation_rate`. SNPs are spread at random over
+    `chromosomes` chromosomes of 10 Mb. Individuals draw their population from `shares`.
+    """
+    rng = np.random.default_rng(seed)
+    num_pops = len(shares)
+    chrom = np.sort(rng.integers(0, chromosomes, num_snps))
+    pos = np.zeros(num_snps, dtype=np.int64)
+    for c in range(chromosomes):
+        members = np.flatnonzero(chrom == c)
+        pos[members] = np.sort(rng.choice(10_000_000, members.size, replace=False) + 1)
+    ancestral = rng.uniform(0.1, 0.9, num_snps)
+    scale = (1.0 - fst) / fst
+    freqs = rng.beta(ancestral * scale, (1.0 - ancestral) * scale, (num_pops, num_snps))
+    founder_haps = (rng.random((num_pops, founders, num_snps)) < freqs[:, None]).astype(np.uint8)
+    populations = rng.choice(num_pops, num_individuals, p=np.asarray(shares) / sum(shares))
+    gap_mb = np.diff(pos, prepend=pos[0]) / 1e6
+    switch = 1.0 - np.exp(-switch_per_mb * gap_mb)
+    switch[np.r_[True, chrom[1:] != chrom[:-1]]] = 1.0
+    rows = 2 * num_individuals
+    source = np.zeros((rows, num_snps), dtype=np.int64)
+    current = rng.integers(0, founders, rows)
+    for j in range(num_snps):
+        jump = rng.random(rows) < switch[j]
+        current = np.where(jump, rng.integers(0, founders, rows), current)
+        source[:, j] = current
+    pop_of_row = np.repeat(populations, 2)
+    haps = founder_haps[pop_of_row[:, None], source, np.arange(num_snps)[None, :]]
+    haps ^= (rng.random(haps.shape) < mutation_rate).astype(np.uint8)
+    return FounderGenomes(haps.astype(np.uint8), populations,
+                          np.array([str(c + 1) for c in chrom]), pos, tuple(shares))

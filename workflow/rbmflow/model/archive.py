@@ -53,6 +53,7 @@ from rbmflow.model.rbm import PottsRBM
 from rbmflow.provenance import FORMAT_VERSION, atomic_path, json_default
 
 MODEL_TYPE = "PBRBM"
+BERNOULLI_MODEL_TYPE = "BBRBM"  # the `rbms` package's binary RBM: W (L, Nh), vbias (L,)
 METADATA_GROUP = "rbmflow"
 _PARAM_NAMES = ("weight_matrix", "vbias", "hbias")
 _REQUIRED_HYPERPARAMETERS = ("batch_size", "gibbs_steps", "learning_rate", "L1", "L2", "seed",
@@ -347,6 +348,8 @@ def load_rbm(path: str | os.PathLike[str], update: int | None = None,
         if "model_type" in f:
             model_type = f["model_type"][()]
             model_type = model_type.decode() if isinstance(model_type, bytes) else str(model_type)
+            if model_type == BERNOULLI_MODEL_TYPE:
+                return _load_bernoulli(f, path, update).to(device=device, dtype=dtype)
             if model_type != MODEL_TYPE:
                 raise InputError(f"{path}: model_type {model_type!r}, expected {MODEL_TYPE!r}")
         updates = _complete_updates(f)
@@ -359,6 +362,68 @@ def load_rbm(path: str | os.PathLike[str], update: int | None = None,
         tensors = [torch.from_numpy(array).to(device=device, dtype=dtype)
                    for array in _parameters(f, update, path)]
     return PottsRBM(*tensors)
+
+
+def bernoulli_to_potts(weight_matrix: Tensor, vbias: Tensor, hbias: Tensor) -> PottsRBM:
+    """A Bernoulli-Bernoulli RBM (W (L, Nh), vbias (L,), hbias (Nh,); E = -v.vbias - h.hbias
+    - v W h) as the q = 2 Potts RBM with the same p(v) and the same log Z (state 0 has zero
+    parameters), in the zero-sum gauge (which shifts log Z by -sum_i vbias_i / 2)."""
+    zeros = torch.zeros_like(weight_matrix)
+    model = PottsRBM(torch.stack([zeros, weight_matrix], 1).clone(),
+                     torch.stack([torch.zeros_like(vbias), vbias], 1).clone(), hbias.clone())
+    model.apply_zero_sum_gauge_()
+    return model
+
+
+def potts_to_bernoulli(model: PottsRBM) -> tuple[dict[str, Tensor], float]:
+    """A q = 2 Potts RBM as the `rbms` Bernoulli-Bernoulli parameters with the same p(v):
+    W = W[:, 1] - W[:, 0], vbias = vbias[:, 1] - vbias[:, 0], hbias = hbias + sum_i W[i, 0];
+    and the energy offset sum_i vbias[i, 0] (log Z_potts = log Z_bernoulli + offset)."""
+    if model.num_states != 2:
+        raise ValueError(f"a Bernoulli RBM needs q = 2, the model has q = {model.num_states}")
+    w, vb = model.weight_matrix, model.vbias
+    params = {"weight_matrix": w[:, 1] - w[:, 0], "vbias": vb[:, 1] - vb[:, 0],
+              "hbias": model.hbias + w[:, 0].sum(0)}
+    return params, float(vb[:, 0].sum())
+
+
+def _load_bernoulli(f: h5py.File, path: str | os.PathLike[str], update: int | None
+                    ) -> PottsRBM:
+    updates = _complete_updates(f)
+    if not updates or (update is not None and update not in updates):
+        raise InputError(f"{path}: no checkpoint update_{update} (have {updates})")
+    update = updates[-1] if update is None else update
+    w, vb, hb = (np.asarray(_dataset(f, f"update_{update}/params/{name}", path)[()],
+                            dtype=np.float64) for name in _PARAM_NAMES)
+    if w.ndim != 2 or vb.shape != w.shape[:1] or hb.shape != w.shape[1:]:
+        raise InputError(f"{path}: update_{update}: inconsistent BBRBM shapes: weight_matrix "
+                         f"{w.shape}, vbias {vb.shape}, hbias {hb.shape}")
+    if not all(np.isfinite(a).all() for a in (w, vb, hb)):
+        raise InputError(f"{path}: update_{update} holds NaN or inf")
+    return bernoulli_to_potts(*(torch.from_numpy(a) for a in (w, vb, hb)))
+
+
+def export_bernoulli(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
+    """Write the q = 2 archive at `path` as an `rbms` Bernoulli-Bernoulli archive at `out`
+    (model_type BBRBM, every checkpoint converted by `potts_to_bernoulli`, the chains,
+    hyperparameters and our metadata group copied), atomically."""
+    with _open(path) as f, atomic_path(out) as tmp, h5py.File(tmp, "w") as g:
+        for update in _complete_updates(f):
+            model = PottsRBM(*(torch.from_numpy(a).double() for a in _parameters(f, update,
+                                                                                 path)))
+            params, _ = potts_to_bernoulli(model)
+            group = g.create_group(f"update_{update}")
+            for name, tensor in params.items():
+                group.create_dataset(f"params/{name}", data=tensor.float().numpy())
+                group[name] = group[f"params/{name}"]
+            for key in ("time", "torch_rng_state", *(f"numpy_rng_arg{i}" for i in range(5))):
+                if key in f[f"update_{update}"]:
+                    f.copy(f[f"update_{update}/{key}"], group, key)
+            group.create_group("flags")
+        for key in ("hyperparameters", "parallel_chains", METADATA_GROUP):
+            if key in f:
+                f.copy(f[key], g, key)
+        g["model_type"] = BERNOULLI_MODEL_TYPE
 
 
 def load_chains(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Tensor:

@@ -56,6 +56,7 @@ from rbmflow.report.figures import (
     placeholder,
     save_figure,
 )
+from rbmflow.report.genomes import add_genome_report
 from rbmflow.report.html import CSS, FIGURES, caption, fmt, render_html
 from rbmflow.report.inputs import (
     LOGLIK_FIELDS,
@@ -228,6 +229,8 @@ def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
         metrics["mutations"] = mutations_coverage(mutations_summary)
     add_model_figures(draw, metrics, model, data, generated_np, inputs.contacts,
                       inputs.structure, inputs.structure_chain)
+    add_genome_report(draw, metrics, inputs.data, data, generated_np, settings.nn_samples,
+                      settings.seed)
     metrics["training_chains"] = training_chains(model_meta)
     if loglik is None:
         metrics["notes"].append("no loglik.json given: log-likelihood rows are empty")

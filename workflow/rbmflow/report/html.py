@@ -23,6 +23,8 @@ FIGURES = ("site_frequencies", "correlations", "pca", "hamming", "energy", "logo
            "hidden_units", "hidden_inputs")
 """Every figure the report can draw: `{name}.png` in the report folder, its caption in
 `captions/{name}.rst` (the same file Snakemake's report shows)."""
+FIGURES += ("genome_allele_freq", "genome_ld", "genome_distances", "genome_pca",
+            "genome_populations")  # genotype families (rbmflow.report.genomes)
 
 
 @cache
@@ -216,6 +218,8 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
     for name, path in figures.items():
         parts.append(_figure_html(name, path))
     parts.append(model_sections_html(metrics))
+    from rbmflow.report.genomes import genomes_html  # here: genomes imports this module
+    parts.append(genomes_html(metrics))
     if omitted:
         parts.append("<h3>Omitted</h3><ul>")
         parts.extend(f"<li><b>{html.escape(name)}</b>: {html.escape(why)}</li>"

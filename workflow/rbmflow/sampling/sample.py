@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from rbmflow.data.dataset import TRAIN, load_encoded
+from rbmflow.data.genotypes import write_samples_vcf
 from rbmflow.device import resolve_device
 from rbmflow.errors import InputError
 from rbmflow.evaluation.stats import connected_correlations, pearson
@@ -940,4 +941,5 @@ def run_stage(
     with atomic_paths(out_path, info_path) as (fasta_tmp, info_tmp):
         fasta_tmp.write_text(fasta_records(samples, data.alphabet, summary["sweeps"]))
         write_json(info_tmp, _json_safe(record))
+        write_samples_vcf(out_path, samples, data_path, record)  # genotype families only
     return StageResult(samples, summary)
