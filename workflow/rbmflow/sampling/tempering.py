@@ -136,6 +136,7 @@ class StackedLevels:
                                   for lv in levels]).mul_(betas[:, None])
         # Per-site constants out of the logits (see rbm._VisibleSampler): exact, for range only.
         centre = (self.vbias + 0.5 * self.weight.sum(-1)).view(-1, L, q)
+        self.weight_t = self.weight.transpose(1, 2).contiguous()  # (K, Nh, L*q) for the product
         self.draw_bias = (self.vbias.view(-1, L, q)
                           - centre.amax(-1, keepdim=True)).reshape(-1, 1, L * q)
         self.offsets = torch.arange(0, L * q, q, device=device, dtype=torch.long)
@@ -158,7 +159,7 @@ class StackedLevels:
 
     def draw_visibles(self, hiddens: Tensor, generator: torch.Generator | None) -> Tensor:
         """v ~ p_k(v | h) for hiddens (K, C, Nh) at every level; codes (K, C, L)."""
-        logits = torch.baddbmm(self.draw_bias, hiddens, self.weight.transpose(1, 2))
+        logits = torch.baddbmm(self.draw_bias, hiddens, self.weight_t)
         K, C = hiddens.shape[:2]
         return sample_categorical(logits.view(K, C, self.num_visibles, self.num_states),
                                   generator)
