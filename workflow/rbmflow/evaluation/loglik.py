@@ -332,18 +332,18 @@ def size_annealing(pilot_log_w_var: float, pilot_resolution: int, pilot_chains: 
 
     Along a fixed path Var(log w) falls as 1 / resolution, c / K with c measured by the
     pilot (c = pilot variance x pilot resolution), and the error of log mean w over N chains
-    is about sqrt(Var(log w) / N). The cost K N is then set by c alone; K is chosen so that
+    is about sqrt(s / N), s = exp(Var(log w)) - 1 (log-normal weights). K is chosen so that
     Var(log w) is about 0.5 (the weights stay reliable, ESS / N about exp(-0.5)), N so that
-    sqrt(1.5 Var(log w) / N) <= target_std. Both are clipped to [min, max]; with a pilot
+    sqrt(1.5 s / N) <= target_std. Both are clipped to [min, max]; with a pilot
     variance too large for the maxima, the maxima are used and the ESS shows it.
     """
     c = max(pilot_log_w_var, 0.0) * pilot_resolution
     resolution = int(min(max(math.ceil(2 * c), min_resolution), max_resolution))
-    var = c / resolution
-    total = math.ceil(1.5 * var / target_std ** 2)
+    spread = math.expm1(c / resolution)  # Var(w) / E[w]^2 for log-normal weights
+    total = math.ceil(1.5 * spread / target_std ** 2)
     chains = int(min(max(math.ceil(total / repeats), MIN_CHAINS_PER_REPEAT), max_chains))
     return AnnealingSize(resolution, chains, pilot_resolution, pilot_chains, pilot_log_w_var,
-                         math.sqrt(var / (chains * repeats)))
+                         math.sqrt(spread / (chains * repeats)))
 
 
 def _log_w_var(result: AISResult) -> float:
