@@ -221,3 +221,20 @@ def test_batched_run_leaves_its_initial_codes_and_counts_swaps_per_pair() -> Non
     assert result.swap_attempts == [53 * 3, 53 * 4, 53 * 3, 53 * 4]
     assert all(0.0 <= r <= 1.0 for r in result.swap_rates)
     assert [c.shape for c in result.level_codes] == [(53, 2)] * 5
+
+
+def test_gpu_check_runs_on_the_cpu_in_toy_mode(tmp_path) -> None:
+    """benchmarks/gpu_check.py end to end at toy size: sweep rate, tempering versus plain
+    Gibbs, couplings, and its JSON summary."""
+    import json
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    bench = runpy.run_path(str(script))
+    out = tmp_path / "gpu_check.json"
+    result = bench["run"](bench["parse_args"](["--toy", "--device", "cpu", "--out", str(out)]))
+    assert result["sweep"]["sweeps_per_s"] > 0
+    assert math.isfinite(result["tempering"]["tempering_over_gibbs"])
+    assert result["couplings"]["couplings_s"] > 0
+    assert json.loads(out.read_text())["toy"] is True
