@@ -514,8 +514,7 @@ def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
     methods = s.resolved_methods(model.num_hiddens, len(checkpoints))
     if trajectory_table and "exact" not in methods and "trajectory" not in methods:
         methods.append("trajectory")
-    generator = torch.Generator(device=device)
-    generator.manual_seed(s.seed)
+    generator = torch.Generator(device=device).manual_seed(s.seed)
     base = IndependentSites.from_codes(train_codes, data.num_states, train_weights,
                                        s.pseudocount)
     log.info("log Z of update %d (Nh=%d) by %s", final.update, model.num_hiddens,
@@ -533,17 +532,32 @@ def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
 
     primary, log_z_reason = choose_log_z(estimates, methods, len(checkpoints), s.tolerance,
                                          s.min_ess)
-    chosen = estimates[primary]
-    log_z = chosen["log_z"]
     warnings = check_estimates(estimates, s.tolerance, s.min_ess)
     for message in warnings:
         log.warning(message)
-    summary: dict[str, Any] = {
+    summary = _summary(estimates, primary, log_z_reason, final.update, model, warnings,
+                       (train_codes, train_weights), (test_codes, test_weights))
+    rows: list[dict[str, Any]] = []
+    if trajectory_table:
+        rows = _trajectory_rows(checkpoints, trajectory, "exact" in estimates, train_codes,
+                                train_weights, test_codes, test_weights, device)
+    summary["time_s"] = time.perf_counter() - started
+    return LoglikResult(summary, rows)
+
+
+def _summary(estimates: dict[str, dict[str, Any]], primary: str, log_z_reason: str,
+             update: int, model: PottsRBM, warnings: list[str],
+             train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> dict[str, Any]:
+    """loglik.json's fields (without provenance) for the estimate `primary`."""
+    chosen = estimates[primary]
+    log_z = chosen["log_z"]
+    (train_codes, train_weights), (test_codes, test_weights) = train, test
+    return {
         "log_z": log_z,
         "log_z_std": chosen["log_z_std"],
         "method": primary,
         "log_z_reason": log_z_reason,
-        "checkpoint": final.update,
+        "checkpoint": update,
         "n_betas": chosen.get("n_betas"),
         "n_chains": chosen.get("n_chains"),
         "repeats": chosen.get("repeats"),
@@ -566,14 +580,7 @@ def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
         "meff_test": float(test_weights.sum()),
         "units": "nats per sequence (loglik), nats (log_z)",
         "spent": _spent(estimates),
-        "time_s": time.perf_counter() - started,
     }
-    rows: list[dict[str, Any]] = []
-    if trajectory_table:
-        rows = _trajectory_rows(checkpoints, trajectory, "exact" in estimates, train_codes,
-                                train_weights, test_codes, test_weights, device)
-    summary["time_s"] = time.perf_counter() - started
-    return LoglikResult(summary, rows)
 
 
 def _trajectory_rows(checkpoints: Sequence[Checkpoint], trajectory: TrajectoryResult | None,

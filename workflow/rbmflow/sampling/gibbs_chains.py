@@ -219,19 +219,164 @@ def run_sampling(
     along the run for R-hat and autocorrelation times. Everything runs on the model's
     device; a run is reproduced exactly by the same settings (seed included) on the same device.
     """
-    device = model.device
-    choice = choose_mode(settings.mode, settings.sweeps, metadata)
-    criteria = settings.criteria
-    L, q = model.num_visibles, model.num_states
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
-    diag_generator = torch.Generator().manual_seed(settings.seed + 1)
+    run = _GibbsRun(model, settings, metadata, observable)
+    run.start(train_codes, train_weights, initial or {})
+    with torch.no_grad():
+        for index, target in enumerate(run.targets):
+            run.advance(target)
+            if run.finished(last=index == len(run.targets) - 1):
+                break
+            log.info("sweep %d: not equilibrated yet (%s); extending to %d sweeps", run.sweep,
+                     ", ".join(run.extensions[-1]["failed_checks"]), run.targets[index + 1])
+    return run.result()
 
-    starts: dict[str, Tensor] = {}
-    initial = initial or {}
-    starts[RANDOM] = (initial[RANDOM].to(device).long() if RANDOM in initial
-                      else random_codes(settings.chains, L, q, device, generator))
-    equilibrium = choice.mode == "equilibrium"
-    if equilibrium:
+
+def sweep_targets(choice: ModeChoice, settings: SamplingSettings) -> list[int]:
+    """The sweeps at which the checks are made: the planned sweeps, then doublings up to
+    max_sweeps (and max_sweeps itself) with auto_extend at equilibrium."""
+    targets = [choice.sweeps]
+    if choice.mode == "equilibrium" and settings.auto_extend:
+        cap = max(settings.max_sweeps, choice.sweeps)
+        while targets[-1] * 2 <= cap:
+            targets.append(targets[-1] * 2)
+        if targets[-1] < cap:
+            targets.append(cap)
+    return targets
+
+
+class _GibbsRun:
+    """The state of `run_sampling`: the chain sets side by side in one tensor, their trackers,
+    the record schedule, the snapshots the t vs t/2 tests need, and the checks so far."""
+
+    def __init__(self, model: PottsRBM, settings: SamplingSettings,
+                 metadata: dict[str, Any] | None,
+                 observable: Callable[[Tensor], Tensor] | None) -> None:
+        self.model, self.settings, self.observable = model, settings, observable
+        self.choice = choose_mode(settings.mode, settings.sweeps, metadata)
+        self.generator = torch.Generator(device=model.device).manual_seed(settings.seed)
+        self.diag_generator = torch.Generator().manual_seed(settings.seed + 1)
+        self.targets = sweep_targets(self.choice, settings)
+        last = self.targets[-1]
+        self.records = sorted(set(record_times(last, settings.record_every)) | set(self.targets))
+        self.needed_snapshots = {t // 2 for t in self.records}
+        every = max(1, last // 128)
+        self.trace_times = set(range(every, last + 1, every)) if observable else set()
+        self.events = sorted(self.needed_snapshots | set(self.records) | self.trace_times)
+        self.trace: list[Tensor] = []
+        self.trace_sweeps: list[int] = []
+        self.snapshots: dict[int, Tensor] = {}
+        self.extensions: list[dict[str, Any]] = []
+        self.checks: dict[str, dict[str, Any]] = {}
+        self.equilibrated: bool | None = None
+        self.sweep, self.sweep_seconds = 0, 0.0
+        self.started = time.perf_counter()
+
+    def start(self, train_codes: Tensor | None, train_weights: Tensor | None,
+              initial: dict[str, Tensor]) -> None:
+        """The starting codes of each set, their trackers, and the record at sweep 0."""
+        model, q = self.model, self.model.num_states
+        starts = _starts(model, self.settings, self.choice, train_codes, train_weights,
+                         initial, self.generator, self.diag_generator)
+        target_cij = None
+        if train_codes is not None and train_codes.shape[0] > 1:
+            target_cij = connected_correlations(train_codes.to(model.device), q, train_weights,
+                                                dtype=torch.float64).to(torch.float32)
+        self.trackers = {name: _Tracker(name, target_cij, q, self.settings.criteria)
+                         for name in starts}
+        self.names = list(starts)
+        self.sizes = [starts[name].shape[0] for name in self.names]
+        self.state = torch.cat([starts[name] for name in self.names])
+        self.meeting = MeetingTrajectory() if DATA in starts else None
+        self._take_snapshot(0)
+        self._record(0, None)
+
+    def split(self, codes: Tensor) -> dict[str, Tensor]:
+        return dict(zip(self.names, codes.split(self.sizes), strict=True))
+
+    def _take_snapshot(self, sweep: int) -> None:
+        if sweep in self.needed_snapshots:
+            dtype = torch.uint8 if self.model.num_states <= 256 else torch.int64
+            self.snapshots[sweep] = self.state.to(dtype).clone()
+
+    def _record(self, sweep: int, earlier: dict[str, Tensor] | None) -> None:
+        energies = {name: self.trackers[name].record(
+            self.model, sweep, codes, None if earlier is None else earlier[name],
+            self.diag_generator) for name, codes in self.split(self.state).items()}
+        if self.meeting is not None:
+            test = compare_energies(energies[RANDOM], energies[DATA], self.settings.criteria)
+            self.meeting.sweep.append(sweep)
+            self.meeting.energy_gap.append(test["gap"])
+            self.meeting.energy_z.append(test["z"])
+            self.meeting.energy_passed.append(test["passed"])
+
+    def advance(self, target: int) -> None:
+        """Sweep to `target`, stopping at every event (snapshot, record, trace)."""
+        device = self.model.device
+        for event in (e for e in self.events if self.sweep < e <= target):
+            t0 = time.perf_counter()
+            self.state = self.model.gibbs(self.state, event - self.sweep, self.settings.beta,
+                                          self.generator)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self.sweep_seconds += time.perf_counter() - t0
+            self.sweep = sweep = event
+            self._take_snapshot(sweep)
+            if sweep in self.trace_times and self.observable is not None:
+                self.trace.append(self.observable(self.state).float().cpu())
+                self.trace_sweeps.append(sweep)
+            if sweep in self.records:
+                self._record(sweep, self.split(self.snapshots[sweep // 2]))
+                _log_record(sweep, self.trackers)
+            for done in [s for s in self.snapshots
+                         if all(t // 2 != s or t <= sweep for t in self.records)]:
+                del self.snapshots[done]
+
+    def finished(self, last: bool) -> bool:
+        """Make the checks (at equilibrium); True when the run stops here."""
+        if self.choice.mode != "equilibrium":
+            return True
+        meeting = self.meeting
+        checks = _final_checks(self.model, self.split(self.state), self.trackers,
+                               self.settings.criteria, self.diag_generator)
+        mixed_after = combined_mixing_time(
+            self.trackers[RANDOM].trajectory.mixing_time(),
+            None if meeting is None else meeting.relaxation_time(), meeting is not None)
+        checks["mixing_time"] = {"mixing_time": mixed_after, "sweeps": self.sweep,
+                                 "passed": mixed_after is not None
+                                 and 2 * mixed_after <= self.sweep}
+        self.checks = checks
+        self.equilibrated = all(c["passed"] for c in checks.values()) if checks else None
+        self.extensions.append({"sweeps": self.sweep, "equilibrated": self.equilibrated,
+                                "failed_checks": [n for n, c in checks.items()
+                                                  if not c["passed"]]})
+        return bool(self.equilibrated) or last
+
+    def result(self) -> SamplingResult:
+        trajectories = {name: tracker.trajectory for name, tracker in self.trackers.items()}
+        meeting = self.meeting
+        return SamplingResult(
+            codes=self.split(self.state)[RANDOM], mode=self.choice, sweeps=self.sweep,
+            trajectories=trajectories, meeting=meeting, checks=self.checks,
+            equilibrated=self.equilibrated,
+            decorrelation_time=trajectories[RANDOM].mixing_time(),
+            relaxation_time=None if meeting is None else meeting.relaxation_time(),
+            extensions=self.extensions if self.settings.auto_extend else [],
+            elapsed_s=time.perf_counter() - self.started, sweep_seconds=self.sweep_seconds,
+            chain_counts=dict(zip(self.names, self.sizes, strict=True)),
+            trace=torch.stack(self.trace) if self.trace else None,
+            trace_sweeps=self.trace_sweeps)
+
+
+def _starts(model: PottsRBM, settings: SamplingSettings, choice: ModeChoice,
+            train_codes: Tensor | None, train_weights: Tensor | None,
+            initial: dict[str, Tensor], generator: torch.Generator,
+            diag_generator: torch.Generator) -> dict[str, Tensor]:
+    """Starting codes per set: `random` (uniform) and, at equilibrium, `data` (training
+    sequences drawn with their weights), unless `initial` gives them."""
+    device, L, q = model.device, model.num_visibles, model.num_states
+    starts = {RANDOM: (initial[RANDOM].to(device).long() if RANDOM in initial
+                       else random_codes(settings.chains, L, q, device, generator))}
+    if choice.mode == "equilibrium":
         if DATA in initial:
             starts[DATA] = initial[DATA].to(device).long()
         elif train_codes is not None and train_codes.shape[0] > 0 and settings.data_chains != 0:
@@ -242,123 +387,7 @@ def run_sampling(
     for name, codes in starts.items():
         if codes.shape[1] != L or int(codes.min()) < 0 or int(codes.max()) >= q:
             raise ValueError(f"{name} starting codes do not fit the model (L={L}, q={q})")
-
-    target_cij = None
-    if train_codes is not None and train_codes.shape[0] > 1:
-        target_cij = connected_correlations(train_codes.to(device), q, train_weights,
-                                            dtype=torch.float64).to(torch.float32)
-    trackers = {name: _Tracker(name, target_cij, q, criteria) for name in starts}
-
-    if equilibrium and settings.auto_extend:
-        cap = max(settings.max_sweeps, choice.sweeps)
-        targets = [choice.sweeps]
-        while targets[-1] * 2 <= cap:
-            targets.append(targets[-1] * 2)
-        if targets[-1] < cap:
-            targets.append(cap)
-    else:
-        targets = [choice.sweeps]
-    records = sorted(set(record_times(targets[-1], settings.record_every)) | set(targets))
-    needed_snapshots = {t // 2 for t in records}
-    trace_every = max(1, targets[-1] // 128)
-    trace_times = set(range(trace_every, targets[-1] + 1, trace_every)) if observable else set()
-    trace: list[Tensor] = []
-    trace_sweeps: list[int] = []
-
-    names = list(starts)
-    sizes = [starts[name].shape[0] for name in names]
-    state = torch.cat([starts[name] for name in names])
-    snapshots: dict[int, Tensor] = {}
-    snapshot_dtype = torch.uint8 if q <= 256 else torch.int64
-
-    def split(codes: Tensor) -> dict[str, Tensor]:
-        return dict(zip(names, codes.split(sizes), strict=True))
-
-    def take_snapshot(sweep: int) -> None:
-        if sweep in needed_snapshots:
-            snapshots[sweep] = state.to(snapshot_dtype).clone()
-
-    meeting = MeetingTrajectory() if DATA in starts else None
-
-    def record(sweep: int, earlier: dict[str, Tensor] | None) -> None:
-        energies = {name: trackers[name].record(model, sweep, codes,
-                                                None if earlier is None else earlier[name],
-                                                diag_generator)
-                    for name, codes in split(state).items()}
-        if meeting is not None:
-            test = compare_energies(energies[RANDOM], energies[DATA], criteria)
-            meeting.sweep.append(sweep)
-            meeting.energy_gap.append(test["gap"])
-            meeting.energy_z.append(test["z"])
-            meeting.energy_passed.append(test["passed"])
-
-    take_snapshot(0)
-    record(0, None)
-
-    extensions: list[dict[str, Any]] = []
-    checks: dict[str, dict[str, Any]] = {}
-    equilibrated: bool | None = None
-    events = sorted(needed_snapshots | set(records) | trace_times)
-    sweep = 0
-    sweep_seconds = 0.0
-    started = time.perf_counter()
-    target_index = 0
-    with torch.no_grad():
-        while True:
-            target = targets[target_index]
-            for event in (e for e in events if sweep < e <= target):
-                t0 = time.perf_counter()
-                state = model.gibbs(state, event - sweep, settings.beta, generator)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                sweep_seconds += time.perf_counter() - t0
-                sweep = event
-                take_snapshot(sweep)
-                if sweep in trace_times and observable is not None:
-                    trace.append(observable(state).float().cpu())
-                    trace_sweeps.append(sweep)
-                if sweep in records:
-                    record(sweep, split(snapshots[sweep // 2]))
-                    _log_record(sweep, trackers)
-                for done in [s for s in snapshots if all(t // 2 != s or t <= sweep
-                                                         for t in records)]:
-                    del snapshots[done]
-            if not equilibrium:
-                break
-            checks = _final_checks(model, split(state), trackers, criteria, diag_generator)
-            mixed_after = combined_mixing_time(
-                trackers[RANDOM].trajectory.mixing_time(),
-                None if meeting is None else meeting.relaxation_time(), meeting is not None)
-            checks["mixing_time"] = {
-                "mixing_time": mixed_after, "sweeps": sweep,
-                "passed": mixed_after is not None and 2 * mixed_after <= sweep}
-            equilibrated = all(check["passed"] for check in checks.values()) if checks else None
-            extensions.append({"sweeps": sweep, "equilibrated": equilibrated,
-                               "failed_checks": [n for n, c in checks.items() if not c["passed"]]})
-            if equilibrated or target_index == len(targets) - 1:
-                break
-            target_index += 1
-            log.info("sweep %d: not equilibrated yet (%s); extending to %d sweeps", sweep,
-                     ", ".join(extensions[-1]["failed_checks"]), targets[target_index])
-
-    trajectories = {name: tracker.trajectory for name, tracker in trackers.items()}
-    return SamplingResult(
-        codes=split(state)[RANDOM],
-        mode=choice,
-        sweeps=sweep,
-        trajectories=trajectories,
-        meeting=meeting,
-        checks=checks,
-        equilibrated=equilibrated,
-        decorrelation_time=trajectories[RANDOM].mixing_time(),
-        relaxation_time=None if meeting is None else meeting.relaxation_time(),
-        extensions=extensions if settings.auto_extend else [],
-        elapsed_s=time.perf_counter() - started,
-        sweep_seconds=sweep_seconds,
-        chain_counts=dict(zip(names, sizes, strict=True)),
-        trace=torch.stack(trace) if trace else None,
-        trace_sweeps=trace_sweeps,
-    )
+    return starts
 
 
 def _final_checks(model: PottsRBM, final: dict[str, Tensor], trackers: dict[str, _Tracker],
