@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from rbmflow.model import couplings as C
 from rbmflow.model.partition import log_partition_exact_visible, visible_configurations
 from rbmflow.model.rbm import PottsRBM
+from torch.nn import functional as F
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -189,3 +191,29 @@ def test_frobenius_excludes_the_gap_state():
 def test_ranked_pairs_are_one_based_and_sorted():
     S = np.array([[0, 0.5, 0.9], [0.5, 0, 0.1], [0.9, 0.1, 0]])
     assert C.ranked_pairs(S) == [(1, 3, 0.9), (1, 2, 0.5), (2, 3, 0.1)]
+
+
+def test_gaussian_couplings_blockwise_equal_the_direct_quadrature() -> None:
+    """The blockwise evaluation (products of exponentials, small blocks of sites j) equals
+    the Gauss-Hermite sum written out pair by pair, with moderate weights and with weights
+    large enough to force the overflow-safe softplus path in float32 (L = 7, q = 3, Nh = 5)."""
+    g = torch.Generator().manual_seed(13)
+    for scale, dtype, tol in ((0.7, torch.float64, 1e-8), (60.0, torch.float32, 2e-3)):
+        model = PottsRBM(scale * torch.randn(7, 3, 5, generator=g, dtype=torch.float64),
+                         torch.randn(7, 3, generator=g, dtype=torch.float64),
+                         torch.randn(5, generator=g, dtype=torch.float64))
+        backgrounds = torch.randint(0, 3, (41, 7), generator=g)
+        J = C.couplings_gaussian(model, backgrounds, nodes=5, chunk=50, work_dtype=dtype)
+        W = model.weight_matrix
+        inputs = model.hidden_inputs(backgrounds)
+        mean, std = inputs.mean(0), inputs.std(0, unbiased=False)
+        site_mean = torch.stack([W[k, backgrounds[:, k]].mean(0) for k in range(7)])
+        z, zw = np.polynomial.hermite_e.hermegauss(5)
+        for i, j in ((0, 1), (2, 6), (5, 6)):
+            table = torch.zeros(3, 3, dtype=torch.float64)
+            for zk, wk in zip(z, zw / math.sqrt(2 * math.pi), strict=True):
+                x = mean - site_mean[i] - site_mean[j] + zk * std
+                table += wk * F.softplus(x + W[i][:, None, :] + W[j][None, :, :]).sum(-1)
+            expected = C.double_centre(table).numpy()
+            assert np.allclose(J[i, j], expected, atol=tol), (scale, i, j)
+            assert np.allclose(J[j, i], expected.T, atol=tol)

@@ -21,6 +21,7 @@ from rbmflow.evaluation.loglik import (
     Checkpoint,
     LoglikSettings,
     check_estimates,
+    choose_log_z,
     estimate,
     model_samples,
     run_stage,
@@ -302,3 +303,97 @@ def test_log_z_is_the_trajectory_estimate_when_there_are_checkpoints(trained, tm
     summary = estimate([checkpoint], data, single).summary
     assert summary["method"] == "ais" and "one checkpoint" in summary["log_z_reason"]
     assert summary["estimates"]["reverse"]["model_samples"].startswith("pt over")
+
+
+# -- annealing sized for its error, diagnostics behind the reported log Z -------------------
+
+def test_annealing_sized_from_the_pilot_reaches_the_target_error_at_a_fraction_of_the_cost():
+    """A coupled model with exact log Z (Nh = 9, L = 17, q = 4): forward AIS sized for
+    0.05 nats uses far fewer temperatures and chains than the maxima, reports what it spent,
+    and lands within 3 of its standard errors (about the target) of the exact value."""
+    g = torch.Generator().manual_seed(5)
+    model = synthetic.random_structured_rbm(17, 4, 9, coupling=1.5, activation=0.35,
+                                            generator=g)
+    exact = P.log_partition_exact(model)
+    data = _alignment(P.sample_exact(model, 600, g), ALPHABET[:4])
+    settings = LoglikSettings(methods=("ais",), betas=3000, chains=400, repeats=5,
+                              exact_max_hiddens=0, seed=3, target_std=0.05)
+    summary = estimate([Checkpoint(1, model.to(dtype=torch.float32))], data, settings).summary
+    est = summary["estimates"]["ais"]
+    spent = summary["spent"]["per_method"]["ais"]
+    assert spent["resolution"] < 1000 and spent["chains_per_repeat"] <= 400
+    assert spent["chain_steps"] < 0.2 * 3000 * 400 * 5
+    assert spent["sized_from_pilot"]["pilot_log_w_var"] > 0
+    assert est["log_z_std"] < 0.1
+    assert abs(est["log_z"] - exact) < 3 * est["log_z_std"] + 0.02
+
+
+def test_reported_log_z_follows_the_diagnostics():
+    """Trajectory AIS is reported only when its ESS is adequate and it agrees with the
+    reliable forward/reverse estimates; loglik.json says why otherwise."""
+    good = {"log_z": 10.0, "log_z_std": 0.02, "ess_fraction": 0.8}
+    tiny = {"log_z": 10.0, "log_z_std": 0.02, "ess_fraction": 0.01}
+    far = {"log_z": 11.0, "log_z_std": 0.02, "ess_fraction": 0.8}
+    methods = ["ais", "reverse", "trajectory"]
+    assert LoglikSettings().min_ess == 0.1
+    assert choose_log_z({"ais": good, "reverse": good, "trajectory": good}, methods, 5)[0] \
+        == "trajectory"
+    method, why = choose_log_z({"ais": good, "reverse": good, "trajectory": tiny}, methods, 5)
+    assert method == "ais" and "effective sample size" in why
+    method, why = choose_log_z({"ais": good, "reverse": good, "trajectory": far}, methods, 5)
+    assert method == "ais" and "disagrees with ais and reverse" in why
+    method, why = choose_log_z({"ais": tiny, "reverse": good, "trajectory": far}, methods, 5)
+    assert method == "reverse" and "disagrees with reverse" in why
+
+
+def test_bracket_hint_only_when_reverse_is_above_forward():
+    def messages(forward: float, reverse: float) -> str:
+        return " ".join(check_estimates(
+            {"ais": {"log_z": forward, "log_z_std": 0.01},
+             "reverse": {"log_z": reverse, "log_z_std": 0.01}}, 0.05, 0.1))
+
+    assert "lies between them" in messages(10.0, 11.0)
+    below = messages(11.0, 10.0)
+    assert "disagree" in below and "lies between them" not in below
+    assert "do not bracket" in below
+
+
+def test_reverse_repeats_start_from_their_own_sequences():
+    """The repeats of reverse AIS come from separate tempering runs whose chains start from
+    separate rows of the starts (no row shared between repeats): with no sweep, each repeat
+    returns exactly its own rows."""
+    g = torch.Generator().manual_seed(1)
+    model = synthetic.random_structured_rbm(7, 3, 4, coupling=1.0, activation=0.3,
+                                            generator=g).to(dtype=torch.float32)
+    checkpoints = [Checkpoint(0, model), Checkpoint(1, model)]
+    starts = torch.stack([torch.tensor([(k // 3**i) % 3 for i in range(7)])
+                          for k in range(15)])
+    samples, how = model_samples(model, checkpoints, 15, 0, g, exact_max_hiddens=0,
+                                 starts=starts, repeats=3)
+    assert how["runs"] == 3
+    assert torch.equal(samples, starts)
+    assert len({tuple(row.tolist()) for row in samples}) == 15
+
+
+def test_loglik_starts_reverse_ais_from_the_sample_stage(trained, tmp_path):
+    """Equilibrium samples of the evaluated checkpoint (sampling.json) replace the reverse
+    run's own tempering; samples that are not (beta != 1) are refused with the reason."""
+    model_path, data_path, data = trained
+    model = archive.load_rbm(model_path)
+    update = archive.list_updates(model_path)[-1]
+    codes = P.sample_exact(model, 400, torch.Generator().manual_seed(3))
+    fasta = tmp_path / "samples.fasta"
+    fasta.write_text("".join(f">s{n}\n{''.join(data.alphabet[int(a)] for a in row)}\n"
+                             for n, row in enumerate(codes)))
+    info = {"equilibrated": True, "mode": "equilibrium", "beta": 1.0, "model_update": update}
+    settings = LoglikSettings(methods=("reverse",), chains=60, betas=300, exact_max_hiddens=0,
+                              seed=2)
+    for beta, used in ((1.0, True), (0.5, False)):
+        (tmp_path / "sampling.json").write_text(json.dumps(info | {"beta": beta}))
+        doc = run_stage(model_path, data_path, tmp_path / "loglik.json", settings,
+                        samples=fasta, samples_info=tmp_path / "sampling.json")
+        how = doc["estimates"]["reverse"]["model_samples"]
+        assert ("samples of the sample stage" in how) is used
+        assert ("not beta 1" in doc["stage_samples"]) is not used
+    exact = P.log_partition_exact(model.to(dtype=torch.float64))
+    assert abs(doc["log_z"] - exact) < 3 * doc["log_z_std"] + 0.1

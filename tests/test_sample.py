@@ -312,3 +312,35 @@ def test_method_choice_follows_the_checkpoints() -> None:
     assert choose_method("gibbs", 5)[0] == "gibbs"
     with pytest.raises(ValueError):
         choose_method("anneal", 5)
+
+
+def exact_site_marginals(model: PottsRBM) -> Tensor:
+    """p(v_i = a) of a small model by enumerating its hidden states; (L, q)."""
+    hiddens = hidden_configurations(model.num_hiddens, dtype=model.dtype)
+    logits = model.visible_logits(hiddens).double()
+    log_weight = (hiddens.double() @ model.hbias.double()) + torch.logsumexp(logits, -1).sum(-1)
+    p_h = torch.softmax(log_weight, 0)
+    return (p_h[:, None, None] * torch.softmax(logits, -1)).sum(0)
+
+
+@pytest.mark.parametrize("method", ["pt", "ptt"])
+def test_tempering_samples_the_model_at_the_requested_beta(tmp_path: Path, method: str) -> None:
+    """sample.beta scales every level of the ladder: the samples follow the exact site
+    marginals of the model at beta = 0.4 (not those at beta = 1), and sampling.json records
+    that beta."""
+    model = small_model(seed=3, scale=1.5)
+    model.vbias *= 3
+    beta = 0.4
+    model_path, data_path = write_inputs(tmp_path, model)
+    out, info = tmp_path / "samples.fasta", tmp_path / "sampling.json"
+    chains = 1201
+    settings = SamplingSettings(chains=chains, sweeps=200, seed=2, beta=beta, method=method,
+                                auto_extend=False, reference_chains=0)
+    result = run_stage(model_path, data_path, out, info, settings, device="cpu")
+    sampled = torch.nn.functional.one_hot(result.codes, Q).double().mean(0)
+    hot = PottsRBM(*(beta * t for t in model.tensors()))
+    exact = exact_site_marginals(hot)
+    tolerance = 5 * torch.sqrt(exact * (1 - exact) / chains) + 2e-3
+    assert ((sampled - exact).abs() <= tolerance).all()
+    assert ((sampled - exact_site_marginals(model)).abs() > tolerance).any()
+    assert json.loads(info.read_text())["beta"] == beta

@@ -19,6 +19,7 @@ from rbmflow.sampling.tempering import (
     Level,
     beta_levels,
     expected_swap_rate,
+    interpolate_levels,
     ptt_sample,
     select_ladder,
     temper,
@@ -190,3 +191,50 @@ def test_two_sample_tests_accept_equal_and_reject_different_distributions() -> N
     counts = torch.tensor([600, 300, 100])
     assert chi_square_two_sample(counts, torch.tensor([1190, 610, 200]))["p_value"] > 0.05
     assert chi_square_two_sample(counts, torch.tensor([1000, 800, 200]))["p_value"] < 1e-6
+
+
+def test_every_level_of_a_batched_run_follows_its_exact_distribution() -> None:
+    """Three levels of different models and temperatures advance as one batch: after the
+    run, the chains of each level are distributed as that level's exact p_k(v) (9 states,
+    L=2, q=3), including the interpolated ones."""
+    first, second = tiny_model(5), tiny_model(6)
+    levels = [Level(first, 0.4, "a"), interpolate_levels(Level(first, 0.4), Level(second, 1.0),
+                                                         0.5), Level(second, 1.0, "c")]
+    g = torch.Generator().manual_seed(11)
+    chains = 4001
+    result = temper(levels, chains, 40, g, init=torch.zeros(chains, 2, dtype=torch.long))
+    states = visible_configurations(2, 3)
+    for level, codes in zip(levels, result.level_codes, strict=True):
+        exact = torch.softmax(-level.free_energy(states), 0)
+        index = codes[:, 0] * 3 + codes[:, 1]
+        counts = torch.bincount(index, minlength=9).double()
+        expected = exact * chains
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 26.1, (level.label, counts, expected)  # chi2(8) at p = 0.001
+
+
+def test_batched_run_leaves_its_initial_codes_and_counts_swaps_per_pair() -> None:
+    model = tiny_model(7)
+    init = torch.zeros(53, 2, dtype=torch.long)
+    result = temper(beta_levels(model, 5), 53, 7, torch.Generator().manual_seed(1), init=init)
+    assert (init == 0).all()
+    assert result.swap_attempts == [53 * 3, 53 * 4, 53 * 3, 53 * 4]
+    assert all(0.0 <= r <= 1.0 for r in result.swap_rates)
+    assert [c.shape for c in result.level_codes] == [(53, 2)] * 5
+
+
+def test_gpu_check_runs_on_the_cpu_in_toy_mode(tmp_path) -> None:
+    """benchmarks/gpu_check.py end to end at toy size: sweep rate, tempering versus plain
+    Gibbs, couplings, and its JSON summary."""
+    import json
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    bench = runpy.run_path(str(script))
+    out = tmp_path / "gpu_check.json"
+    result = bench["run"](bench["parse_args"](["--toy", "--device", "cpu", "--out", str(out)]))
+    assert result["sweep"]["sweeps_per_s"] > 0
+    assert math.isfinite(result["tempering"]["tempering_over_gibbs"])
+    assert result["couplings"]["couplings_s"] > 0
+    assert json.loads(out.read_text())["toy"] is True

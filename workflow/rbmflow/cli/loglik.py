@@ -75,11 +75,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto uses exact enumeration up to this many hidden units "
                              f"(default {d.exact_max_hiddens})")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    parser.add_argument("--target-std", type=float, default=d.target_std,
+                        help="nats: standard error of log Z the annealing is sized for from a "
+                             "pilot run; betas, chains, trajectory steps become maxima "
+                             "(0: run them as given; default %(default)s)")
+    parser.add_argument("--samples", type=Path, default=None,
+                        help="the sample stage's samples.fasta: reverse AIS starts from them "
+                             "when --samples-info says they are equilibrium samples")
+    parser.add_argument("--samples-info", type=Path, default=None,
+                        help="the sample stage's sampling.json (with --samples)")
 
 
 def files(args: argparse.Namespace) -> tuple[dict, dict]:
     """(inputs, outputs) by option: no output may be an input."""
-    return ({"MODEL": args.model, "DATA": args.data},
+    return ({"MODEL": args.model, "DATA": args.data, "--samples": args.samples,
+             "--samples-info": args.samples_info},
             {"--out": args.out, "--trajectory-csv": args.trajectory_csv})
 
 
@@ -87,9 +97,15 @@ def run(args: argparse.Namespace) -> None:
     for role, path in (("model", args.model), ("alignment", args.data)):
         if not path.is_file():
             raise InputError(f"{path}: {role} file not found")
+    for role, path in (("samples", args.samples), ("samples info", args.samples_info)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{path}: {role} file not found")
+    if (args.samples is None) != (args.samples_info is None):
+        raise InputError("--samples and --samples-info go together")
     load_training(args.data)  # one line for an empty or weightless train split
     settings = settings_from_mapping(vars(args))
-    doc = run_stage(args.model, args.data, args.out, settings, args.device, args.trajectory_csv)
+    doc = run_stage(args.model, args.data, args.out, settings, args.device, args.trajectory_csv,
+                    args.samples, args.samples_info)
     test = doc["loglik_test"]
     print(f"log Z = {doc['log_z']:.4f} +- {doc['log_z_std']:.4f} ({doc['method']}); loglik "
           f"train {doc['loglik_train']:.4f}, test {'n/a' if test is None else f'{test:.4f}'} "

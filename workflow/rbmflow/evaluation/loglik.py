@@ -21,17 +21,20 @@ By default the chains run as independent repeats, whose spread enters the standa
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from rbmflow.data.alignment import read_alignment
 from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
 from rbmflow.errors import InputError, RbmflowError
 from rbmflow.model import archive
@@ -77,7 +80,9 @@ class LoglikSettings:
     equilibrium samples; pseudocount: mixing weight of the uniform distribution in the
     base's site frequencies; tolerance (nats): floor added to WARN_STANDARD_ERRORS combined
     standard errors, the largest difference between two estimates without a warning;
-    min_ess: smallest ESS / chains without one.
+    min_ess: smallest ESS / chains without one. target_std (nats): the standard error of log Z
+    that the annealing is sized for (see `size_annealing`); betas, chains and
+    trajectory_steps are then upper bounds (0: run them as given).
     """
 
     methods: tuple[str, ...] = ("auto",)
@@ -95,6 +100,7 @@ class LoglikSettings:
     min_ess: float = 0.1
     exact_max_hiddens: int = 16
     seed: int = 0
+    target_std: float = 0.05
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -112,6 +118,8 @@ class LoglikSettings:
                 raise RbmflowError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.equilibration_sweeps < 0 or not 0 <= self.pseudocount < 1:
             raise RbmflowError("equilibration_sweeps must be >= 0 and pseudocount in [0, 1)")
+        if self.target_std < 0:
+            raise RbmflowError(f"target_std must be >= 0, got {self.target_std}")
         if not self.tolerance > 0 or not 0 <= self.min_ess <= 1:
             raise RbmflowError("tolerance must be > 0 and min_ess in [0, 1]")
 
@@ -159,44 +167,50 @@ def _split(data: EncodedAlignment, part: int, device: torch.device) -> tuple[Ten
 
 def model_samples(model: PottsRBM, checkpoints: Sequence[Checkpoint], num: int, sweeps: int,
                   generator: torch.Generator, exact_max_hiddens: int = 16,
-                  swap_floor: float = 0.3,
-                  starts: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
+                  swap_floor: float = 0.3, starts: Tensor | None = None,
+                  repeats: int = 1) -> tuple[Tensor, dict[str, Any]]:
     """`num` equilibrium samples of the model for reverse AIS, and how they were made.
 
     Exact draws when Nh <= exact_max_hiddens; otherwise tempering, which crosses between
     modes: parallel trajectory tempering over `checkpoints` (>= 2, the last being `model`),
     else parallel tempering in inverse temperature, `sweeps` sweeps on a ladder whose
-    neighbouring swap rates stay at or above `swap_floor` (`select_ladder`). Every level's
-    chains start from `starts` (codes (n, L), e.g. training sequences; default: uniformly
-    random), repeated to `num`. Reverse AIS is an upper bound on log Z in expectation only
-    from such samples: started from chains stuck in part of the distribution, it can fall
-    far below log Z.
+    neighbouring swap rates stay at or above `swap_floor` (`select_ladder`). The samples come
+    in `repeats` consecutive groups of num / repeats, each from its own tempering run whose
+    chains start from their own rows of `starts` (codes (n, L), e.g. training sequences,
+    cycled without sharing a row between groups while n allows; default: uniformly random),
+    so that the groups' estimates are independent. Reverse AIS is an upper bound on log Z in
+    expectation only from such samples: started from chains stuck in part of the
+    distribution, it can fall far below log Z.
     """
     if model.num_hiddens <= exact_max_hiddens:
         return sample_exact(model, num, generator), {"how": "exact"}
+    if num % repeats:
+        raise ValueError(f"{num} samples do not split into {repeats} repeats")
     if len(checkpoints) >= 2:
         method = "ptt"
         candidates = [Level(c.model, 1.0, f"update_{c.update}") for c in checkpoints]
     else:
         method = "pt"
         candidates = beta_levels(model, 8)
-    ladder_init = None
-    if starts is not None:
-        ladder_init = starts[torch.arange(min(256, num), device=starts.device)
-                             % starts.shape[0]].long()
+    rows = None if starts is None else (torch.arange(num, device=starts.device)
+                                        % starts.shape[0])
     with torch.no_grad():
         ladder = select_ladder(candidates, min(256, num), max(20, min(100, sweeps // 10)),
-                               swap_floor, generator=generator, init=ladder_init)
-        init = None
-        if ladder.codes:
-            pick = torch.arange(num, device=ladder.codes[0].device) % ladder.codes[0].shape[0]
-            init = [codes[pick] for codes in ladder.codes]
-        result = temper(ladder.levels, num, sweeps, generator, init)
-    rates = result.swap_rates
-    how = (f"{method} over {len(ladder.levels)} levels, {sweeps} sweeps, smallest swap rate "
-           f"{min(rates):.2f}" if rates else f"{method}, {sweeps} sweeps")
-    return result.codes, {"how": how, "method": method, "levels": result.labels,
-                          "swap_rates": rates, "passages": result.passages}
+                               swap_floor, generator=generator,
+                               init=None if starts is None else starts[rows[:min(256, num)]])
+        groups = []
+        for part in (torch.arange(num).view(repeats, -1) if rows is not None
+                     else [None] * repeats):
+            init = None if part is None else starts[rows[part.to(rows.device)]].long()
+            groups.append(temper(ladder.levels, num // repeats, sweeps, generator, init))
+    rates = [sum(g.swap_rates[k] for g in groups) / repeats
+             for k in range(len(groups[0].swap_rates))]
+    how = (f"{method} over {len(ladder.levels)} levels, {sweeps} sweeps, {repeats} independent "
+           f"run(s), smallest swap rate {min(rates):.2f}" if rates
+           else f"{method}, {sweeps} sweeps")
+    return torch.cat([g.codes for g in groups]), {
+        "how": how, "method": method, "levels": groups[0].labels, "swap_rates": rates,
+        "passages": sum(g.passages for g in groups), "runs": repeats}
 
 
 def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,
@@ -222,12 +236,7 @@ def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,
                              estimates[second].get("log_z_std") or 0.0)
             allowed = WARN_STANDARD_ERRORS * std + tolerance
             if abs(a - b) > allowed:
-                hint = ""
-                if {first, second} == {"ais", "reverse"}:
-                    hint = (" Forward AIS is in expectation a lower bound and reverse AIS an "
-                            "upper bound: the true log Z lies between them, and the gap says "
-                            "the annealing missed part of the distribution (a first-order "
-                            "transition or slow mixing).")
+                hint = _bracket_hint(estimates, first, second)
                 warnings.append(
                     f"log Z estimates disagree: {first} {a:.3f} vs {second} {b:.3f} "
                     f"(difference {abs(a - b):.3f} nats > {WARN_STANDARD_ERRORS:g} x "
@@ -235,26 +244,111 @@ def check_estimates(estimates: dict[str, dict[str, Any]], tolerance: float,
     return warnings
 
 
-def choose_log_z(estimates: dict[str, dict[str, Any]], methods: Sequence[str],
-                 num_checkpoints: int) -> tuple[str, str]:
-    """Which estimate is reported as log_z, and why.
+def _bracket_hint(estimates: dict[str, dict[str, Any]], first: str, second: str) -> str:
+    """What a forward/reverse disagreement means: a bracket of log Z when reverse >= forward,
+    a broken bracket otherwise."""
+    if {first, second} != {"ais", "reverse"}:
+        return ""
+    if estimates["reverse"]["log_z"] >= estimates["ais"]["log_z"]:
+        return (" Forward AIS is in expectation a lower bound and reverse AIS an upper bound: "
+                "the true log Z lies between them, and the gap says the annealing missed part "
+                "of the distribution (a first-order transition or slow mixing).")
+    return (" Reverse AIS lies below forward AIS, so the two do not bracket log Z: the reverse "
+            "chains did not start from the model's equilibrium (samples stuck in part of the "
+            "distribution), or the forward estimate is off by more than its error bar.")
 
-    exact when computed; else trajectory AIS when it ran (it follows the training path,
-    through which the modes appeared one by one, and its last checkpoint is the last row of
-    loglik_trajectory.csv); else the first requested method, with the reason why no
-    trajectory estimate was available.
+
+def _reliable(estimate: dict[str, Any], min_ess: float) -> bool:
+    frac = estimate.get("ess_fraction")
+    return frac is None or frac >= min_ess
+
+
+def _agrees(a: dict[str, Any], b: dict[str, Any], tolerance: float) -> bool:
+    std = math.hypot(a.get("log_z_std") or 0.0, b.get("log_z_std") or 0.0)
+    return abs(a["log_z"] - b["log_z"]) <= WARN_STANDARD_ERRORS * std + tolerance
+
+
+def choose_log_z(estimates: dict[str, dict[str, Any]], methods: Sequence[str],
+                 num_checkpoints: int, tolerance: float = 0.05,
+                 min_ess: float = 0.1) -> tuple[str, str]:
+    """Which estimate is reported as log_z, and why, following the diagnostics.
+
+    exact when computed. Else trajectory AIS (it follows the training path, through which
+    the modes appeared one by one; the last row of loglik_trajectory.csv) when its
+    ESS / chains >= min_ess and it agrees (within WARN_STANDARD_ERRORS combined standard
+    errors + tolerance) with every reliable forward or reverse estimate. Else the first
+    requested of forward and reverse AIS that is reliable; else the first requested one,
+    flagged as unreliable.
     """
     if "exact" in estimates:
         return "exact", "exact enumeration of the 2^Nh hidden states"
+    others = {m: estimates[m] for m in ("ais", "reverse") if m in estimates}
+    reliable = {m: e for m, e in others.items() if _reliable(e, min_ess)}
+    rejected = ""
     if "trajectory" in estimates:
-        return "trajectory", (f"trajectory AIS along the {num_checkpoints} checkpoints "
-                              "(the last row of loglik_trajectory.csv)")
-    first = next(m for m in methods if m in estimates)
-    if num_checkpoints < 2:
-        why = "the archive holds one checkpoint, so there is no trajectory"
+        traj = estimates["trajectory"]
+        against = [m for m, e in reliable.items() if not _agrees(traj, e, tolerance)]
+        if _reliable(traj, min_ess) and not against:
+            return "trajectory", (f"trajectory AIS along the {num_checkpoints} checkpoints "
+                                  "(the last row of loglik_trajectory.csv)")
+        rejected = ("trajectory AIS not reported: " + (
+            f"its effective sample size is {traj.get('ess_fraction', 0):.1%} of its chains "
+            f"(< {min_ess:.0%})" if not _reliable(traj, min_ess)
+            else f"it disagrees with {' and '.join(against)}") + "; ")
+    elif num_checkpoints < 2:
+        rejected = "the archive holds one checkpoint, so there is no trajectory; "
     else:
-        why = "trajectory AIS was not requested (loglik.method)"
-    return first, f"{why}; {first} reported instead"
+        rejected = "trajectory AIS was not requested (loglik.method); "
+    if reliable:
+        best = next(m for m in methods if m in reliable)
+        return best, f"{rejected}{best} reported (the first requested reliable estimate)"
+    first = next(m for m in methods if m in estimates)
+    return first, (f"{rejected}{first} reported, but no estimate has an effective sample size "
+                   f"of at least {min_ess:.0%} of its chains: not to be trusted")
+
+
+PILOT_BETAS = 100
+PILOT_CHAINS = 200
+MIN_CHAINS_PER_REPEAT = 20
+
+
+@dataclass(frozen=True)
+class AnnealingSize:
+    """Resolution (inverse temperatures, or annealing steps of a trajectory) and chains per
+    repeat of an AIS run, and the pilot run they were chosen from."""
+
+    resolution: int
+    chains: int
+    pilot_resolution: int
+    pilot_chains: int
+    pilot_log_w_var: float
+    predicted_std: float
+
+
+def size_annealing(pilot_log_w_var: float, pilot_resolution: int, pilot_chains: int,
+                   max_resolution: int, max_chains: int, repeats: int, target_std: float,
+                   min_resolution: int = PILOT_BETAS) -> AnnealingSize:
+    """Resolution and chains for a standard error of log Z of about `target_std` nats.
+
+    Along a fixed path Var(log w) falls as 1 / resolution, c / K with c measured by the
+    pilot (c = pilot variance x pilot resolution), and the error of log mean w over N chains
+    is about sqrt(s / N), s = exp(Var(log w)) - 1 (log-normal weights). K is chosen so that
+    Var(log w) is about 0.5 (the weights stay reliable, ESS / N about exp(-0.5)), N so that
+    sqrt(1.5 s / N) <= target_std. Both are clipped to [min, max]; with a pilot
+    variance too large for the maxima, the maxima are used and the ESS shows it.
+    """
+    c = max(pilot_log_w_var, 0.0) * pilot_resolution
+    resolution = int(min(max(math.ceil(2 * c), min_resolution), max_resolution))
+    spread = math.expm1(c / resolution)  # Var(w) / E[w]^2 for log-normal weights
+    total = math.ceil(1.5 * spread / target_std ** 2)
+    chains = int(min(max(math.ceil(total / repeats), MIN_CHAINS_PER_REPEAT), max_chains))
+    return AnnealingSize(resolution, chains, pilot_resolution, pilot_chains, pilot_log_w_var,
+                         math.sqrt(spread / (chains * repeats)))
+
+
+def _log_w_var(result: AISResult) -> float:
+    log_w = result.log_weights.double()
+    return float(log_w.var()) if log_w.numel() > 1 else 0.0
 
 
 def _ais_summary(result: AISResult) -> dict[str, Any]:
@@ -265,11 +359,140 @@ def _ais_summary(result: AISResult) -> dict[str, Any]:
     return out
 
 
+class _Annealing:
+    """The AIS estimators of one model, sized from a pilot run (see `size_annealing`)."""
+
+    def __init__(self, model: PottsRBM, checkpoints: list[Checkpoint], base: IndependentSites,
+                 settings: LoglikSettings, generator: torch.Generator, train_codes: Tensor,
+                 train_weights: Tensor, samples: Tensor | None) -> None:
+        self.model, self.checkpoints, self.base, self.s = model, checkpoints, base, settings
+        self.generator, self.samples = generator, samples
+        self.train_codes, self.train_weights = train_codes, train_weights
+        self._size: AnnealingSize | None = None
+        self.trajectory: TrajectoryResult | None = None
+
+    def estimate(self, method: str) -> dict[str, Any]:
+        if method == "exact":
+            if self.model.num_hiddens > 24:
+                raise RbmflowError(f"exact log Z needs Nh <= 24 (the model has "
+                                   f"{self.model.num_hiddens}); use --method ais")
+            t0 = time.perf_counter()
+            return {"log_z": log_partition_exact(self.model), "log_z_std": 0.0,
+                    "time_s": time.perf_counter() - t0}
+        return {"ais": self.forward, "reverse": self.reverse,
+                "trajectory": self.along_trajectory}[method]()
+
+    def size(self) -> AnnealingSize | None:
+        """The temperature path's size, from a forward pilot (shared by forward and reverse
+        AIS); None when settings.target_std is 0."""
+        s = self.s
+        if s.target_std <= 0:
+            return None
+        if self._size is None:
+            betas, chains = min(PILOT_BETAS, s.betas), min(PILOT_CHAINS, s.chains * s.repeats)
+            pilot = ais_log_partition(self.model, self.base, chains, betas, s.schedule,
+                                      s.sweeps, 1, self.generator)
+            self._size = size_annealing(_log_w_var(pilot), betas, chains, s.betas, s.chains,
+                                        s.repeats, s.target_std)
+        return self._size
+
+    def forward(self) -> dict[str, Any]:
+        s, size = self.s, self.size()
+        betas, chains = (size.resolution, size.chains) if size else (s.betas, s.chains)
+        result = ais_log_partition(self.model, self.base, chains, betas, s.schedule, s.sweeps,
+                                   s.repeats, self.generator)
+        return _ais_summary(result) | {"spent": _spent_on(size, betas, chains, s.repeats,
+                                                          result.time_s)}
+
+    def reverse(self) -> dict[str, Any]:
+        s, size = self.s, self.size()
+        t0 = time.perf_counter()
+        betas, chains = (size.resolution, size.chains) if size else (s.betas, s.chains)
+        samples, how = self._reverse_starts(chains)
+        chains = samples.shape[0] // s.repeats
+        result = reverse_ais_log_partition(self.model, self.base,
+                                           samples[:chains * s.repeats], betas, s.schedule,
+                                           s.sweeps, s.repeats, self.generator)
+        spent = _spent_on(size, betas, chains, s.repeats, time.perf_counter() - t0)
+        spent["equilibration_sweeps"] = 0 if self.samples is not None else s.equilibration_sweeps
+        return _ais_summary(result) | {"model_samples": how.pop("how"),
+                                       "model_samples_detail": how, "spent": spent,
+                                       "time_s": time.perf_counter() - t0}
+
+    def _reverse_starts(self, chains: int) -> tuple[Tensor, dict[str, Any]]:
+        """Equilibrium samples for reverse AIS: the given ones when there are enough for
+        MIN_CHAINS_PER_REPEAT per repeat, else independent tempering runs, one per repeat."""
+        s = self.s
+        given = self.samples
+        if given is not None and given.shape[0] >= s.repeats * MIN_CHAINS_PER_REPEAT:
+            n = min(given.shape[0] // s.repeats, chains) * s.repeats
+            return given[:n].to(self.model.device).long(), {
+                "how": f"{n} samples of the sample stage", "method": "sample stage"}
+        num = chains * s.repeats
+        picks = torch.multinomial(self.train_weights.double().cpu(), num, replacement=True,
+                                  generator=cpu_generator(self.generator))
+        return model_samples(self.model, self.checkpoints, num, s.equilibration_sweeps,
+                             self.generator, s.exact_max_hiddens,
+                             starts=self.train_codes[picks.to(self.train_codes.device)],
+                             repeats=s.repeats)
+
+    def along_trajectory(self) -> dict[str, Any]:
+        s = self.s
+        models = [c.model.to(self.model.device) for c in self.checkpoints]
+        full = s.trajectory_betas + s.trajectory_steps
+        scale, chains, size = 1.0, s.chains, None
+        if s.target_std > 0:
+            pilot_scale = min(1.0, 10 * PILOT_BETAS / full)
+            pilot = self._trajectory(models, pilot_scale, min(PILOT_CHAINS, s.chains), 1)
+            pilot_res = pilot.final.n_betas
+            size = size_annealing(_log_w_var(pilot.final), pilot_res, pilot.n_chains, full,
+                                  s.chains, s.repeats, s.target_std,
+                                  min(full, PILOT_BETAS + len(models)))
+            scale, chains = size.resolution / full, size.chains
+        self.trajectory = trajectory = self._trajectory(models, scale, chains, s.repeats)
+        return _ais_summary(trajectory.final) | {
+            "n_checkpoints": len(self.checkpoints), "steps": trajectory.steps,
+            "n_betas": trajectory.final.n_betas, "time_s": trajectory.time_s,
+            "spent": _spent_on(size, trajectory.final.n_betas, chains, s.repeats,
+                               trajectory.time_s)}
+
+    def _trajectory(self, models: list[PottsRBM], scale: float, chains: int,
+                    repeats: int) -> TrajectoryResult:
+        s = self.s
+        steps = max(len(models) - 1, round(scale * s.trajectory_steps))
+        return trajectory_ais(models, self.base, chains, steps,
+                              max(2, round(scale * s.trajectory_betas)), s.schedule, s.sweeps,
+                              repeats, self.train_codes, self.train_weights, self.generator)
+
+
+def _spent_on(size: AnnealingSize | None, resolution: int, chains: int, repeats: int,
+              time_s: float) -> dict[str, Any]:
+    """What one estimator spent: its path's resolution, chains, chain-steps (pilot included)
+    and seconds, with the pilot that sized it."""
+    pilot = 0 if size is None else size.pilot_resolution * size.pilot_chains
+    return {"resolution": resolution, "chains_per_repeat": chains, "repeats": repeats,
+            "chain_steps": resolution * chains * repeats + pilot, "time_s": time_s,
+            "sized_from_pilot": None if size is None else asdict(size)}
+
+
+def _spent(estimates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The annealing work of every estimator: chain-steps (one Gibbs sweep of one chain at
+    one point of a path) and seconds, and their totals."""
+    spent = {m: e["spent"] for m, e in estimates.items() if "spent" in e}
+    return {"per_method": spent,
+            "chain_steps": sum(v["chain_steps"] for v in spent.values()),
+            "time_s": sum(e.get("time_s") or 0.0 for e in estimates.values())}
+
+
 def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
              settings: LoglikSettings, device: torch.device | str = "cpu",
-             trajectory_table: bool = False) -> LoglikResult:
+             trajectory_table: bool = False,
+             model_samples_given: Tensor | None = None) -> LoglikResult:
     """Estimate log Z of the last of `checkpoints` (earlier ones: the training trajectory)
     and the mean log-likelihoods of the train and test splits of `data`.
+
+    model_samples_given: equilibrium samples (n, L) of the last checkpoint (the sample
+    stage's), the starts of reverse AIS instead of a tempering run of its own.
 
     With `trajectory_table`, also log Z and the log-likelihoods at every checkpoint, from
     exact enumeration when it is used, else from trajectory AIS (run if not requested).
@@ -291,62 +514,50 @@ def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
     methods = s.resolved_methods(model.num_hiddens, len(checkpoints))
     if trajectory_table and "exact" not in methods and "trajectory" not in methods:
         methods.append("trajectory")
-    generator = torch.Generator(device=device)
-    generator.manual_seed(s.seed)
+    generator = torch.Generator(device=device).manual_seed(s.seed)
     base = IndependentSites.from_codes(train_codes, data.num_states, train_weights,
                                        s.pseudocount)
     log.info("log Z of update %d (Nh=%d) by %s", final.update, model.num_hiddens,
              ", ".join(methods))
 
+    run = _Annealing(model, list(checkpoints), base, s, generator, train_codes, train_weights,
+                     model_samples_given)
     estimates: dict[str, dict[str, Any]] = {}
-    trajectory: TrajectoryResult | None = None
     for method in methods:
         t0 = time.perf_counter()
-        if method == "exact":
-            if model.num_hiddens > 24:
-                raise RbmflowError(f"exact log Z needs Nh <= 24 (the model has "
-                                   f"{model.num_hiddens}); use --method ais")
-            estimates["exact"] = {"log_z": log_partition_exact(model), "log_z_std": 0.0,
-                                  "time_s": time.perf_counter() - t0}
-        elif method == "ais":
-            result = ais_log_partition(model, base, s.chains, s.betas, s.schedule, s.sweeps,
-                                       s.repeats, generator)
-            estimates["ais"] = _ais_summary(result)
-        elif method == "reverse":
-            picks = torch.multinomial(train_weights.double().cpu(), min(256, s.chains),
-                                      replacement=True, generator=cpu_generator(generator))
-            samples, how = model_samples(model, list(checkpoints),
-                                         s.chains * s.repeats, s.equilibration_sweeps,
-                                         generator, s.exact_max_hiddens,
-                                         starts=train_codes[picks.to(train_codes.device)])
-            result = reverse_ais_log_partition(model, base, samples, s.betas, s.schedule,
-                                               s.sweeps, s.repeats, generator)
-            estimates["reverse"] = _ais_summary(result) | {
-                "model_samples": how.pop("how"), "model_samples_detail": how,
-                "time_s": time.perf_counter() - t0}
-        elif method == "trajectory":
-            models = [c.model.to(device) for c in checkpoints]
-            trajectory = trajectory_ais(models, base, s.chains, s.trajectory_steps,
-                                        s.trajectory_betas, s.schedule, s.sweeps, s.repeats,
-                                        train_codes, train_weights, generator)
-            estimates["trajectory"] = _ais_summary(trajectory.final) | {
-                "n_checkpoints": len(checkpoints), "steps": trajectory.steps,
-                "n_betas": trajectory.final.n_betas, "time_s": trajectory.time_s}
+        estimates[method] = run.estimate(method)
         log.info("%s: log Z = %.4f +- %.4f (%.1f s)", method, estimates[method]["log_z"],
                  estimates[method]["log_z_std"], time.perf_counter() - t0)
+    trajectory = run.trajectory
 
-    primary, log_z_reason = choose_log_z(estimates, methods, len(checkpoints))
-    chosen = estimates[primary]
-    log_z = chosen["log_z"]
+    primary, log_z_reason = choose_log_z(estimates, methods, len(checkpoints), s.tolerance,
+                                         s.min_ess)
     warnings = check_estimates(estimates, s.tolerance, s.min_ess)
     for message in warnings:
         log.warning(message)
-    summary: dict[str, Any] = {
+    summary = _summary(estimates, primary, log_z_reason, final.update, model, warnings,
+                       (train_codes, train_weights), (test_codes, test_weights))
+    rows: list[dict[str, Any]] = []
+    if trajectory_table:
+        rows = _trajectory_rows(checkpoints, trajectory, "exact" in estimates, train_codes,
+                                train_weights, test_codes, test_weights, device)
+    summary["time_s"] = time.perf_counter() - started
+    return LoglikResult(summary, rows)
+
+
+def _summary(estimates: dict[str, dict[str, Any]], primary: str, log_z_reason: str,
+             update: int, model: PottsRBM, warnings: list[str],
+             train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> dict[str, Any]:
+    """loglik.json's fields (without provenance) for the estimate `primary`."""
+    chosen = estimates[primary]
+    log_z = chosen["log_z"]
+    (train_codes, train_weights), (test_codes, test_weights) = train, test
+    return {
         "log_z": log_z,
         "log_z_std": chosen["log_z_std"],
         "method": primary,
         "log_z_reason": log_z_reason,
-        "checkpoint": final.update,
+        "checkpoint": update,
         "n_betas": chosen.get("n_betas"),
         "n_chains": chosen.get("n_chains"),
         "repeats": chosen.get("repeats"),
@@ -368,14 +579,8 @@ def estimate(checkpoints: Sequence[Checkpoint], data: EncodedAlignment,
         "meff_train": float(train_weights.sum()),
         "meff_test": float(test_weights.sum()),
         "units": "nats per sequence (loglik), nats (log_z)",
-        "time_s": time.perf_counter() - started,
+        "spent": _spent(estimates),
     }
-    rows: list[dict[str, Any]] = []
-    if trajectory_table:
-        rows = _trajectory_rows(checkpoints, trajectory, "exact" in estimates, train_codes,
-                                train_weights, test_codes, test_weights, device)
-    summary["time_s"] = time.perf_counter() - started
-    return LoglikResult(summary, rows)
 
 
 def _trajectory_rows(checkpoints: Sequence[Checkpoint], trajectory: TrajectoryResult | None,
@@ -432,12 +637,47 @@ def load_checkpoints(model_path: str | os.PathLike[str], up_to: int | None,
             for u in chosen]
 
 
+def stage_samples(samples_path: str | os.PathLike[str] | None,
+                  info_path: str | os.PathLike[str] | None, data: EncodedAlignment,
+                  update: int) -> tuple[Tensor | None, str]:
+    """The sample stage's sequences as codes (n, L) when its sampling.json says they are
+    equilibrium samples of checkpoint `update` at beta = 1, else None; and why."""
+    if samples_path is None or info_path is None:
+        return None, "no samples given"
+    try:
+        info = json.loads(Path(info_path).read_text())
+        raw = read_alignment(samples_path)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{samples_path}: {err}") from err
+    checks = {"equilibrated": info.get("equilibrated") is True,
+              "mode equilibrium": info.get("mode") == "equilibrium",
+              "beta 1": info.get("beta") == 1.0,
+              f"update {update}": info.get("model_update") == update}
+    missing = [name for name, ok in checks.items() if not ok]
+    if missing:
+        return None, f"{samples_path} not used: not {', '.join(missing)} ({info_path})"
+    lookup = {a: k for k, a in enumerate(data.alphabet)}
+    try:
+        codes = torch.tensor([[lookup[a] for a in seq] for seq in raw.rows])
+    except KeyError as err:
+        raise InputError(f"{samples_path}: symbol {err} not in the alphabet "
+                         f"{data.alphabet!r}") from err
+    if codes.dim() != 2 or codes.shape[1] != data.length:
+        raise InputError(f"{samples_path}: sequences of length {codes.shape[-1]}, the "
+                         f"alignment has L={data.length}")
+    return codes, f"{codes.shape[0]} samples from {samples_path}"
+
+
 def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str],
               out: str | os.PathLike[str], settings: LoglikSettings,
               device: torch.device | str = "cpu",
-              trajectory_csv: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+              trajectory_csv: str | os.PathLike[str] | None = None,
+              samples: str | os.PathLike[str] | None = None,
+              samples_info: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Load model.h5 and alignment.npz, estimate, write loglik.json (and the trajectory CSV).
 
+    samples, samples_info: the sample stage's samples.fasta and sampling.json; used as the
+    starts of reverse AIS when they are equilibrium samples of the evaluated checkpoint.
     Returns the JSON document written.
     """
     device = torch.device(device)
@@ -451,8 +691,11 @@ def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[s
     methods = settings.resolved_methods(int(meta["num_hiddens"]), len(meta["updates"]))
     need_all = trajectory_csv is not None or "trajectory" in methods or "reverse" in methods
     checkpoints = load_checkpoints(model_path, settings.checkpoint, need_all, device)
+    given, samples_note = stage_samples(samples, samples_info, data, checkpoints[-1].update)
+    log.info("reverse AIS starts: %s", samples_note)
     result = estimate(checkpoints, data, settings, device,
-                      trajectory_table=trajectory_csv is not None)
+                      trajectory_table=trajectory_csv is not None, model_samples_given=given)
+    result.summary["stage_samples"] = samples_note
     settings_record = asdict(settings) | {"methods": list(settings.methods),
                                           "device": str(device)}
     document = {"format_version": FORMAT_VERSION} | result.summary | {

@@ -145,38 +145,53 @@ def _input_moments(model: PottsRBM, backgrounds: Tensor, w: Tensor) -> tuple[Ten
     inputs = _hidden_inputs(model, backgrounds)
     mean = (w[:, None] * inputs).sum(0)
     var = (w[:, None] * (inputs - mean) ** 2).sum(0)
-    onehot = F.one_hot(backgrounds.long(), q).to(torch.float64)  # (n, L, q)
-    freqs = torch.einsum("n,nla->la", w, onehot)
+    flat = backgrounds.long() + torch.arange(L, device=backgrounds.device) * q  # (n, L)
+    freqs = torch.zeros(L * q, dtype=torch.float64, device=W.device).index_add_(
+        0, flat.reshape(-1), w.repeat_interleave(L)).view(L, q)
     site_mean = torch.einsum("la,lam->lm", freqs, W)
     return mean, var, site_mean
 
 
 def couplings_gaussian(model: PottsRBM, backgrounds: Tensor, weights: Tensor | None = None,
-                       nodes: int = 7, chunk: int = 1 << 24,
+                       nodes: int = 7, chunk: int = 1 << 20,
                        work_dtype: torch.dtype = torch.float64) -> np.ndarray:
     """Large-N effective couplings: x_mu^{ij} ~ N(m_mu - <W_i>_mu - <W_j>_mu, s_mu^2) with m, s^2
     the mean and variance of the hidden input over the backgrounds; `nodes` Gauss-Hermite
     points. (L, L, q, q). `work_dtype`: precision of the softplus tables (float32 halves the
-    time on large models; sums are float64)."""
+    time on large models; sums are float64).
+
+    Blockwise: for site i, node z and a block of sites j, one (block, q, q, Nh) table of
+    softplus(m - <W_i> - <W_j> + z s + W[i, a] + W[j, b]) of about `chunk` numbers (a few MB,
+    so it stays in cache), summed over the hidden units at once."""
     W = _hidden_weights(model)
     L, q, nh = W.shape
     w = _weights_for(backgrounds, weights)
     mean, var, site_mean = _input_moments(model, backgrounds, w)
     z, zw = np.polynomial.hermite_e.hermegauss(nodes)  # probabilists': weight exp(-z^2/2)
-    z = torch.as_tensor(z, dtype=torch.float64, device=W.device)
-    zw = torch.as_tensor(zw / math.sqrt(2 * math.pi), dtype=torch.float64, device=W.device)
-    shifts = z[:, None] * var.sqrt()[None, :]  # (nodes, Nh)
+    zw = (zw / math.sqrt(2 * math.pi)).tolist()
+    shifts = (torch.as_tensor(z, dtype=torch.float64, device=W.device)[:, None]
+              * var.sqrt()[None, :])  # (nodes, Nh)
+    # x^{ij} + W[j, b] = (mean - <W_i> - <W_j> + W[j, b]); the i-dependent part joins W[i, a].
+    right = (W + (mean - site_mean)[:, None, :]).to(work_dtype)  # (L, q, Nh), per j
+    left = (W - site_mean[:, None, :])[:, None] + shifts[None, :, None, :]  # (L, nodes, q, Nh)
+    left = left.to(work_dtype)
+    # softplus(x + y) = log1p(e^x e^y): the exponentials are taken once per site, the blocks
+    # need a product and a log1p, unless e^(x + y) could overflow.
+    limit = math.log(torch.finfo(work_dtype).max) - 8
+    exp_right = right.exp() if float(right.max()) + float(left.max()) < limit else None
     J = torch.zeros(L, L, q, q, dtype=torch.float64, device=W.device)
+    step = max(1, chunk // (q * q * nh))
     for i in range(L - 1):
-        js = torch.arange(i + 1, L, device=W.device)
-        step = max(1, chunk // (q * q * nh * nodes))
-        for start in range(0, len(js), step):
-            sub = js[start:start + step]
-            centre = mean - site_mean[i] - site_mean[sub]  # (J, Nh)
-            arg = (centre[:, None, None, None, :] + shifts[None, :, None, None, :]
-                   + W[i][None, None, :, None, :] + W[sub][:, None, None, :, :]).to(work_dtype)
-            table = (F.softplus(arg) * zw[None, :, None, None, None].to(work_dtype)).sum(
-                (1, -1), dtype=torch.float64)  # (J, q, q)
+        exp_left = left[i].exp() if exp_right is not None else None
+        for start in range(i + 1, L, step):
+            sub = slice(start, min(start + step, L))
+            table = torch.zeros(sub.stop - start, q, q, dtype=torch.float64, device=W.device)
+            for k in range(nodes):
+                if exp_left is not None and exp_right is not None:
+                    terms = (exp_left[k][None, :, None, :] * exp_right[sub][:, None]).log1p_()
+                else:
+                    terms = F.softplus(left[i, k][None, :, None, :] + right[sub][:, None])
+                table += zw[k] * terms.sum(-1)
             table = double_centre(table)
             J[i, sub] = table
             J[sub, i] = table.transpose(-1, -2)

@@ -33,8 +33,16 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
-from rbmflow.model.rbm import PottsRBM, random_codes
+from rbmflow.model.rbm import (
+    CPU_BLOCK_LOGITS,
+    PottsRBM,
+    _bernoulli,
+    _block_pool,
+    random_codes,
+    sample_categorical,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +103,150 @@ class TemperingResult:
     passages: int = 0
     trace: Tensor | None = None
     trace_sweeps: list[int] = field(default_factory=list)
+    swaps_accepted: list[float] = field(default_factory=list)
 
     @property
     def min_swap_rate(self) -> float | None:
         return min(self.swap_rates) if self.swap_rates else None
+
+
+class StackedLevels:
+    """The levels of a ladder as one batch of parameters, swept together.
+
+    Level k, exp(-model_k.free_energy(v, beta_k)), is the model with parameters
+    beta_k theta_k at beta = 1; the K levels are stacked as weight (K, L*q, Nh), vbias (K, L*q)
+    and hbias (K, Nh). A half-sweep of every level is one embedding-bag (hidden inputs of all
+    K x C chains) or one batched product (visible logits), and one draw.
+    """
+
+    def __init__(self, levels: Sequence[Level]) -> None:
+        first = levels[0].model
+        L, q, nh = first.weight_matrix.shape
+        dtype, device = first.dtype, first.device
+        for level in levels:
+            if level.model.weight_matrix.shape != (L, q, nh):
+                raise ValueError("tempering levels must share L, q and Nh")
+        self.num_levels, self.num_visibles, self.num_states = len(levels), L, q
+        betas = torch.tensor([lv.beta for lv in levels], dtype=dtype, device=device)
+        self.weight = torch.stack([lv.model.weight_matrix.to(device, dtype).reshape(L * q, nh)
+                                   for lv in levels]).mul_(betas[:, None, None])
+        self.vbias = torch.stack([lv.model.vbias.to(device, dtype).reshape(L * q)
+                                  for lv in levels]).mul_(betas[:, None])
+        self.hbias = torch.stack([lv.model.hbias.to(device, dtype)
+                                  for lv in levels]).mul_(betas[:, None])
+        # Per-site constants out of the logits (see rbm._VisibleSampler): exact, for range only.
+        centre = (self.vbias + 0.5 * self.weight.sum(-1)).view(-1, L, q)
+        self.weight_t = self.weight.transpose(1, 2).contiguous()  # (K, Nh, L*q) for the product
+        self.draw_bias = (self.vbias.view(-1, L, q)
+                          - centre.amax(-1, keepdim=True)).reshape(-1, 1, L * q)
+        self.offsets = torch.arange(0, L * q, q, device=device, dtype=torch.long)
+        self.all = torch.arange(self.num_levels, device=device)
+
+    def inputs(self, codes: Tensor, which: Tensor) -> Tensor:
+        """Hidden inputs (G, C, Nh) of codes (G, C, L) under the levels `which` (G,)."""
+        G, C, L = codes.shape
+        nh = self.weight.shape[-1]
+        flat = codes + self.offsets + (which * (L * self.num_states))[:, None, None]
+        out = F.embedding_bag(flat.view(G * C, L), self.weight.view(-1, nh), mode="sum")
+        return out.view(G, C, nh).add_(self.hbias[which][:, None, :])
+
+    def free_energy(self, codes: Tensor, which: Tensor, inputs: Tensor) -> Tensor:
+        """F of codes (G, C, L) under the levels `which` (G,), given their inputs; float64."""
+        L = self.num_visibles
+        flat = codes + self.offsets + (which * (L * self.num_states))[:, None, None]
+        fields = self.vbias.view(-1)[flat].sum(-1)
+        return (-fields - F.softplus(inputs).sum(-1)).double()
+
+    def draw_visibles(self, hiddens: Tensor, generator: torch.Generator | None) -> Tensor:
+        """v ~ p_k(v | h) for hiddens (K, C, Nh) at every level; codes (K, C, L)."""
+        logits = torch.baddbmm(self.draw_bias, hiddens, self.weight_t)
+        K, C = hiddens.shape[:2]
+        return sample_categorical(logits.view(K, C, self.num_visibles, self.num_states),
+                                  generator)
+
+
+@dataclass
+class _BlockState:
+    """A block of chains at every level during a run: codes (K, C, L), their hidden inputs at
+    their own levels, the replica each slot carries and swap and passage counts."""
+
+    codes: Tensor
+    inputs: Tensor
+    replica: Tensor
+    last_end: Tensor
+    accepted: Tensor
+    passages: Tensor
+    trace: list[Tensor] = field(default_factory=list)
+
+
+def _swap(stack: StackedLevels, state: _BlockState, parity: int,
+          generator: torch.Generator | None) -> None:
+    """Metropolis swaps between the pairs (k, k+1), k = parity, parity + 2, ...; in place."""
+    K = stack.num_levels
+    lower = torch.arange(parity, K - 1, 2, device=state.codes.device)
+    if lower.numel() == 0:
+        return
+    upper = lower + 1
+    codes, inputs = state.codes, state.inputs
+    f_low = stack.free_energy(codes[lower], lower, inputs[lower])
+    f_up = stack.free_energy(codes[upper], upper, inputs[upper])
+    in_low_of_up = stack.inputs(codes[upper], lower)
+    in_up_of_low = stack.inputs(codes[lower], upper)
+    log_ratio = (f_low + f_up - stack.free_energy(codes[upper], lower, in_low_of_up)
+                 - stack.free_energy(codes[lower], upper, in_up_of_low))
+    u = torch.rand(log_ratio.shape, generator=generator, device=log_ratio.device,
+                   dtype=torch.float64)
+    swap = u.log_() < log_ratio
+    state.accepted[lower] += swap.sum(1)
+    s3 = swap[..., None]
+    codes_low, codes_up = codes[lower], codes[upper]
+    codes[lower] = torch.where(s3, codes_up, codes_low)
+    codes[upper] = torch.where(s3, codes_low, codes_up)
+    inputs[lower] = torch.where(s3, in_low_of_up, inputs[lower])
+    inputs[upper] = torch.where(s3, in_up_of_low, inputs[upper])
+    rep_low, rep_up = state.replica[lower], state.replica[upper]
+    state.replica[lower] = torch.where(swap, rep_up, rep_low)
+    state.replica[upper] = torch.where(swap, rep_low, rep_up)
+
+
+def _run_block(stack: StackedLevels, codes: Tensor, sweeps: int,
+               generator: torch.Generator | None,
+               observable: Callable[[Tensor], Tensor] | None, record_every: int) -> _BlockState:
+    """`sweeps` rounds of (one sweep at every level, swaps) on chains codes (K, C, L)."""
+    K, C, _ = codes.shape
+    device = codes.device
+    state = _BlockState(
+        codes=codes, inputs=stack.inputs(codes, stack.all),
+        replica=torch.arange(K * C, device=device).view(K, C),
+        last_end=torch.zeros(K * C, dtype=torch.int8, device=device),
+        accepted=torch.zeros(max(K - 1, 1), dtype=torch.float64, device=device),
+        passages=torch.zeros((), dtype=torch.long, device=device))
+    state.last_end[:C] = -1  # the replicas that start at the first level
+    for sweep in range(1, sweeps + 1):
+        hiddens = _bernoulli(state.inputs.sigmoid_(), generator)
+        state.codes = stack.draw_visibles(hiddens, generator)
+        state.inputs = stack.inputs(state.codes, stack.all)
+        if K > 1:
+            _swap(stack, state, sweep % 2, generator)
+            state.passages += (state.last_end[state.replica[-1]] == -1).sum()
+            state.last_end[state.replica[-1]] = 1
+            state.last_end[state.replica[0]] = -1
+        if observable is not None and (sweep % record_every == 0 or sweep == sweeps):
+            state.trace.append(observable(state.codes[-1]).float())
+    return state
+
+
+def _chain_blocks(num_levels: int, num_chains: int, site_states: int,
+                  device: torch.device) -> list[int]:
+    """Start of each block of chains a run processes at once (all levels of a block together:
+    chain c of every level only ever swaps with chain c of a neighbour, so blocks are
+    independent). On the CPU a block's logits, K x block x L*q, stay within a few times
+    CPU_BLOCK_LOGITS; elsewhere one block holds every chain."""
+    if device.type != "cpu":
+        return [0]
+    block = max(16, 4 * CPU_BLOCK_LOGITS // (num_levels * site_states))
+    return list(range(0, num_chains, block))
+
 
 
 def swap_log_ratio(lower: Level, upper: Level, codes_lower: Tensor,
@@ -116,6 +264,28 @@ def expected_swap_rate(lower: Level, upper: Level, codes_lower: Tensor,
     return float(swap_log_ratio(lower, upper, codes_lower, codes_upper).clamp(max=0).exp().mean())
 
 
+def _initial_codes(levels: Sequence[Level], num_chains: int,
+                   generator: torch.Generator | None,
+                   init: Tensor | Sequence[Tensor] | None) -> Tensor:
+    """Starting codes (K, C, L) of a run: `init` for every level, one set per level, or
+    uniformly random sequences."""
+    first = levels[0].model
+    device, L, q, K = first.device, first.num_visibles, first.num_states, len(levels)
+    if init is None:
+        return torch.stack([random_codes(num_chains, L, q, device, generator)
+                            for _ in range(K)])
+    if isinstance(init, Tensor):
+        sets = [init] * K
+    else:
+        if len(init) != K:
+            raise ValueError(f"{len(init)} initial sets for {K} levels")
+        sets = list(init)
+    for c in sets:
+        if c.dim() != 2 or c.shape != (sets[0].shape[0], L):
+            raise ValueError(f"initial codes of shape {tuple(c.shape)}, expected (C, {L})")
+    return torch.stack([c.to(device).long() for c in sets])
+
+
 def temper(levels: Sequence[Level], num_chains: int, sweeps: int,
            generator: torch.Generator | None = None,
            init: Tensor | Sequence[Tensor] | None = None,
@@ -123,7 +293,11 @@ def temper(levels: Sequence[Level], num_chains: int, sweeps: int,
            record_every: int = 1, log_every: int = 0) -> TemperingResult:
     """Run `sweeps` rounds of (one Gibbs sweep at every level, then swaps) on `levels`.
 
-    log_every: log the progress and the swap rates so far every that many sweeps (0: never).
+    All levels advance together as one batched computation (`StackedLevels`). On the CPU the
+    chains are cut into blocks (all levels of chains c0..c1 at once) run on
+    torch.get_num_threads() worker threads, each block with its own generator seeded from
+    `generator`, so a seed gives the same result whatever the number of threads.
+    log_every: kept for compatibility (progress is logged once, at the end).
 
     init: starting codes (C, L) for every level, or one (C, L) tensor per level; default
     uniformly random sequences. observable: maps the target chains (C, L) to (C, d) values,
@@ -131,66 +305,62 @@ def temper(levels: Sequence[Level], num_chains: int, sweeps: int,
     """
     if not levels:
         raise ValueError("tempering needs at least one level")
-    first = levels[0].model
-    device, L, q = first.device, first.num_visibles, first.num_states
-    K = len(levels)
-    if init is None:
-        chains = [random_codes(num_chains, L, q, device, generator) for _ in range(K)]
-    elif isinstance(init, Tensor):
-        chains = [init.to(device).long().clone() for _ in range(K)]
-    else:
-        if len(init) != K:
-            raise ValueError(f"{len(init)} initial sets for {K} levels")
-        chains = [c.to(device).long().clone() for c in init]
-    for c in chains:
-        if c.shape != (chains[0].shape[0], L):
-            raise ValueError(f"initial codes of shape {tuple(c.shape)}, expected (C, {L})")
-    num_chains = chains[0].shape[0]
-    accepted = torch.zeros(max(K - 1, 0), dtype=torch.float64, device=device)
-    attempts = [0] * max(K - 1, 0)
-    # Passages: the replica carried by each slot, and the end (-1 first, 1 last) it saw last.
-    replica = [torch.arange(num_chains, device=device) + k * num_chains for k in range(K)]
-    last_end = torch.zeros(K * num_chains, dtype=torch.int8, device=device)
-    passages = torch.zeros((), dtype=torch.long, device=device)
-    last_end[:num_chains] = -1  # those started at the first level
-    trace, trace_sweeps = [], []
     started = time.perf_counter()
-    with torch.no_grad():
-        for sweep in range(1, sweeps + 1):
-            chains = [level.sweep(c, generator) for level, c in zip(levels, chains, strict=True)]
-            for k in range(sweep % 2, K - 1, 2):
-                lower, upper = levels[k], levels[k + 1]
-                log_ratio = swap_log_ratio(lower, upper, chains[k], chains[k + 1])
-                u = torch.rand(num_chains, generator=generator, device=device,
-                               dtype=torch.float64)
-                swap = u.log() < log_ratio
-                accepted[k] += swap.sum()
-                attempts[k] += num_chains
-                mask = swap[:, None]
-                chains[k], chains[k + 1] = (torch.where(mask, chains[k + 1], chains[k]),
-                                            torch.where(mask, chains[k], chains[k + 1]))
-                replica[k], replica[k + 1] = (torch.where(swap, replica[k + 1], replica[k]),
-                                              torch.where(swap, replica[k], replica[k + 1]))
-            if K > 1:
-                top = last_end[replica[-1]]
-                passages += (top == -1).sum()
-                last_end[replica[-1]] = 1
-                last_end[replica[0]] = -1
-            if log_every and sweep % log_every == 0:
-                so_far = [float(a) / n if n else math.nan
-                          for a, n in zip(accepted.tolist(), attempts, strict=True)]
-                log.info("tempering sweep %d/%d (%.0f s): swap rates %s", sweep, sweeps,
-                         time.perf_counter() - started, ", ".join(f"{r:.2f}" for r in so_far))
-            if observable is not None and (sweep % record_every == 0 or sweep == sweeps):
-                trace.append(observable(chains[-1]).float())
-                trace_sweeps.append(sweep)
-    rates = [float(a) / n if n else math.nan for a, n in zip(accepted.tolist(), attempts,
-                                                              strict=True)]
+    codes = _initial_codes(levels, num_chains, generator, init)
+    K, C, L = codes.shape
+    stack = StackedLevels(levels)
+    starts = _chain_blocks(K, C, L * stack.num_states, codes.device)
+    stops = starts[1:] + [C]
+    seeds = (torch.randint(0, 2**62, (len(starts),), generator=generator).tolist()
+             if codes.device.type == "cpu" else [])
+
+    def run(k: int) -> _BlockState:
+        with torch.no_grad():
+            g = generator if codes.device.type != "cpu" else torch.Generator().manual_seed(
+                seeds[k])
+            return _run_block(stack, codes[:, starts[k]:stops[k]].clone(), sweeps, g,
+                              observable, record_every)
+
+    states = _run_blocks(run, len(starts))
+    accepted = torch.stack([s.accepted for s in states]).sum(0).tolist()[:max(K - 1, 0)]
+    attempts = [C * ((sweeps + (k % 2 == 1)) // 2) for k in range(K - 1)]
+    rates = [a / n if n else math.nan for a, n in zip(accepted, attempts, strict=True)]
+    final = torch.cat([s.codes for s in states], dim=1)
+    trace = None
+    if observable is not None and sweeps > 0:
+        trace = torch.stack([torch.cat(parts, dim=0) for parts in
+                             zip(*(s.trace for s in states), strict=True)])
+    elapsed = time.perf_counter() - started
+    if log_every and sweeps >= log_every:
+        log.info("tempering: %d sweeps of %d levels x %d chains in %.1f s; swap rates %s",
+                 sweeps, K, C, elapsed, ", ".join(f"{r:.2f}" for r in rates))
     return TemperingResult(
-        codes=chains[-1], level_codes=chains, swap_rates=rates, swap_attempts=attempts,
-        sweeps=sweeps, labels=[level.label for level in levels],
-        elapsed_s=time.perf_counter() - started, passages=int(passages),
-        trace=torch.stack(trace) if trace else None, trace_sweeps=trace_sweeps)
+        codes=final[-1], level_codes=list(final.unbind(0)), swap_rates=rates,
+        swap_attempts=attempts, sweeps=sweeps, labels=[lv.label for lv in levels],
+        elapsed_s=elapsed, passages=int(sum(int(s.passages) for s in states)),
+        trace=trace,
+        trace_sweeps=[t for t in range(1, sweeps + 1) if t % record_every == 0 or t == sweeps]
+        if observable is not None else [],
+        swaps_accepted=accepted)
+
+
+def _run_blocks(run: Callable[[int], _BlockState], num_blocks: int) -> list[_BlockState]:
+    """run(k) for every block, on torch.get_num_threads() single-threaded workers."""
+    threads = torch.get_num_threads()
+    if threads == 1 or num_blocks == 1:
+        return [run(k) for k in range(num_blocks)]
+
+    def single_threaded(k: int) -> _BlockState:
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+        return run(k)
+
+    try:
+        pool = _block_pool(threads)
+        return [done.result() for done in [pool.submit(single_threaded, k)
+                                           for k in range(num_blocks)]]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def ptt_sample(models: Sequence[PottsRBM], num_chains: int, sweeps: int,
