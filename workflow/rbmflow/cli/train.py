@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 from rbmflow.cli import number_or_auto, parse_bool
 from rbmflow.training.train import METHODS, TrainSettings, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = TrainSettings()
+    d = SimpleNamespace(**{f.name: f.default for f in fields(TrainSettings)})
     parser.add_argument("alignment", type=Path, help="alignment.npz from `rbmflow prepare`")
     parser.add_argument("--out", type=Path, required=True, help="model archive to write (.h5)")
     parser.add_argument("--log", type=Path, required=True, help="train_log.csv to write")
