@@ -269,19 +269,97 @@ def test_training_figure_has_a_panel_comparing_chains_with_equilibrium():
     assert panels["chains vs equilibrium"] == ["monitor_ks", "monitor_ks_critical"]
 
 
-def test_monitor_uses_trajectory_tempering_when_nh_is_too_large_to_enumerate():
-    """exact_max_hiddens = 0 forces the tempering reference: levels along a path from the
-    independent-site model to the two-mode RBM, chains stuck in the minor mode."""
-    target = two_mode_rbm(13, 3, coupling=3.0, bias_gap=1.5)
+def padded(model: PottsRBM, num_hiddens: int) -> PottsRBM:
+    """`model` with zero-weight hidden units added up to `num_hiddens`: the same distribution
+    of v, so exact samples of `model` are exact samples of the padded one."""
+    extra = num_hiddens - model.num_hiddens
+    g = torch.Generator().manual_seed(41)
+    return PottsRBM(torch.cat([model.weight_matrix, model.weight_matrix.new_zeros(
+                        *model.weight_matrix.shape[:2], extra)], 2), model.vbias.clone(),
+                    torch.cat([model.hbias, torch.randn(extra, generator=g,
+                                                        dtype=model.hbias.dtype)]))
+
+
+def three_mode_rbm(length: int, coupling: float) -> PottsRBM:
+    """Hidden unit k pulls every site to state k (k = 0, 1, 2), with biases that give the
+    three modes unequal weights; the barriers stop Gibbs chains for thousands of sweeps."""
+    g = torch.Generator().manual_seed(3)
+    weight_matrix = torch.zeros(length, 4, 3, dtype=torch.float64)
+    for k in range(3):
+        weight_matrix[:, k, k] = coupling
+    vbias = 0.2 * torch.randn(length, 4, generator=g, dtype=torch.float64)
+    hbias = -0.5 * coupling * length + torch.tensor([1.0, 0.0, -0.7], dtype=torch.float64)
+    model = PottsRBM(weight_matrix, vbias, hbias)
+    model.apply_zero_sum_gauge_()
+    return model
+
+
+def test_monitor_with_100_hidden_units_flags_chains_stuck_in_one_mode_and_not_exact_samples():
+    """Nh = 100 (no enumeration): the reference comes from tempering over snapshots along a
+    path from the independent-site model, started from fresh replicas. Chains stuck in one
+    mode of a planted three-mode model are flagged; exact samples are not."""
+    small = three_mode_rbm(13, coupling=3.0)
+    target = padded(small, 100)
     g = torch.Generator().manual_seed(29)
-    monitor = EquilibriumMonitor(samples=400, exact_max_hiddens=0, max_levels=8, ptt_sweeps=60)
-    for k in range(7):
-        level = _path_to(target, k / 7)
-        monitor.remember(level, level.gibbs(sample_categorical(
-            level.vbias.expand(400, -1, -1), g), 20, generator=g))
-    exact = sample_exact(target, 4000, g)
-    stuck = exact[target.hidden_inputs(exact).argmax(1) == 1][:400]
+    exact = sample_exact(small, 6000, g)
+    assert torch.allclose(target.free_energy(exact) - small.free_energy(exact),
+                          (target.free_energy(exact) - small.free_energy(exact))[0])
+    mode = small.hidden_inputs(exact).argmax(1)
+    shares = torch.bincount(mode, minlength=3).double() / mode.shape[0]
+    assert float(shares.min()) > 0.05  # three real modes
+    monitor = EquilibriumMonitor(samples=300, seed=5)
+    for k in range(1, 8):
+        monitor.remember(_path_to(target, k / 8))
+    stuck = exact[mode == 0][:300]
     result = monitor.compare(target, stuck, None, update=3)
-    assert result.reference == "ptt" and result.disagree
-    fair = monitor.compare(target, exact[:400], None, update=4)
-    assert fair.reference == "ptt" and not fair.disagree
+    assert result.reference == "ptt" and result.settled and result.disagree
+    assert result.passages >= 300 and min(result.swap_rates) > 0.05
+    fair = monitor.compare(target, exact[-300:], None, update=4)
+    assert fair.reference == "ptt" and fair.settled and not fair.disagree
+    assert fair.columns()["monitor_passages"] == str(fair.passages)
+
+
+def test_tempered_reference_ignores_the_chains_under_test():
+    """The reference depends on the models, the seed and the update only: the same for
+    chains stuck in one mode as for exact samples."""
+    small = three_mode_rbm(11, coupling=3.0)
+    target = padded(small, 19)
+    monitor = EquilibriumMonitor(samples=200, seed=2)
+    for k in range(1, 6):
+        monitor.remember(_path_to(target, k / 6))
+    g = torch.Generator().manual_seed(3)
+    exact = sample_exact(small, 2000, g)
+    stuck = exact[small.hidden_inputs(exact).argmax(1) == 1][:200]
+    one = monitor.compare(target, stuck, None, update=7)
+    two = monitor.compare(target, exact[:200], None, update=7)
+    assert one.passages == two.passages and one.swap_rates == two.swap_rates
+    assert one.disagree and not two.disagree
+
+
+@pytest.mark.slow
+def test_monitor_rebuilds_its_ladder_on_resume(tmp_path):
+    """A run extended from a finished, shorter archive logs the same tempered reference
+    (passages, swap rates, KS) as a run made in one go: the monitor's levels come back
+    from the saved checkpoints."""
+    g = np.random.default_rng(7)
+    codes = g.integers(0, 3, (53, 7)).astype(np.uint8)
+    data = EncodedAlignment(codes=codes, weights=np.ones(53, np.float32),
+                            split=np.zeros(53, np.uint8),
+                            names=np.array([f"s{i}" for i in range(53)]),
+                            columns=np.arange(7), alphabet=ALPHABET)
+    base = {"hidden": 17, "chains": 41, "log_every": 3, "refresh_every": 0, "lr_decay": 1.0}
+
+    def rows(name: str) -> list[dict[str, str]]:
+        with open(tmp_path / f"{name}.csv") as handle:
+            return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(handle)]
+
+    train(data, tmp_path / "one.h5", tmp_path / "one.csv", TrainSettings(updates=9, **base),
+          progress=False)
+    train(data, tmp_path / "two.h5", tmp_path / "two.csv", TrainSettings(updates=5, **base),
+          progress=False)
+    train(data, tmp_path / "two.h5", tmp_path / "two.csv", TrainSettings(updates=9, **base),
+          progress=False)
+    extended = [r for r in rows("two") if r["update"] != "5"]  # the shorter run's last row
+    assert rows("one") == extended
+    last = rows("one")[-1]
+    assert last["monitor_reference"] == "ptt" and int(last["monitor_passages"]) > 0

@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
-from rbmflow.model.rbm import PottsRBM
+from rbmflow.model.rbm import PottsRBM, sample_categorical
 from rbmflow.sampling.mixing import project, top_directions, weighted_ks
-from rbmflow.sampling.tempering import Level, expected_swap_rate, rebuild_ladder, temper
+from rbmflow.sampling.tempering import (
+    Level,
+    expected_swap_rate,
+    rebuild_ladder,
+    select_ladder,
+    temper,
+)
 
 log = logging.getLogger(__name__)
 
@@ -205,12 +211,18 @@ class MonitorResult:
     ks: KS distance on each of the top directions of W; occupancy_tv: total variation of the
     orthant occupancies on the top two; critical: the KS value above which they disagree
     (alpha = 1e-3 at the chains' effective size, and at least `min_effect`); reference:
-    "exact" or "ptt"."""
+    "exact" or "ptt"; passages, swap_rates: of the tempering run that drew the reference
+    (None and [] for exact samples); settled: whether that run had at least as many
+    passages from the ladder's first level to its last as it has chains (always true for
+    exact samples)."""
 
     ks: list[float]
     occupancy_tv: float
     critical: float
     reference: str
+    passages: int | None = None
+    swap_rates: list[float] = field(default_factory=list)
+    settled: bool = True
 
     @property
     def disagree(self) -> bool:
@@ -220,7 +232,10 @@ class MonitorResult:
         return {"monitor_reference": self.reference,
                 "monitor_ks": f"{max(self.ks):.4f}",
                 "monitor_occupancy_tv": f"{self.occupancy_tv:.4f}",
-                "monitor_ks_critical": f"{self.critical:.4f}"}
+                "monitor_ks_critical": f"{self.critical:.4f}",
+                "monitor_passages": "" if self.passages is None else str(self.passages),
+                "monitor_swap_min": (f"{min(self.swap_rates):.3f}" if self.swap_rates
+                                     else "")}
 
 
 def compare_with_equilibrium(model: PottsRBM, chains: Tensor, reference: Tensor,
@@ -238,57 +253,102 @@ def compare_with_equilibrium(model: PottsRBM, chains: Tensor, reference: Tensor,
     return MonitorResult(ks, tv, critical, reference_name)
 
 
-class EquilibriumMonitor:
-    """At checkpoints, compares the persistent chains with equilibrium samples of the current
-    model: exact samples (hidden enumeration) when Nh <= `exact_max_hiddens`, otherwise
-    parallel trajectory tempering over up to `max_levels` of the models saved so far (each
-    level started from the persistent chains saved with it). Holds those models."""
+@dataclass
+class TemperedReference:
+    """Equilibrium samples drawn by tempering: codes (R, L) of the target level, the ladder's
+    swap rates, its labels, the passages from the first level to the last, the sweeps."""
 
-    def __init__(self, samples: int = 500, exact_max_hiddens: int = 16, max_levels: int = 8,
-                 ptt_sweeps: int = 40, seed: int = 0) -> None:
+    codes: Tensor
+    swap_rates: list[float]
+    labels: list[str]
+    passages: int
+    sweeps: int
+
+    @property
+    def settled(self) -> bool:
+        return self.passages >= self.codes.shape[0]
+
+
+def independent_site_level(model: PottsRBM) -> Level:
+    """The easy end of a ladder: `model`'s fields without couplings (W = 0), exactly
+    sampled by one sweep from any start."""
+    return Level(PottsRBM(torch.zeros_like(model.weight_matrix), model.vbias.clone(),
+                          model.hbias.clone()), 1.0, "independent sites")
+
+
+def tempered_reference(snapshots: list[PottsRBM], target: PottsRBM, samples: int,
+                       generator: torch.Generator, floor: float = 0.2, max_levels: int = 16,
+                       chunk: int = 50, max_sweeps: int = 1000) -> TemperedReference:
+    """Equilibrium samples of `target` that owe nothing to any chains under test.
+
+    The candidate levels are the independent-site model of the first snapshot, the
+    `snapshots` (models in training order) and the target; `select_ladder` keeps those that
+    swap at `floor` or more and interpolates where neighbours swap less. `samples` fresh
+    replicas per level, drawn from the independent-site model, then run by `temper` in
+    chunks of `chunk` sweeps until the replicas have made at least `samples` passages from
+    the first level to the last, or `max_sweeps` sweeps were spent.
+    """
+    first = snapshots[0] if snapshots else target
+    candidates = [independent_site_level(first)] + [Level(m, 1.0, f"snapshot_{k}")
+                                                    for k, m in enumerate(snapshots)]
+    candidates.append(Level(target, 1.0, "target"))
+    ladder = select_ladder(candidates, num_chains=min(samples, 256), sweeps=32, floor=floor,
+                           max_levels=max_levels, rounds=3, generator=generator)
+    fresh = first.vbias.expand(samples, -1, -1)
+    codes: list[Tensor] = [sample_categorical(fresh, generator) for _ in ladder.levels]
+    passages = sweeps = 0
+    accepted = [0.0] * (len(ladder.levels) - 1)
+    while sweeps < max_sweeps and passages < samples:
+        result = temper(ladder.levels, samples, chunk, generator, codes)
+        codes, sweeps, passages = result.level_codes, sweeps + chunk, passages + result.passages
+        accepted = [a + r * chunk for a, r in zip(accepted, result.swap_rates, strict=True)]
+    return TemperedReference(codes[-1], [a / sweeps for a in accepted], ladder.labels,
+                             passages, sweeps)
+
+
+class EquilibriumMonitor:
+    """Compares the persistent chains with equilibrium samples of the current model: exact
+    samples (hidden enumeration) when Nh <= `exact_max_hiddens`, otherwise
+    `tempered_reference` over the models saved so far (`remember`), started from fresh
+    replicas. Holds those models: at most 2 `max_levels`, thinned by dropping every other
+    one (first and last kept); `restore` takes them back from saved checkpoints."""
+
+    def __init__(self, samples: int = 500, exact_max_hiddens: int = 16, max_levels: int = 16,
+                 max_sweeps: int = 1000, seed: int = 0) -> None:
         self.samples = samples
         self.exact_max_hiddens = exact_max_hiddens
         self.max_levels = max_levels
-        self.ptt_sweeps = ptt_sweeps
+        self.max_sweeps = max_sweeps
         self.seed = seed
-        self.levels: list[tuple[PottsRBM, Tensor]] = []
+        self.models: list[PottsRBM] = []
 
-    def remember(self, model: PottsRBM, chains: Tensor) -> None:
-        """Keep a saved model and some of its chains as a tempering level (every other
-        level is dropped, first and last kept, when there are more than 2 max_levels)."""
-        self.levels.append((model.clone(), chains[:self.samples].clone()))
-        if len(self.levels) > 2 * self.max_levels:
-            self.levels = self.levels[:-1:2] + self.levels[-1:]
+    def remember(self, model: PottsRBM) -> None:
+        """Keep a saved model as a candidate tempering level."""
+        self.models.append(model.clone())
+        if len(self.models) > 2 * self.max_levels:
+            self.models = self.models[:-1:2] + self.models[-1:]
 
-    def reference(self, model: PottsRBM, chains: Tensor, update: int
-                  ) -> tuple[Tensor, str] | None:
-        """Equilibrium samples of `model` and how they were drawn, or None when neither
-        exact sampling nor tempering is available."""
+    def restore(self, models: list[PottsRBM]) -> None:
+        """Start over from `models`, the saved checkpoints in training order (a resume)."""
+        self.models = []
+        for model in models:
+            self.remember(model)
+
+    def compare(self, model: PottsRBM, chains: Tensor, chain_weights: Tensor | None,
+                update: int) -> MonitorResult:
+        """The chains (C, L; weights (C,) or None) vs equilibrium samples of `model`; the
+        samples depend only on the models, the seed and `update`."""
         generator = torch.Generator(device=model.device).manual_seed(self.seed * 1_000_003
                                                                      + update)
         if model.num_hiddens <= self.exact_max_hiddens:
             from rbmflow.model.partition import sample_exact
-            return sample_exact(model, self.samples, generator), "exact"
-        try:
-            from rbmflow.sampling.tempering import ptt_sample
-        except ImportError:
-            return None
-        chosen = self.levels
-        if len(chosen) > self.max_levels - 1:
-            picks = torch.linspace(0, len(chosen) - 1, self.max_levels - 1).round().long()
-            chosen = [chosen[int(i)] for i in picks.unique()]
-        models = [m for m, _ in chosen] + [model]
-        n = min([self.samples, chains.shape[0]] + [c.shape[0] for _, c in chosen])
-        init = [c[:n] for _, c in chosen] + [chains[:n]]
-        result = ptt_sample(models, n, self.ptt_sweeps, generator, init=init)
-        return result.codes, "ptt"
-
-    def compare(self, model: PottsRBM, chains: Tensor, chain_weights: Tensor | None,
-                update: int) -> MonitorResult | None:
-        drawn = self.reference(model, chains, update)
-        if drawn is None:
-            return None
-        return compare_with_equilibrium(model, chains, drawn[0], drawn[1], chain_weights)
+            reference = sample_exact(model, self.samples, generator)
+            return compare_with_equilibrium(model, chains, reference, "exact", chain_weights)
+        drawn = tempered_reference(self.models, model, self.samples, generator,
+                                   max_levels=self.max_levels, max_sweeps=self.max_sweeps)
+        result = compare_with_equilibrium(model, chains, drawn.codes, "ptt", chain_weights)
+        return replace(result, passages=drawn.passages, swap_rates=drawn.swap_rates,
+                       settled=drawn.settled)
 
 
 def own_input_shifts(model: PottsRBM, chains: Tensor, v_bar: Tensor | None = None,

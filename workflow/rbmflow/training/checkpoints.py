@@ -231,6 +231,21 @@ def save(out: Path, update: int, model: PottsRBM, chains: Tensor, elapsed: float
     return piece
 
 
+def saved_models(out: Path, key: str, update: int, device: torch.device, dtype: torch.dtype
+                 ) -> list[PottsRBM]:
+    """The models of the checkpoints saved up to `update`, in order: from the pieces, and
+    from a finished `out` of the same `key` that a run extends (the equilibrium monitor's
+    tempering levels)."""
+    sources: dict[int, Path] = {}
+    with contextlib.suppress(RbmflowError, OSError):
+        if out.exists() and archive.read_metadata(out).get("resume_key") == key:
+            sources.update((u, out) for u in archive.list_updates(out) if u <= update)
+    sources.update((u, path) for u, path in archive.list_pieces(partial_path(out))
+                   if u <= update)
+    return [archive.load_rbm(path, u, device=device, dtype=dtype)
+            for u, path in sorted(sources.items())]
+
+
 def ladder_path(out: Path) -> Path:
     """The tempering ladder of refreshed chains (`refresh_every`) at the newest checkpoint:
     `ladder.h5` among the pieces (not a piece: never assembled into `out`)."""

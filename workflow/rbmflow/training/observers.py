@@ -19,7 +19,7 @@ from rbmflow.errors import RbmflowError
 from rbmflow.evaluation.stats import connected_correlations, pearson
 from rbmflow.model import archive
 from rbmflow.model.rbm import PottsRBM
-from rbmflow.sampling.equilibrium import CheckpointDensity, EquilibriumMonitor
+from rbmflow.sampling.equilibrium import CheckpointDensity, EquilibriumMonitor, MonitorResult
 from rbmflow.training import checkpoints
 from rbmflow.training.chains import ChainSource
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("update", "time_s", "learning_rate", "pearson_cij_train", "pearson_cij_test",
                "free_energy_data", "free_energy_chains", "chains_ess",
-               "monitor_reference", "monitor_ks", "monitor_occupancy_tv", "monitor_ks_critical")
+               "monitor_reference", "monitor_ks", "monitor_occupancy_tv", "monitor_ks_critical",
+               "monitor_passages", "monitor_swap_min")
 
 
 def checkpoint_schedule(updates: int, count: int) -> list[int]:
@@ -63,19 +64,21 @@ class Clock:
 class TrainLog:
     """The rows of train_log.csv: every `every` updates, the Pearson of the chains' connected
     correlations vs the train (and test) data, the free energies, and the monitor's verdict.
-    `hint` ends the monitor's warning."""
+    `last`: the run's last update (always logged); `hint` ends the monitor's warning."""
 
     def __init__(self, every: int, codes: Tensor, weights: Tensor, num_states: int,
                  test: tuple[Tensor, Tensor] | None, monitor: EquilibriumMonitor | None,
-                 rows: list[dict[str, Any]], hint: str = "") -> None:
+                 rows: list[dict[str, Any]], last: int, hint: str = "") -> None:
         self.every, self.codes, self.weights, self.q = every, codes, weights, num_states
         self.monitor, self.rows, self.hint = monitor, rows, hint
+        self.last = last
+        self.results: list[tuple[int, MonitorResult]] = []
         self.cij_train = connected_correlations(codes, num_states, weights)
         self.cij_test = (None if test is None
                          else connected_correlations(test[0], num_states, test[1]))
 
-    def due(self, update: int, last: int) -> bool:
-        return update % self.every == 0 or update == last
+    def due(self, update: int) -> bool:
+        return update % self.every == 0 or update == self.last
 
     def record(self, update: int, elapsed: float, learning_rate: float, model: PottsRBM,
                source: ChainSource) -> dict[str, Any]:
@@ -99,14 +102,30 @@ class TrainLog:
         self.rows.append(row)
         return row
 
+    def monitor_due(self, model: PottsRBM, at: int, last: int) -> bool:
+        """Exact references at every row but the first; tempered ones (dearer) at the rows
+        `every` x 2^k and the last."""
+        if self.monitor is None or at == 0:
+            return False
+        if model.num_hiddens <= self.monitor.exact_max_hiddens or at == last:
+            return True
+        rows = at // self.every
+        return at % self.every == 0 and rows & (rows - 1) == 0
+
     def _monitor_columns(self, at: int, model: PottsRBM, chains: Tensor,
                          weights: Tensor | None) -> dict[str, str]:
-        """The monitor's columns (empty without a reference); a loud warning when the chains
-        and the model's equilibrium disagree."""
-        result = (None if self.monitor is None or at == 0
-                  else self.monitor.compare(model, chains, weights, at))
-        if result is None:
+        """The monitor's columns (empty when not due); a loud warning when the chains and
+        the model's equilibrium disagree, another when the tempered reference did not
+        settle."""
+        if self.monitor is None or not self.monitor_due(model, at, self.last):
             return {}
+        result = self.monitor.compare(model, chains, weights, at)
+        self.results.append((at, result))
+        if not result.settled:
+            log.warning("update %d: the monitor's tempering reference made %s passages for "
+                        "%d replicas (swap rates down to %.3f): its verdict is uncertain",
+                        at, result.passages, self.monitor.samples, min(result.swap_rates,
+                                                                        default=0.0))
         if result.disagree:
             log.warning("update %d: the persistent chains are NOT at the model's equilibrium: "
                         "KS distance %.3f > %.3f along W's top directions vs %s samples, "
@@ -159,7 +178,7 @@ class Checkpointer:
             self.metadata.setdefault("checkpoint_swap_rates", {})[str(at)] = round(rate, 4)
         self.density.reset(model, chains)
         if self.monitor is not None:
-            self.monitor.remember(model, chains)
+            self.monitor.remember(model)
 
     def divergence(self, update: int, what: str) -> RbmflowError:
         """The error of a non-finite `what` at `update`, naming the last good checkpoint."""

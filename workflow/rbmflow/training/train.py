@@ -500,7 +500,7 @@ class Training:
 
     def observe(self, elapsed: float, bar: tqdm) -> None:
         """The observers after an update: a log row, a checkpoint, when due."""
-        if self.log.due(self.update, self.s.updates):
+        if self.log.due(self.update):
             lr = self.s.learning_rate_at(max(self.update - 1, 0))
             row = self.log.record(self.update, elapsed, lr, self.model, self.source)
             bar.set_postfix(pearson=row["pearson_cij_train"], refresh=False)
@@ -543,7 +543,10 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
     # cd and rdm chains are not meant to be at equilibrium: nothing to monitor
     monitor = EquilibriumMonitor(seed=s.seed) if s.monitor and s.method == "pcd" else None
     train_log = TrainLog(s.log_every, codes, weights, data.num_states, test_tensors, monitor,
-                         rows, "" if s.refreshed else REFRESH_HINT)
+                         rows, s.updates, "" if s.refreshed else REFRESH_HINT)
+    if monitor is not None and resumed is not None:
+        monitor.restore(checkpoints.saved_models(out, key, resumed.update, device,
+                                                  dtype))
     saver = Checkpointer(out, checkpoint_schedule(s.updates, s.checkpoints), s.swap_threshold,
                          metadata, _hyperparameters(s, data), monitor,
                          None if resumed is None else resumed.update)
