@@ -44,12 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="centred gradient (default true)")
     parser.add_argument("--normalize-gradient", type=parse_bool, default=d.normalize_gradient,
                         metavar="BOOL", help="unit-norm gradient steps, as rbms (default true)")
-    parser.add_argument("--reweight", type=parse_bool, default=d.reweight, metavar="BOOL",
-                        help="pcd: Jarzynski-reweighted persistent chains (experimental; "
-                             "default false)")
-    parser.add_argument("--min-ess", type=float, default=d.min_ess,
-                        help="reweighted chains are resampled when their effective sample "
-                             "size falls under this fraction of the chains")
     parser.add_argument("--swap-threshold", type=float, default=d.swap_threshold,
                         help="save an extra checkpoint when the estimated swap acceptance "
                              "with the last saved one falls under this (0: log-spaced only)")

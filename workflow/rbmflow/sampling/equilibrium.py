@@ -1,20 +1,12 @@
 """Chains that stay at the model's equilibrium while it is trained, and a monitor that checks.
 
-Jarzynski-reweighted persistent chains (Carbone, Hua, Coste, Vanden-Eijnden, NeurIPS 2023).
-Each chain x_c carries a log-weight A_c. When the parameters move from theta to theta', the
-weights take the change of the free energy, A_c += F_theta(x_c) - F_theta'(x_c), before the
-chains move by Gibbs sweeps that leave p_theta' invariant. Then, for any function g,
-sum_c w_c g(x_c) / sum_c w_c (w = exp A) is a consistent estimate of <g>_theta' however slowly
-the chains mix: the weights move the probability mass between modes that the chains
-themselves never cross. When the effective sample size (Kish, (sum w)^2 / sum w^2) falls
-under a fraction of the chains, the chains are resampled in proportion to their weights
-(systematic resampling) and the weights reset to equal. The update of the parameters is
-computed from the same weighted chains, so each chain's own term in it raises its free
-energy; that first-order self-term is taken out of the chain's work (`self_influence`),
-otherwise the weights drift (on a three-mode family the weighted chains held half of the
-mass in a mode whose exact weight had fallen to 2 %). The chains start from exact samples of
-the independent-site model exp(vbias . v), with the exact importance weights of the initial
-RBM, A = -F(v) - vbias . v (the softplus terms), so the start is exact too.
+- `estimated_swap_rate`, `CheckpointDensity`: the expected swap acceptance between two models
+  from samples of each, and checkpoints saved dense where the model moves fast.
+- `EquilibriumMonitor`: compares the persistent chains with equilibrium samples of the
+  current model, exact (hidden enumeration) or drawn by tempering from fresh replicas
+  (`tempered_reference`), which owe nothing to the chains under test.
+- `TrajectoryTempering`: a ladder of snapshots of the model taken during training whose
+  chains persist, used to refresh (or to replace) the persistent chains.
 """
 
 from __future__ import annotations
@@ -37,94 +29,6 @@ from rbmflow.sampling.tempering import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReweightedChains:
-    """Persistent chains (C, L) with float64 log-weights (C,); resample when the effective
-    sample size falls under `min_ess` (a fraction of C)."""
-
-    log_weights: Tensor
-    min_ess: float = 0.5
-    resamplings: int = 0
-
-    @classmethod
-    def start(cls, model: PottsRBM, chains: Tensor, min_ess: float = 0.5) -> ReweightedChains:
-        """Weights of chains drawn from the independent-site model exp(vbias . v) for the
-        RBM `model`: p(v) / p_site(v) is proportional to exp(-F(v) - vbias . v)."""
-        log_w = (-model.free_energy(chains) - model.visible_fields(chains)).double()
-        return cls(log_w - log_w.max(), min_ess)
-
-    @classmethod
-    def uniform(cls, num_chains: int, device: torch.device | str = "cpu",
-                min_ess: float = 0.5) -> ReweightedChains:
-        return cls(torch.zeros(num_chains, dtype=torch.float64, device=device), min_ess)
-
-    def weights(self) -> Tensor:
-        """Normalised weights (C,), float64."""
-        return torch.softmax(self.log_weights, 0)
-
-    def ess_fraction(self) -> float:
-        """Kish effective sample size over the number of chains, in (0, 1]."""
-        w = self.weights()
-        return float(1.0 / (w * w).sum()) / w.shape[0]
-
-    def is_uniform(self) -> bool:
-        return bool((self.log_weights == self.log_weights[0]).all())
-
-    def add_free_energy_change(self, f_before: Tensor, f_after: Tensor) -> None:
-        """A += F_old(x) - F_new(x), for the free energies (C,) of the same chains under the
-        parameters before and after an update."""
-        self.log_weights += f_before.double() - f_after.double()
-        self.log_weights -= self.log_weights.max()
-
-    def own_terms(self, model: PottsRBM, chains: Tensor, scale: float, v_bar: Tensor,
-                  h_bar: Tensor, centered: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """Before a gradient step of `scale` x the direction computed with these chains and
-        weights: (F(x_c), the shift of chain c's visible field, of its hidden inputs) that
-        chain c's own term in the step causes; (C,), (C,), (C, Nh). `work_without_own`
-        takes them out of the work."""
-        shift_v, shift_h = own_input_shifts(model, chains, v_bar if centered else None,
-                                            h_bar if centered else None)
-        step = scale * self.weights().to(chains.device)
-        return (model.free_energy(chains).double(), -step * shift_v,
-                -step[:, None] * shift_h)
-
-    def add_work_without_own(self, model: PottsRBM, chains: Tensor,
-                             own: tuple[Tensor, Tensor, Tensor]) -> None:
-        """After the step (model updated): the weights take the work F_new(x_c) - F_old(x_c)
-        of the step without chain c's own term (the update as if chain c were absent)."""
-        f_before, shift_v, shift_h = own
-        inputs = model.hidden_inputs(chains).double() - shift_h
-        f_without = (-(model.visible_fields(chains).double() - shift_v)
-                     - torch.nn.functional.softplus(inputs).sum(1))
-        self.add_free_energy_change(f_before, f_without)
-
-    def resample(self, chains: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Systematic resampling: chain c is copied about C w_c times; weights reset to equal.
-        Returns the new chains (C, L)."""
-        index = systematic_resample(self.weights(), generator)
-        self.log_weights = torch.zeros_like(self.log_weights)
-        self.resamplings += 1
-        return chains[index]
-
-    def maybe_resample(self, chains: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Resample when the effective sample size is under min_ess; else return chains."""
-        if self.ess_fraction() < self.min_ess:
-            return self.resample(chains, generator)
-        return chains
-
-
-def systematic_resample(weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Indices (C,) with index c drawn floor or ceil of C w_c times (one uniform offset u:
-    positions (k + u) / C, k = 0..C-1, looked up in the cumulative weights). weights (C,),
-    normalised."""
-    num = weights.shape[0]
-    u = torch.rand((), generator=generator, device=weights.device, dtype=torch.float64)
-    positions = (torch.arange(num, device=weights.device, dtype=torch.float64) + u) / num
-    cumulative = torch.cumsum(weights.double(), 0)
-    cumulative[-1] = 1.0
-    return torch.searchsorted(cumulative, positions, right=True).clamp_(max=num - 1)
 
 
 # -- swap acceptance between two models, and checkpoints dense where the model moves ----------
@@ -349,55 +253,6 @@ class EquilibriumMonitor:
         result = compare_with_equilibrium(model, chains, drawn.codes, "ptt", chain_weights)
         return replace(result, passages=drawn.passages, swap_rates=drawn.swap_rates,
                        settled=drawn.settled)
-
-
-def own_input_shifts(model: PottsRBM, chains: Tensor, v_bar: Tensor | None = None,
-                     h_bar: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """For each chain c, the change of its visible field sum_i vbias[i, x_ci] (C,) and of its
-    hidden inputs (C, Nh) caused by a unit step along T(g_c), chain c's own term in the model
-    average, g_c = -dF/dtheta (x_c) = (onehot(x_c) (x) m_c, onehot(x_c), m_c), T the centring
-    map of `training.gradient` around the data centres v_bar (L, q), h_bar (Nh) (identity when
-    None). A step of the parameters by eps T(g_c) lowers F(x_c) by eps (shift_v + m_c .
-    shift_h) to first order; the gradient holds chain c's term with eps = -scale w_c.
-    """
-    m = torch.sigmoid(model.hidden_inputs(chains)).double()
-    L = chains.shape[1]
-    if v_bar is None or h_bar is None:
-        return torch.full((chains.shape[0],), float(L), dtype=torch.float64,
-                          device=chains.device), (L + 1) * m
-    vb, hb = v_bar.double(), h_bar.double()
-    flat = chains.long() + torch.arange(L, device=chains.device) * vb.shape[1]
-    s = vb.reshape(-1)[flat].sum(1)
-    m_h = m @ hb
-    shift_v = L - L * m_h + s * m_h + L * (hb @ hb)
-    shift_h = ((L + 1 - 2 * s + (vb * vb).sum())[:, None] * m
-               + (s - L)[:, None] * hb[None, :])
-    return shift_v, shift_h
-
-
-def self_influence(model: PottsRBM, chains: Tensor, weights: Tensor, v_bar: Tensor | None = None,
-                   h_bar: Tensor | None = None) -> Tensor:
-    """w_c g_c . T(g_c) for each chain (C,): the first-order rise of F(x_c) that chain c's own
-    term in the gradient causes, per unit step (multiply by the step's scale).
-
-    g_c = -dF/dtheta (x_c) = (onehot(x_c) (x) m_c, onehot(x_c), m_c) is chain c's term in the
-    model average (weight w_c), and T the centring map of `training.gradient` around the data
-    centres v_bar (L, q), h_bar (Nh) (identity when they are None). A Jarzynski weight must
-    not see this term: the update would otherwise depend on the very chain whose work it
-    measures, and the weights drift (each chain lowers its own probability).
-    """
-    m = torch.sigmoid(model.hidden_inputs(chains)).double()
-    L = chains.shape[1]
-    m_sq = (m * m).sum(1)
-    if v_bar is None or h_bar is None:
-        return weights.double() * (L * m_sq + L + m_sq)
-    vb, hb = v_bar.double(), h_bar.double()
-    flat = chains.long() + torch.arange(L, device=chains.device) * vb.shape[1]
-    s = vb.reshape(-1)[flat].sum(1)
-    m_h = m @ hb
-    total = (L * m_sq - 2 * s * m_sq - 2 * L * m_h + L + 2 * s * m_h + L * (hb @ hb) + m_sq
-             + (vb * vb).sum() * m_sq)
-    return weights.double() * total
 
 
 # -- persistent chains refreshed by tempering over the trajectory ---------------------------

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from rbmflow.model.rbm import PottsRBM, random_codes, sample_categorical
-from rbmflow.sampling.equilibrium import ReweightedChains, TrajectoryTempering
+from rbmflow.sampling.equilibrium import TrajectoryTempering
 from rbmflow.training import checkpoints
 
 if TYPE_CHECKING:
@@ -105,53 +105,6 @@ class RandomStartChains(ChainSource):
         return random_codes(num, length, self.num_states, self.chains.device, generator)
 
 
-class ReweightedPersistentChains(PersistentChains):
-    """PCD with Jarzynski weights (`equilibrium.ReweightedChains`), optionally refreshed by
-    `refreshed` (whose refresh resets the weights to equal)."""
-
-    name = "pcd-reweighted"
-
-    def __init__(self, chains: Tensor, gibbs_steps: int, state: ReweightedChains,
-                 refreshed: RefreshedChains | None = None) -> None:
-        super().__init__(chains, gibbs_steps)
-        self.state = state
-        self.refreshed = refreshed
-        self._own: tuple[Tensor, Tensor, Tensor] | None = None
-
-    def weights(self) -> Tensor | None:
-        return self.state.weights().to(torch.float32)
-
-    def before_step(self, model: PottsRBM, scale: float, v_bar: Tensor, h_bar: Tensor,
-                    centered: bool) -> None:
-        self._own = self.state.own_terms(model, self.chains, scale, v_bar, h_bar, centered)
-
-    def after_step(self, model: PottsRBM, update: int, generator: torch.Generator) -> None:
-        if self._own is not None:
-            self.state.add_work_without_own(model, self.chains, self._own)
-            self.chains = self.state.maybe_resample(self.chains, generator)
-            self._own = None
-        if self.refreshed is not None and update % self.refreshed.every == 0:
-            self.refreshed.chains = self.chains
-            self.refreshed.after_step(model, update, generator)
-            self.chains = self.refreshed.chains
-            self.state.log_weights = torch.zeros_like(self.state.log_weights)
-
-    def checkpoint_chains(self, generator: torch.Generator) -> Tensor:
-        if not self.state.is_uniform():
-            self.chains = self.state.resample(self.chains, generator)
-        return self.chains
-
-    def restore_state(self, out: Path, update: int, device: torch.device,
-                      dtype: torch.dtype) -> None:
-        self.state = ReweightedChains.uniform(self.chains.shape[0], device, self.state.min_ess)
-        if self.refreshed is not None:
-            self.refreshed.restore_state(out, update, device, dtype)
-
-    def save_state(self, out: Path, update: int) -> None:
-        if self.refreshed is not None:
-            self.refreshed.save_state(out, update)
-
-
 class RefreshedChains(PersistentChains):
     """PCD whose chains are replaced, every `every` updates, by `sweeps` rounds of
     trajectory tempering over snapshots of the model (`equilibrium.TrajectoryTempering`)."""
@@ -196,10 +149,6 @@ def chain_source(s: TrainSettings, model: PottsRBM, chains: Tensor, fresh: bool)
         return DataStartChains(chains, s.gibbs_steps)
     if s.method == "rdm":
         return RandomStartChains(chains, s.gibbs_steps, model.vbias.shape[1])
-    refreshed = (RefreshedChains(model, chains, s.gibbs_steps, s.refresh_every,
-                                 s.refresh_sweeps) if s.refreshed else None)
-    if s.reweighted:
-        state = (ReweightedChains.start(model, chains, s.min_ess) if fresh
-                 else ReweightedChains.uniform(chains.shape[0], chains.device, s.min_ess))
-        return ReweightedPersistentChains(chains, s.gibbs_steps, state, refreshed)
-    return refreshed or PersistentChains(chains, s.gibbs_steps)
+    if s.refreshed:
+        return RefreshedChains(model, chains, s.gibbs_steps, s.refresh_every, s.refresh_sweeps)
+    return PersistentChains(chains, s.gibbs_steps)

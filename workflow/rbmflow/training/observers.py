@@ -26,7 +26,7 @@ from rbmflow.training.chains import ChainSource
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("update", "time_s", "learning_rate", "pearson_cij_train", "pearson_cij_test",
-               "free_energy_data", "free_energy_chains", "chains_ess",
+               "free_energy_data", "free_energy_chains",
                "monitor_reference", "monitor_ks", "monitor_occupancy_tv", "monitor_ks_critical",
                "monitor_passages", "monitor_swap_min")
 
@@ -88,7 +88,6 @@ class TrainLog:
         cij_chains = connected_correlations(chains, self.q, cw)
         f_chains = (model.free_energy(chains).mean() if cw is None
                     else (model.free_energy(chains) * cw).sum())
-        ess = getattr(getattr(source, "state", None), "ess_fraction", None)
         row = {
             "update": update, "time_s": round(elapsed, 3), "learning_rate": f"{learning_rate:.6g}",
             "pearson_cij_train": f"{pearson(cij_chains, self.cij_train):.5f}",
@@ -96,7 +95,6 @@ class TrainLog:
                                  f"{pearson(cij_chains, self.cij_test):.5f}"),
             "free_energy_data": f"{f_data:.5f}",
             "free_energy_chains": f"{float(f_chains):.5f}",
-            "chains_ess": "" if ess is None else f"{ess():.4f}",
             **self._monitor_columns(update, model, chains, cw),
         }
         self.rows.append(row)

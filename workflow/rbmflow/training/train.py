@@ -88,9 +88,6 @@ class TrainSettings:
     log_every: updates between two rows of train_log.csv.
     pseudocount: mixing weight of the uniform distribution in the site frequencies that
     initialise vbias. init_std: standard deviation of the initial weights.
-    reweight (pcd only): Jarzynski-reweighted persistent chains (`equilibrium`), resampled
-    when their effective sample size falls under `min_ess` x chains; the chains are also
-    resampled at each checkpoint, so the saved chains are equally weighted samples.
     swap_threshold: an extra checkpoint is saved when the estimated swap acceptance between
     the last saved model and the current one falls under it (0: log-spaced ones only).
     monitor (pcd only): compare the chains with equilibrium samples at each log row
@@ -124,8 +121,6 @@ class TrainSettings:
     seed: int = 0
     pseudocount: float = 1e-3
     init_std: float = 0.01
-    reweight: bool = False
-    min_ess: float = 0.5
     swap_threshold: float = 0.3
     monitor: bool = True
     refresh_every: int | str = AUTO
@@ -156,13 +151,8 @@ class TrainSettings:
             raise RbmflowError("refresh_every must be >= 0 and refresh_sweeps >= 1")
         if not 0 <= self.lr_decay_from < 1:
             raise RbmflowError(f"lr_decay_from must be in [0, 1), got {self.lr_decay_from}")
-        if not 0 <= self.min_ess <= 1 or not 0 <= self.swap_threshold < 1:
-            raise RbmflowError("min_ess must be in [0, 1] and swap_threshold in [0, 1)")
-
-    @property
-    def reweighted(self) -> bool:
-        """Jarzynski-reweighted persistent chains (`equilibrium.ReweightedChains`)."""
-        return self.method == "pcd" and self.reweight
+        if not 0 <= self.swap_threshold < 1:
+            raise RbmflowError("swap_threshold must be in [0, 1)")
 
     @property
     def automatic(self) -> bool:
@@ -209,6 +199,7 @@ class TrainSettings:
         shaping = {k: v for k, v in asdict(self).items()
                    if k not in ("updates", "checkpoints", "log_every", "lr_decay",
                                 "lr_decay_from", "monitor", "swap_threshold")}
+        shaping.update(reweight=False, min_ess=0.5)  # the keys of runs made with these keys
         if not self.refreshed:  # keeps the keys of runs made before the refresh existed
             shaping.pop("refresh_every")
             shaping.pop("refresh_sweeps")
