@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pcd: every that many updates, replace the persistent chains by "
                              "tempering over snapshots of the trajectory (0: never; auto: 5 "
                              "when the training sequences fall into separated subfamilies)")
+    parser.add_argument("--equilibrium-chains", choices=("auto", "always", "never"),
+                        default=d.equilibrium_chains,
+                        help="pcd: take the model term from a trajectory-tempering ladder "
+                             "kept alive across updates: when the equilibrium monitor finds "
+                             "the persistent chains away from the model's equilibrium (auto), "
+                             "from the start (always) or never")
     parser.add_argument("--refresh-sweeps", type=int, default=d.refresh_sweeps,
                         help="tempering rounds of each refresh")
     parser.add_argument("--checkpoints", type=int, default=d.checkpoints,

@@ -92,6 +92,14 @@ def training_chains(model_meta: dict[str, Any] | None) -> str | None:
     None without a model or for archives that do not say)."""
     model_meta = model_meta or {}
     settings = model_meta.get("settings") or {}
+    decided = model_meta.get("training_chains")
+    if decided:
+        cost = decided.get("seconds_per_update")
+        return (f"{decided['source']}: {decided['why']}"
+                + (f"; ladder of {decided['ladder_levels']} levels" if decided.get(
+                    "ladder_levels") else "")
+                + (f"; {cost['before']:.3g} s per update before, {cost['after']:.3g} s after"
+                   if cost else ""))
     if model_meta.get("method") != "pcd" or "refresh_every" not in settings:
         return None
     every = settings["refresh_every"]

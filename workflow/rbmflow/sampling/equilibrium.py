@@ -303,6 +303,30 @@ class TrajectoryTempering:
             self._drop_one()
         return result.codes
 
+    def advance(self, model: PottsRBM, chains: Tensor, sweeps: int, join_below: float,
+                generator: torch.Generator | None = None) -> Tensor:
+        """`sweeps` rounds of tempering over the ladder plus the current `model`, whose
+        level starts from `chains`; every level keeps its chains. Returns the model's chains
+        (C, L). The model joins the ladder (rebuilt as in `refresh`) only when its swap rate
+        with the ladder's top level falls under `join_below`, so that the ladder follows
+        the trajectory at the cost of a rebuild now and then."""
+        levels = [Level(m) for m, _ in self.levels] + [Level(model)]
+        init = [c for _, c in self.levels] + [chains]
+        result = temper(levels, chains.shape[0], sweeps, generator, init)
+        self.swap_rates = result.swap_rates
+        if result.swap_rates and result.swap_rates[-1] >= join_below:
+            self.levels = [(m, c) for (m, _), c in zip(self.levels, result.level_codes,
+                                                        strict=False)]
+            return result.codes
+        levels[-1] = Level(model.clone())
+        rebuilt, codes = rebuild_ladder(levels, result.level_codes, self.floor,
+                                        self.max_levels)
+        self.levels = [(level.model, c) for level, c in zip(rebuilt, codes, strict=True)]
+        while len(self.levels) > self.max_levels:
+            self._drop_one()
+        self.refreshes += 1
+        return result.codes
+
     def _drop_one(self) -> None:
         """Drop the inner level whose two neighbours have the highest estimated swap
         acceptance with each other (the first and the last are kept)."""

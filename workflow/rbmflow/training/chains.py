@@ -7,6 +7,10 @@ Every source holds its chains (C, L) and answers three calls of the training loo
 - `after_step(model, update, generator)`: after the parameters moved (update is 1-based);
 - `checkpoint_chains(generator)`: equally weighted chains to store with a checkpoint.
 
+`TemperedChains` is the one that keeps the chains at the model's equilibrium across modes;
+training switches to it when the equilibrium monitor finds that the persistent chains and
+the model disagree (`equilibrium_chains: auto`), or uses it from the start (`always`).
+
 A source also saves and restores whatever it keeps beside its chains (`save_state`,
 `restore_state`), so that a resumed run continues bit for bit. `chain_source` builds the
 source that the settings ask for.
@@ -22,7 +26,7 @@ import torch
 from torch import Tensor
 
 from rbmflow.model.rbm import PottsRBM, random_codes, sample_categorical
-from rbmflow.sampling.equilibrium import TrajectoryTempering
+from rbmflow.sampling.equilibrium import TrajectoryTempering, independent_site_level
 from rbmflow.training import checkpoints
 
 if TYPE_CHECKING:
@@ -133,6 +137,60 @@ class RefreshedChains(PersistentChains):
             self.tempering.levels = levels
 
 
+class TemperedChains(PersistentChains):
+    """The model term from the target level of a trajectory-tempering ladder of snapshots of
+    the model, kept alive across updates: at each update `gibbs_steps` rounds of a sweep at
+    every level then swaps (`TrajectoryTempering.advance`); the current model joins the
+    ladder when it swaps with the top level at less than `join_below`, and levels are kept
+    or dropped by their swap rates, at most `max_levels`."""
+
+    name = "tempered"
+
+    def __init__(self, ladder: TrajectoryTempering, chains: Tensor, gibbs_steps: int,
+                 join_below: float = 0.5) -> None:
+        super().__init__(chains, gibbs_steps)
+        self.ladder = ladder
+        self.join_below = join_below
+
+    @classmethod
+    def from_snapshots(cls, snapshots: list[PottsRBM], model: PottsRBM, chains: Tensor,
+                       gibbs_steps: int, generator: torch.Generator, warmup: int = 50,
+                       max_levels: int = 16) -> TemperedChains:
+        """A ladder of the independent-site model of the first snapshot, the `snapshots`
+        (at most `max_levels`, evenly thinned) and `model`, whose level starts from `chains`
+        (the others from fresh independent-site draws); `warmup` rounds before use."""
+        first = snapshots[0] if snapshots else model
+        if len(snapshots) > max_levels - 2:
+            picks = torch.linspace(0, len(snapshots) - 1, max_levels - 2).round().long()
+            snapshots = [snapshots[int(i)] for i in picks.unique()]
+        bottom = independent_site_level(first).model
+        fresh = first.vbias.expand(chains.shape[0], -1, -1)
+        ladder = TrajectoryTempering(bottom, sample_categorical(fresh, generator),
+                                     max_levels=max_levels)
+        ladder.levels += [(m.clone(), sample_categorical(fresh, generator)) for m in snapshots]
+        source = cls(ladder, chains, gibbs_steps)
+        source.chains = ladder.advance(model, chains, warmup, 0.0, generator)
+        return source
+
+    def model_chains(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
+                     ) -> tuple[Tensor, Tensor | None]:
+        self.chains = self.ladder.advance(model, self.chains, self.gibbs_steps,
+                                          self.join_below, generator)
+        return self.chains, None
+
+    def save_state(self, out: Path, update: int) -> None:
+        checkpoints.save_ladder(out, update, self.ladder.levels)
+
+    def restore_state(self, out: Path, update: int, device: torch.device,
+                      dtype: torch.dtype) -> None:
+        levels = checkpoints.load_ladder(out, update, device, dtype)
+        if levels is None:
+            log.warning("the tempering ladder of update %d is missing: it restarts from the "
+                        "resumed model", update)
+        else:
+            self.ladder.levels = levels
+
+
 def initial_chains(model: PottsRBM, s: TrainSettings, codes: Tensor,
                    generator: torch.Generator) -> Tensor:
     """PCD/Rdm: draws from the independent-site model of vbias; CD: the first data rows."""
@@ -149,6 +207,8 @@ def chain_source(s: TrainSettings, model: PottsRBM, chains: Tensor, fresh: bool)
         return DataStartChains(chains, s.gibbs_steps)
     if s.method == "rdm":
         return RandomStartChains(chains, s.gibbs_steps, model.vbias.shape[1])
+    if s.equilibrium_chains == "always":
+        return TemperedChains(TrajectoryTempering(model, chains), chains, s.gibbs_steps)
     if s.refreshed:
         return RefreshedChains(model, chains, s.gibbs_steps, s.refresh_every, s.refresh_sweeps)
     return PersistentChains(chains, s.gibbs_steps)

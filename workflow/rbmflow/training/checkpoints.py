@@ -143,6 +143,7 @@ class ResumePoint:
     rng_state: Tensor | None
     time_s: float
     log_text: str | None
+    metadata: dict[str, Any]
 
 
 def resume(out: Path, log_path: Path, key: str, updates: int, restart: bool,
@@ -204,7 +205,7 @@ def resume(out: Path, log_path: Path, key: str, updates: int, restart: bool,
             model=archive.load_rbm(source, start, device=device, dtype=dtype),
             chains=archive.load_chains(source, device=device),
             rng_state=state["rng_state"], time_s=state["time_s"],
-            log_text=state["train_log"])
+            log_text=state["train_log"], metadata=meta)
     shutil.rmtree(partial, ignore_errors=True)
     return None
 

@@ -100,6 +100,12 @@ class TrainLog:
         self.rows.append(row)
         return row
 
+    def verdict(self, update: int) -> MonitorResult | None:
+        """The monitor's result at `update`, None when it made none there."""
+        if self.results and self.results[-1][0] == update:
+            return self.results[-1][1]
+        return None
+
     def monitor_due(self, model: PottsRBM, at: int, last: int) -> bool:
         """Exact references at every row but the first; tempered ones (dearer) at the rows
         `every` x 2^k and the last."""

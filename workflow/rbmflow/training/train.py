@@ -49,10 +49,11 @@ from rbmflow.errors import InputError, RbmflowError
 from rbmflow.model import archive
 from rbmflow.model.rbm import PottsRBM, one_hot
 from rbmflow.provenance import FORMAT_VERSION, provenance
-from rbmflow.sampling.equilibrium import EquilibriumMonitor
+from rbmflow.sampling.equilibrium import EquilibriumMonitor, TrajectoryTempering
 from rbmflow.training import checkpoints
-from rbmflow.training.chains import ChainSource, chain_source, initial_chains
+from rbmflow.training.chains import ChainSource, TemperedChains, chain_source, initial_chains
 from rbmflow.training.checkpoints import archive_copy, partial_path  # noqa: F401 (public here too)
+from rbmflow.training.decision import CHOICES, ChainsDecision, switch, switch_due
 from rbmflow.training.observers import (  # noqa: F401 (LOG_COLUMNS: public here too)
     LOG_COLUMNS,
     Checkpointer,
@@ -70,9 +71,8 @@ AUTO_REFRESH_EVERY = 5
 """refresh_every chosen by "auto" on separated subfamilies ..."""
 AUTO_LR_DECAY = 0.05
 """... and the lr_decay that goes with it (a constant step outruns the refreshes)."""
-REFRESH_HINT = (f"; if this persists, train with refresh_every: {AUTO_REFRESH_EVERY} and "
-                f"lr_decay: {AUTO_LR_DECAY} (chains refreshed by trajectory tempering, a "
-                "decaying step; README: Equilibrium across modes)")
+REFRESH_HINT = ("; train with equilibrium_chains: auto (the model term then comes from "
+                "tempered chains once this happens; docs/training.md)")
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -125,6 +125,7 @@ class TrainSettings:
     monitor: bool = True
     refresh_every: int | str = AUTO
     refresh_sweeps: int = 20
+    equilibrium_chains: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -151,6 +152,9 @@ class TrainSettings:
             raise RbmflowError("refresh_every must be >= 0 and refresh_sweeps >= 1")
         if not 0 <= self.lr_decay_from < 1:
             raise RbmflowError(f"lr_decay_from must be in [0, 1), got {self.lr_decay_from}")
+        if self.equilibrium_chains not in CHOICES:
+            raise RbmflowError(f"equilibrium_chains must be one of {CHOICES}, got "
+                               f"{self.equilibrium_chains!r}")
         if not 0 <= self.swap_threshold < 1:
             raise RbmflowError("swap_threshold must be in [0, 1)")
 
@@ -403,7 +407,8 @@ def train(
                            f"{data.length * data.num_states * s.hidden} values, more than the "
                            f"limit of {archive.MAX_PARAMETERS}")
     with checkpoints.output_lock(out):
-        return _train_locked(data, out, log_path, s, device, metadata, test, restart, progress)
+        return _train_locked(data, out, log_path, s, device, metadata, test, restart, progress,
+                             settings.lr_decay == AUTO)
 
 
 class Batches:
@@ -462,6 +467,8 @@ class Training:
     saver: Checkpointer
     update: int
     time_offset: float
+    decision: ChainsDecision
+    decay_on_switch: bool
 
     def run(self, out: Path, log_path: Path, progress: bool) -> None:
         """Train from `self.update` to `s.updates`, then assemble `out` and `log_path`."""
@@ -495,10 +502,17 @@ class Training:
             lr = self.s.learning_rate_at(max(self.update - 1, 0))
             row = self.log.record(self.update, elapsed, lr, self.model, self.source)
             bar.set_postfix(pearson=row["pearson_cij_train"], refresh=False)
+            verdict = self.log.verdict(self.update)
+            if switch_due(self.s, self.source, verdict, self.update):
+                self.s, self.source = switch(
+                    self.s, self.decay_on_switch, self.source, self.log.monitor.models,
+                    self.model, verdict, self.update, elapsed, self.decision, self.generator)
         if self.saver.due(self.update, self.model, self.source):
             self.save(self.update, elapsed)
 
     def save(self, at: int, elapsed: float, scheduled: bool = True) -> None:
+        self.decision.observe(self.source)
+        self.saver.metadata["training_chains"] = self.decision.as_dict(at, elapsed)
         self.saver.save(at, elapsed, self.model, self.source, self.generator, self.log.rows,
                         scheduled)
 
@@ -513,9 +527,9 @@ class Training:
 
 def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSettings,
                   device: torch.device, metadata: dict[str, Any] | None,
-                  test: EncodedAlignment | None, restart: bool, progress: bool | None
-                  ) -> PottsRBM:
-    """`train`, while holding the lock on `out`."""
+                  test: EncodedAlignment | None, restart: bool, progress: bool | None,
+                  decay_on_switch: bool) -> PottsRBM:
+    """`train`, while holding the lock on `out`; `decay_on_switch`: lr_decay was "auto"."""
     dtype = torch.float32
     key = checkpoints.resume_key(s.resume_key(), data, test)
     metadata = _metadata(metadata, data, s, key, device)
@@ -526,7 +540,12 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
     generator = torch.Generator(device=device)
     generator.manual_seed(s.seed)
     resumed = checkpoints.resume(out, log_path, key, s.updates, restart, device, dtype)
-    model, source = _start(resumed, s, codes, weights, data.num_states, generator, out)
+    model, source, decision = _start(resumed, s, codes, weights, data.num_states, generator,
+                                     out)
+    decision = decision or ChainsDecision.start(s, source)
+    decay_on_switch = decay_on_switch and s.lr_decay == 1.0
+    if decision.switched_at is not None and decay_on_switch:
+        s = replace(s, lr_decay=AUTO_LR_DECAY, lr_decay_from=decision.switched_at / s.updates)
     rows = [] if resumed is None else checkpoints.parse_log(resumed.log_text, resumed.update)
     test_tensors = None
     if test is not None and test.num_sequences > 0:
@@ -534,7 +553,7 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
     # cd and rdm chains are not meant to be at equilibrium: nothing to monitor
     monitor = EquilibriumMonitor(seed=s.seed) if s.monitor and s.method == "pcd" else None
     train_log = TrainLog(s.log_every, codes, weights, data.num_states, test_tensors, monitor,
-                         rows, s.updates, "" if s.refreshed else REFRESH_HINT)
+                         rows, s.updates, REFRESH_HINT if s.equilibrium_chains == "never" else "")
     if monitor is not None and resumed is not None:
         monitor.restore(checkpoints.saved_models(out, key, resumed.update, device,
                                                   dtype))
@@ -544,7 +563,7 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
     saver.start(model, source)
     run = Training(s, model, source, generator, Batches(codes, weights, s.batch_size),
                    train_log, saver, 0 if resumed is None else resumed.update,
-                   0.0 if resumed is None else resumed.time_s)
+                   0.0 if resumed is None else resumed.time_s, decision, decay_on_switch)
     run.run(out, log_path, sys.stderr.isatty() if progress is None else progress)
     if rows:
         log.info("update %s: %s s, Pearson C_ij chains vs train %s, vs test %s",
@@ -555,17 +574,23 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
 
 def _start(resumed: checkpoints.ResumePoint | None, s: TrainSettings, codes: Tensor,
            weights: Tensor, num_states: int, generator: torch.Generator, out: Path
-           ) -> tuple[PottsRBM, ChainSource]:
-    """The model and the chain source at the start: fresh, or as saved at `resumed`."""
+           ) -> tuple[PottsRBM, ChainSource, ChainsDecision | None]:
+    """The model, the chain source and the chains' decision (None: none yet) at the start:
+    fresh, or as saved at `resumed`."""
     if resumed is None:
         model = init_model(codes, weights, num_states, s.hidden, generator, s.pseudocount,
                            s.init_std)
-        return model, chain_source(s, model, initial_chains(model, s, codes, generator), True)
+        return (model, chain_source(s, model, initial_chains(model, s, codes, generator), True),
+                None)
     if resumed.rng_state is not None:
         generator.set_state(resumed.rng_state)
+    decision = ChainsDecision.from_metadata(resumed.metadata.get("training_chains"))
     source = chain_source(s, resumed.model, resumed.chains, False)
+    if decision is not None and decision.switched_at is not None:
+        source = TemperedChains(TrajectoryTempering(resumed.model, resumed.chains),
+                                resumed.chains, s.gibbs_steps)
     source.restore_state(out, resumed.update, codes.device, weights.dtype)
-    return resumed.model, source
+    return resumed.model, source, decision
 
 
 def _metadata(metadata: dict[str, Any] | None, data: EncodedAlignment, s: TrainSettings,
