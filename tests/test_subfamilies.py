@@ -174,4 +174,6 @@ def test_training_decides_auto_settings_and_records_why(tmp_path, caplog, separa
     assert said == ("refreshed by trajectory tempering every 5 updates, step decaying to 0.05 x "
                     "(auto: separated subfamilies, weight shares "
                     + "/".join(f"{x:.2f}" for x in meta["subfamilies"]["shares"]) + ")"
-                    if separated else "plain PCD (auto: one family)")
+                    if separated else "plain PCD (auto: one family)") + (
+                    "; equilibrium_chains: auto, but no monitor (monitor off or not pcd)")
+    assert meta["training_chains"]["switched_at"] is None

@@ -47,8 +47,10 @@ class ChainsDecision:
     def start(cls, s: TrainSettings, source: ChainSource) -> ChainsDecision:
         why = {"always": "equilibrium_chains: always",
                "never": "equilibrium_chains: never",
-               "auto": "equilibrium_chains: auto; the monitor has not found the chains "
-                       "away from the model's equilibrium"}[s.equilibrium_chains]
+               "auto": "equilibrium_chains: auto; the monitor never found the chains away "
+                       "from the model's equilibrium"}[s.equilibrium_chains]
+        if s.equilibrium_chains == "auto" and not (s.monitor and s.method == "pcd"):
+            why = "equilibrium_chains: auto, but no monitor (monitor off or not pcd)"
         return cls(source.name, why)
 
     @classmethod
