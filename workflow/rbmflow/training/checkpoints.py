@@ -163,17 +163,7 @@ def resume(out: Path, log_path: Path, key: str, updates: int, restart: bool,
     if restart:
         shutil.rmtree(partial, ignore_errors=True)
         return None
-    pieces = archive.list_pieces(partial)
-    if pieces and out.exists():
-        try:
-            finished = archive.read_metadata(out)
-        except RbmflowError:
-            finished = None
-        if (finished is not None and finished.get("resume_key") == key
-                and finished["updates"] and finished["updates"][-1] >= pieces[-1][0]):
-            log.warning("removing checkpoint pieces left beside the complete %s", out)
-            shutil.rmtree(partial, ignore_errors=True)
-            pieces = []
+    pieces = _pieces_unless_complete(out, partial, key)
     candidates = [path for _, path in reversed(pieces)]
     if not candidates and out.exists():
         candidates = [out]
@@ -208,6 +198,23 @@ def resume(out: Path, log_path: Path, key: str, updates: int, restart: bool,
             log_text=state["train_log"], metadata=meta)
     shutil.rmtree(partial, ignore_errors=True)
     return None
+
+
+def _pieces_unless_complete(out: Path, partial: Path, key: str) -> list[tuple[int, Path]]:
+    """The pieces in `partial`, or none (removed) when a finished `out` of the same `key`
+    reaches at least the newest of them."""
+    pieces = archive.list_pieces(partial)
+    if pieces and out.exists():
+        try:
+            finished = archive.read_metadata(out)
+        except RbmflowError:
+            finished = None
+        if (finished is not None and finished.get("resume_key") == key
+                and finished["updates"] and finished["updates"][-1] >= pieces[-1][0]):
+            log.warning("removing checkpoint pieces left beside the complete %s", out)
+            shutil.rmtree(partial, ignore_errors=True)
+            pieces = []
+    return pieces
 
 
 def parse_log(text: str | None, up_to: int) -> list[dict[str, Any]]:
