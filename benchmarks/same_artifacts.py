@@ -37,8 +37,9 @@ VOLATILE_KEYS = {
 """Wall-clock times, dates, the commit, and the sha256 of inputs that hold those."""
 WALL_CLOCK_FIGURES = {"training.png"}
 """Figures that plot a wall-clock column (train_log.csv's time_s), compared by name only."""
-VOLATILE_TEXT = re.compile(
-    rb"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}[^\"&<\s]*|\b[0-9a-f]{64}\b|_s&quot;: [0-9.e+-]+")
+VOLATILE_TEXT = re.compile(  # dates, sha256 and the git commit in report.html
+    rb"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}[^\"&<\s]*|\b[0-9a-f]{64}\b|_s&quot;: [0-9.e+-]+"
+    rb"|git_commit&quot;: &quot;[0-9a-f]{40}")
 EMBEDDED_IMAGE = re.compile(rb"data:image/png;base64,[A-Za-z0-9+/=]+")
 
 

@@ -1,5 +1,5 @@
-"""Training at equilibrium: Jarzynski-reweighted chains and the equilibrium monitor, checked
-against exact enumeration of the hidden layer."""
+"""Training at equilibrium: the equilibrium monitor, checked against exact enumeration of the
+hidden layer and against planted models whose exact samples are known."""
 
 from __future__ import annotations
 
@@ -17,49 +17,18 @@ from rbmflow.data.synthetic import (
     nearest_consensus,
     random_structured_rbm,
 )
-from rbmflow.evaluation.stats import site_frequencies
-from rbmflow.model.partition import hidden_configurations, hidden_log_marginals, sample_exact
-from rbmflow.model.rbm import PottsRBM, one_hot, sample_categorical
+from rbmflow.model.partition import sample_exact
+from rbmflow.model.rbm import PottsRBM
 from rbmflow.sampling.equilibrium import (
     CheckpointDensity,
     EquilibriumMonitor,
-    ReweightedChains,
     estimated_swap_rate,
     occupancy_distance,
-    own_input_shifts,
-    systematic_resample,
 )
 from rbmflow.sampling.mixing import project, top_directions, weighted_ks
 from rbmflow.training.train import TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def exact_site_marginals(model: PottsRBM) -> torch.Tensor:
-    """p(v_i = a), (L, q), by enumerating the hiddens."""
-    m = model.to(dtype=torch.float64)
-    hiddens = hidden_configurations(m.num_hiddens)
-    p_h = torch.softmax(hidden_log_marginals(m, hiddens), 0)
-    return torch.einsum("h,hia->ia", p_h, torch.softmax(m.visible_logits(hiddens), -1))
-
-
-def test_systematic_resampling_copies_each_chain_floor_or_ceil_of_its_share():
-    g = torch.Generator().manual_seed(3)
-    weights = torch.softmax(3 * torch.randn(97, generator=g, dtype=torch.float64), 0)
-    for _ in range(5):
-        counts = torch.bincount(systematic_resample(weights, g), minlength=97).double()
-        expected = 97 * weights
-        assert bool(((counts >= expected.floor()) & (counts <= expected.ceil())).all())
-        assert int(counts.sum()) == 97
-
-
-def test_start_weights_make_independent_site_draws_exact_for_the_rbm():
-    g = torch.Generator().manual_seed(5)
-    model = random_structured_rbm(7, 3, 5, coupling=1.0, generator=g)
-    chains = sample_categorical(model.vbias.expand(40000, -1, -1), g)
-    weighted = ReweightedChains.start(model, chains)
-    freq = site_frequencies(chains, 3, weighted.weights())
-    assert torch.allclose(freq, exact_site_marginals(model), atol=0.02)
 
 
 def _path_to(target: PottsRBM, t: float) -> PottsRBM:
@@ -80,40 +49,6 @@ def two_mode_rbm(length: int, num_states: int, coupling: float, bias_gap: float)
                      torch.tensor([threshold + bias_gap, threshold], dtype=torch.float64))
     model.apply_zero_sum_gauge_()
     return model
-
-
-def test_reweighted_chains_give_exact_averages_where_plain_chains_stay_in_their_modes():
-    """Anneal from the independent-site model to a two-mode RBM: the weighted averages are
-    exact, the plain chains' are not (they split between the modes as the barrier rose)."""
-    g = torch.Generator().manual_seed(11)
-    target = two_mode_rbm(13, 3, coupling=3.0, bias_gap=1.5)
-    steps, num_chains = 60, 3000
-    model = _path_to(target, 0.0)
-    chains = sample_categorical(model.vbias.expand(num_chains, -1, -1), g)
-    plain = chains.clone()
-    weighted = ReweightedChains.start(model, chains, min_ess=0.5)
-    for k in range(1, steps + 1):
-        chains = model.gibbs(chains, 2, generator=g)
-        plain = model.gibbs(plain, 2, generator=g)
-        f_before = model.free_energy(chains)
-        model = _path_to(target, k / steps)
-        weighted.add_free_energy_change(f_before, model.free_energy(chains))
-        chains = weighted.maybe_resample(chains, g)
-    exact = exact_site_marginals(target)
-    reweighted_error = (site_frequencies(chains, 3, weighted.weights()) - exact).abs().max()
-    plain_error = (site_frequencies(plain, 3) - exact).abs().max()
-    assert reweighted_error < 0.04
-    assert plain_error > 0.08
-
-
-def test_resampling_keeps_the_weighted_averages():
-    g = torch.Generator().manual_seed(13)
-    chains = torch.randint(0, 3, (20000, 7), generator=g)
-    weighted = ReweightedChains(torch.randn(20000, generator=g, dtype=torch.float64), 0.99)
-    before = site_frequencies(chains, 3, weighted.weights())
-    chains = weighted.maybe_resample(chains, g)
-    assert weighted.resamplings == 1 and weighted.is_uniform()
-    assert torch.allclose(site_frequencies(chains, 3, weighted.weights()), before, atol=0.01)
 
 
 def test_weighted_ks_and_orthant_occupancy_worked_by_hand():
@@ -176,31 +111,7 @@ def test_swap_rate_is_one_between_equal_models_and_matches_its_formula():
     assert density.due(b, x_b) and not density.due(a, x_b)
 
 
-def test_own_input_shifts_are_the_change_of_inputs_along_the_chains_own_centred_term():
-    g = torch.Generator().manual_seed(23)
-    L, q, nh = 5, 3, 4
-    model = random_structured_rbm(L, q, nh, coupling=1.0, generator=g)
-    codes = torch.randint(0, q, (6, L), generator=g)
-    v_bar = torch.softmax(torch.randn(L, q, generator=g, dtype=torch.float64), -1)
-    h_bar = torch.rand(nh, generator=g, dtype=torch.float64)
-    shift_v, shift_h = own_input_shifts(model, codes, v_bar, h_bar)
-    for c in range(codes.shape[0]):
-        one = codes[c:c + 1]
-        x = one_hot(one, q, torch.float64)[0]
-        m = torch.sigmoid(model.hidden_inputs(one))[0]
-        # T(g_c): the centring of `training.gradient` applied to chain c's own term
-        d_h = m
-        d_w = x[:, :, None] * m - v_bar[:, :, None] * d_h - x[:, :, None] * h_bar
-        d_v = x - d_w @ h_bar
-        d_h = d_h - torch.einsum("ia,iam->m", v_bar, d_w)
-        stepped = PottsRBM(model.weight_matrix + d_w, model.vbias + d_v, model.hbias + d_h)
-        assert torch.allclose(stepped.hidden_inputs(one) - model.hidden_inputs(one),
-                              shift_h[c:c + 1])
-        assert torch.allclose(stepped.visible_fields(one) - model.visible_fields(one),
-                              shift_v[c:c + 1])
-
-
-def _three_cluster_run(tmp_path, reweight: bool, **settings_kw):
+def _three_cluster_run(tmp_path, name: str, **settings_kw):
     family = multimodal_family(600, 20, 21, (0.6, 0.3, 0.1), 0.12, seed=0)
     m = family.codes.shape[0]
     data = EncodedAlignment(codes=family.codes.astype(np.uint8), weights=np.ones(m, np.float32),
@@ -208,34 +119,30 @@ def _three_cluster_run(tmp_path, reweight: bool, **settings_kw):
                             names=np.array([f"s{i}" for i in range(m)]),
                             columns=np.arange(20), alphabet=ALPHABET)
     settings = TrainSettings(**{"hidden": 8, "updates": 300, "chains": 500, "seed": 1,
-                                "log_every": 50, "reweight": reweight, **settings_kw})
-    model = train(data, tmp_path / f"{reweight}.h5", tmp_path / f"{reweight}.csv", settings,
+                                "log_every": 50, **settings_kw})
+    model = train(data, tmp_path / f"{name}.h5", tmp_path / f"{name}.csv", settings,
                   progress=False)
     exact = cluster_shares(nearest_consensus(
         sample_exact(model.to(dtype=torch.float64), 20000, torch.Generator().manual_seed(0)),
         family.consensus), 3)
-    with open(tmp_path / f"{reweight}.csv") as handle:
+    with open(tmp_path / f"{name}.csv") as handle:
         rows = list(csv.DictReader(handle))
     return float(np.abs(exact - cluster_shares(family.labels, 3)).max()), rows
 
 
 @pytest.mark.slow
-def test_three_clusters_monitor_flags_plain_pcd_and_reweighting_narrows_the_gap(tmp_path, caplog):
+def test_three_clusters_monitor_flags_plain_pcd(tmp_path, caplog):
     """Plain PCD: the chains' Pearson is near 1 while the model's exact cluster weights are
-    far from the data's; the monitor (exact reference, Nh = 8) says so, loudly. Reweighted
-    chains narrow the gap (not yet to 0.05: see README, Training)."""
+    far from the data's; the monitor (exact reference, Nh = 8) says so, loudly."""
     plain = {"refresh_every": 0, "lr_decay": 1.0}  # not the default here: see the next test
-    with caplog.at_level(logging.WARNING, logger="rbmflow.training.train"):
-        plain_gap, rows = _three_cluster_run(tmp_path, reweight=False, **plain)
+    with caplog.at_level(logging.WARNING):
+        plain_gap, rows = _three_cluster_run(tmp_path, "plain", **plain)
     last = rows[-1]
     assert float(last["pearson_cij_train"]) > 0.95 and plain_gap > 0.3
     assert last["monitor_reference"] == "exact"
     assert float(last["monitor_ks"]) > float(last["monitor_ks_critical"])
     assert "NOT at the model's equilibrium" in caplog.text
     assert "refresh_every: 5 and lr_decay: 0.05" in caplog.text  # the warning names the remedy
-    reweighted_gap, rows = _three_cluster_run(tmp_path, reweight=True, **plain)
-    assert reweighted_gap < plain_gap - 0.2
-    assert all(0 < float(r["chains_ess"]) <= 1 for r in rows)
 
 
 @pytest.mark.slow
@@ -246,7 +153,7 @@ def test_three_clusters_default_training_refreshes_chains_and_ends_at_equilibriu
     samples of the model (where plain PCD's do not, test above), and the model's exact cluster
     weights are far closer to the data's (plain PCD: more than 0.3 off)."""
     with caplog.at_level(logging.INFO, logger="rbmflow.training.train"):
-        gap, rows = _three_cluster_run(tmp_path, reweight=False, updates=600)
+        gap, rows = _three_cluster_run(tmp_path, "auto", updates=600)
     assert "separated subfamilies: 3 groups" in caplog.text
     assert "refresh_every 5, lr_decay 0.05" in caplog.text
     last = rows[-1]
@@ -269,19 +176,97 @@ def test_training_figure_has_a_panel_comparing_chains_with_equilibrium():
     assert panels["chains vs equilibrium"] == ["monitor_ks", "monitor_ks_critical"]
 
 
-def test_monitor_uses_trajectory_tempering_when_nh_is_too_large_to_enumerate():
-    """exact_max_hiddens = 0 forces the tempering reference: levels along a path from the
-    independent-site model to the two-mode RBM, chains stuck in the minor mode."""
-    target = two_mode_rbm(13, 3, coupling=3.0, bias_gap=1.5)
+def padded(model: PottsRBM, num_hiddens: int) -> PottsRBM:
+    """`model` with zero-weight hidden units added up to `num_hiddens`: the same distribution
+    of v, so exact samples of `model` are exact samples of the padded one."""
+    extra = num_hiddens - model.num_hiddens
+    g = torch.Generator().manual_seed(41)
+    return PottsRBM(torch.cat([model.weight_matrix, model.weight_matrix.new_zeros(
+                        *model.weight_matrix.shape[:2], extra)], 2), model.vbias.clone(),
+                    torch.cat([model.hbias, torch.randn(extra, generator=g,
+                                                        dtype=model.hbias.dtype)]))
+
+
+def three_mode_rbm(length: int, coupling: float) -> PottsRBM:
+    """Hidden unit k pulls every site to state k (k = 0, 1, 2), with biases that give the
+    three modes unequal weights; the barriers stop Gibbs chains for thousands of sweeps."""
+    g = torch.Generator().manual_seed(3)
+    weight_matrix = torch.zeros(length, 4, 3, dtype=torch.float64)
+    for k in range(3):
+        weight_matrix[:, k, k] = coupling
+    vbias = 0.2 * torch.randn(length, 4, generator=g, dtype=torch.float64)
+    hbias = -0.5 * coupling * length + torch.tensor([1.0, 0.0, -0.7], dtype=torch.float64)
+    model = PottsRBM(weight_matrix, vbias, hbias)
+    model.apply_zero_sum_gauge_()
+    return model
+
+
+def test_monitor_with_100_hidden_units_flags_chains_stuck_in_one_mode_and_not_exact_samples():
+    """Nh = 100 (no enumeration): the reference comes from tempering over snapshots along a
+    path from the independent-site model, started from fresh replicas. Chains stuck in one
+    mode of a planted three-mode model are flagged; exact samples are not."""
+    small = three_mode_rbm(13, coupling=3.0)
+    target = padded(small, 100)
     g = torch.Generator().manual_seed(29)
-    monitor = EquilibriumMonitor(samples=400, exact_max_hiddens=0, max_levels=8, ptt_sweeps=60)
-    for k in range(7):
-        level = _path_to(target, k / 7)
-        monitor.remember(level, level.gibbs(sample_categorical(
-            level.vbias.expand(400, -1, -1), g), 20, generator=g))
-    exact = sample_exact(target, 4000, g)
-    stuck = exact[target.hidden_inputs(exact).argmax(1) == 1][:400]
+    exact = sample_exact(small, 6000, g)
+    assert torch.allclose(target.free_energy(exact) - small.free_energy(exact),
+                          (target.free_energy(exact) - small.free_energy(exact))[0])
+    mode = small.hidden_inputs(exact).argmax(1)
+    shares = torch.bincount(mode, minlength=3).double() / mode.shape[0]
+    assert float(shares.min()) > 0.05  # three real modes
+    monitor = EquilibriumMonitor(samples=300, seed=5)
+    for k in range(1, 8):
+        monitor.remember(_path_to(target, k / 8))
+    stuck = exact[mode == 0][:300]
     result = monitor.compare(target, stuck, None, update=3)
-    assert result.reference == "ptt" and result.disagree
-    fair = monitor.compare(target, exact[:400], None, update=4)
-    assert fair.reference == "ptt" and not fair.disagree
+    assert result.reference == "ptt" and result.settled and result.disagree
+    assert result.passages >= 300 and min(result.swap_rates) > 0.05
+    fair = monitor.compare(target, exact[-300:], None, update=4)
+    assert fair.reference == "ptt" and fair.settled and not fair.disagree
+    assert fair.columns()["monitor_passages"] == str(fair.passages)
+
+
+def test_tempered_reference_ignores_the_chains_under_test():
+    """The reference depends on the models, the seed and the update only: the same for
+    chains stuck in one mode as for exact samples."""
+    small = three_mode_rbm(11, coupling=3.0)
+    target = padded(small, 19)
+    monitor = EquilibriumMonitor(samples=200, seed=2)
+    for k in range(1, 6):
+        monitor.remember(_path_to(target, k / 6))
+    g = torch.Generator().manual_seed(3)
+    exact = sample_exact(small, 2000, g)
+    stuck = exact[small.hidden_inputs(exact).argmax(1) == 1][:200]
+    one = monitor.compare(target, stuck, None, update=7)
+    two = monitor.compare(target, exact[:200], None, update=7)
+    assert one.passages == two.passages and one.swap_rates == two.swap_rates
+    assert one.disagree and not two.disagree
+
+
+@pytest.mark.slow
+def test_monitor_rebuilds_its_ladder_on_resume(tmp_path):
+    """A run extended from a finished, shorter archive logs the same tempered reference
+    (passages, swap rates, KS) as a run made in one go: the monitor's levels come back
+    from the saved checkpoints."""
+    g = np.random.default_rng(7)
+    codes = g.integers(0, 3, (53, 7)).astype(np.uint8)
+    data = EncodedAlignment(codes=codes, weights=np.ones(53, np.float32),
+                            split=np.zeros(53, np.uint8),
+                            names=np.array([f"s{i}" for i in range(53)]),
+                            columns=np.arange(7), alphabet=ALPHABET)
+    base = {"hidden": 17, "chains": 41, "log_every": 3, "refresh_every": 0, "lr_decay": 1.0}
+
+    def rows(name: str) -> list[dict[str, str]]:
+        with open(tmp_path / f"{name}.csv") as handle:
+            return [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(handle)]
+
+    train(data, tmp_path / "one.h5", tmp_path / "one.csv", TrainSettings(updates=9, **base),
+          progress=False)
+    train(data, tmp_path / "two.h5", tmp_path / "two.csv", TrainSettings(updates=5, **base),
+          progress=False)
+    train(data, tmp_path / "two.h5", tmp_path / "two.csv", TrainSettings(updates=9, **base),
+          progress=False)
+    extended = [r for r in rows("two") if r["update"] != "5"]  # the shorter run's last row
+    assert rows("one") == extended
+    last = rows("one")[-1]
+    assert last["monitor_reference"] == "ptt" and int(last["monitor_passages"]) > 0

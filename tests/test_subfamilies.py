@@ -101,6 +101,30 @@ def test_large_alignments_are_subsampled_reproducibly():
     assert first == separation(codes, weights, max_sequences=101, seed=1)
 
 
+def test_subsampled_shares_are_weight_shares_not_squared_weights():
+    """A clade of few heavy sequences holding 2 % of the weight, beside a light majority
+    (76.6 %) and a heavier group (21.4 %): 500 draws out of 5474 sequences must give each
+    group its share of the weight. Weighting the drawn sequences again (shares as sum w^2)
+    would make the clade a group of its own (about 7 %)."""
+    family = multimodal_family(8000, 23, 21, (0.7, 0.15, 0.15), 0.1, seed=11)
+    labels = family.labels
+    order = np.argsort(labels, kind="stable")
+    codes = torch.as_tensor(family.codes[order])
+    labels = labels[order]
+    sizes = {0: 5360, 1: 100, 2: 14}
+    keep = np.concatenate([np.flatnonzero(labels == k)[:sizes[k]] for k in range(3)])
+    codes, labels = codes[torch.as_tensor(keep)], labels[keep]
+    weights = torch.as_tensor(np.select([labels == 0, labels == 1, labels == 2],
+                                        [1.0, 15.0, 10.0]))
+    truth = [float(weights[torch.as_tensor(labels == k)].sum() / weights.sum())
+             for k in range(3)]
+    assert truth == pytest.approx([0.766, 0.214, 0.020], abs=1e-3)
+    found = separation(codes, weights, max_sequences=500, seed=3)
+    assert found.sequences == 500 and found.separated
+    assert found.groups == 2, found.shares  # the 2 % clade is under the 5 % minimum
+    assert found.shares == pytest.approx(truth[:2], abs=0.06)
+
+
 @pytest.mark.parametrize("family", ["WW", "PF00014"])
 def test_real_families_are_one_family(request, family):
     """Known answers on real data: the embedded WW alignment and Pfam PF00014 (subsampled to
@@ -150,4 +174,6 @@ def test_training_decides_auto_settings_and_records_why(tmp_path, caplog, separa
     assert said == ("refreshed by trajectory tempering every 5 updates, step decaying to 0.05 x "
                     "(auto: separated subfamilies, weight shares "
                     + "/".join(f"{x:.2f}" for x in meta["subfamilies"]["shares"]) + ")"
-                    if separated else "plain PCD (auto: one family)")
+                    if separated else "plain PCD (auto: one family)") + (
+                    "; equilibrium_chains: auto, but no monitor (monitor off or not pcd)")
+    assert meta["training_chains"]["switched_at"] is None

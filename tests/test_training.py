@@ -359,11 +359,11 @@ def test_checkpoint_writes_do_not_grow_with_the_number_of_checkpoints(tmp_path, 
 
 def test_a_longer_run_extends_a_finished_one_exactly(tmp_path):
     data = _alignment(_teacher_data(127, seed=14))
-    # Only a constant step can be extended (a decay spans the run), and only without
-    # reweighted chains (resampled at each checkpoint) or a tempering ladder (gone with the
-    # pieces of a finished run) is the extended run bit for bit the direct one.
+    # Only a constant step can be extended (a decay spans the run), and only without a
+    # tempering ladder (gone with the pieces of a finished run) is the extended run bit for
+    # bit the direct one.
     short = TrainSettings(hidden=7, updates=19, chains=41, batch_size=43, gibbs_steps=2,
-                          checkpoints=5, log_every=4, seed=5, reweight=False, lr_decay=1.0,
+                          checkpoints=5, log_every=4, seed=5, lr_decay=1.0,
                           refresh_every=0)
     longer = TrainSettings(**{**short.__dict__, "updates": 37})
     direct = train(data, tmp_path / "direct.h5", tmp_path / "direct.csv", longer,

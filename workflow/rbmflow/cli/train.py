@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 from rbmflow.cli import number_or_auto, parse_bool
 from rbmflow.data.dataset import load_training
@@ -16,7 +17,7 @@ from rbmflow.training.train import METHODS, TrainSettings, run_stage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = TrainSettings()
+    d = SimpleNamespace(**{f.name: f.default for f in fields(TrainSettings)})
     parser.add_argument("alignment", type=Path, help="alignment.npz from `rbmflow prepare`")
     parser.add_argument("--out", type=Path, required=True, help="model archive to write (.h5)")
     parser.add_argument("--log", type=Path, required=True, help="train_log.csv to write")
@@ -44,12 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="centred gradient (default true)")
     parser.add_argument("--normalize-gradient", type=parse_bool, default=d.normalize_gradient,
                         metavar="BOOL", help="unit-norm gradient steps, as rbms (default true)")
-    parser.add_argument("--reweight", type=parse_bool, default=d.reweight, metavar="BOOL",
-                        help="pcd: Jarzynski-reweighted persistent chains (experimental; "
-                             "default false)")
-    parser.add_argument("--min-ess", type=float, default=d.min_ess,
-                        help="reweighted chains are resampled when their effective sample "
-                             "size falls under this fraction of the chains")
     parser.add_argument("--swap-threshold", type=float, default=d.swap_threshold,
                         help="save an extra checkpoint when the estimated swap acceptance "
                              "with the last saved one falls under this (0: log-spaced only)")
@@ -60,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pcd: every that many updates, replace the persistent chains by "
                              "tempering over snapshots of the trajectory (0: never; auto: 5 "
                              "when the training sequences fall into separated subfamilies)")
+    parser.add_argument("--equilibrium-chains", choices=("auto", "always", "never"),
+                        default=d.equilibrium_chains,
+                        help="pcd: take the model term from a trajectory-tempering ladder "
+                             "kept alive across updates: when the equilibrium monitor finds "
+                             "the persistent chains away from the model's equilibrium (auto), "
+                             "from the start (always) or never")
     parser.add_argument("--refresh-sweeps", type=int, default=d.refresh_sweeps,
                         help="tempering rounds of each refresh")
     parser.add_argument("--checkpoints", type=int, default=d.checkpoints,

@@ -27,10 +27,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from rbmflow.evaluation.metrics import weighted_median, weighted_subsample
+from rbmflow.evaluation.metrics import weighted_median
 
 MIN_SHARE = 0.05
 """Smallest share of the sequence weight that counts as a group."""
@@ -39,7 +40,8 @@ MIN_SPLIT_DISTANCE = 0.5
 MIN_SPLIT_RATIO = 2.5
 """... and at least this many times the typical nearest-neighbour distance."""
 MAX_SEQUENCES = 5000
-"""Larger alignments are subsampled (by weight, without replacement) to this many."""
+"""Larger alignments are represented by this many draws in proportion to weight (with
+replacement; each distinct sequence then weighs its number of draws)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Separation:
     """What `separation` found. split_distance: the highest level at which two groups of
     `min_share` join (NaN when there are never two); groups and shares: the groups of at least
     `min_share` left by the cut (weight shares, largest first; one group of share 1 when the
-    cut leaves none); sequences: how many were used."""
+    cut leaves none); sequences: how many were used (draws, on a large alignment)."""
 
     separated: bool
     split_distance: float
@@ -104,12 +106,8 @@ def separation(codes: Tensor, weights: Tensor, min_share: float = MIN_SHARE,
                max_sequences: int = MAX_SEQUENCES, seed: int = 0) -> Separation:
     """Whether the sequences (codes (N, L), weights (N,) >= 0) fall into separated
     subfamilies; see the module's docstring for the rules."""
-    keep = torch.as_tensor(weighted_subsample(weights.detach().cpu().numpy(), max_sequences,
-                                              seed))
-    codes = codes.detach().cpu()[keep]
-    weights = weights.detach().cpu().to(torch.float64)[keep]
+    codes, weights, used = drawn_by_weight(codes, weights, max_sequences, seed)
     n = codes.shape[0]
-    weights = weights / weights.sum()
     lengths, a, b = spanning_tree(codes)
 
     nn = torch.full((n,), math.inf, dtype=torch.float64)
@@ -143,4 +141,23 @@ def separation(codes: Tensor, weights: Tensor, min_share: float = MIN_SHARE,
         parent[ra] = rb
         share[rb] += share[ra]
     shares = below if below is not None else (1.0,)
-    return Separation(len(shares) >= 2, split, neighbour, threshold, len(shares), shares, n)
+    return Separation(len(shares) >= 2, split, neighbour, threshold, len(shares), shares, used)
+
+
+def drawn_by_weight(codes: Tensor, weights: Tensor, max_sequences: int, seed: int
+                    ) -> tuple[Tensor, Tensor, int]:
+    """The sequences (codes (N, L), weights (N,) >= 0) or, when N > `max_sequences`, that
+    many draws in proportion to weight, with replacement: the distinct sequences drawn, each
+    weighted by its number of draws (so a group's expected share is its share of the weight,
+    not of the squared weights). Returns codes (n, L), normalised float64 weights (n,) and
+    the number of sequences or draws used."""
+    codes = codes.detach().cpu()
+    weights = weights.detach().cpu().to(torch.float64)
+    num = codes.shape[0]
+    if num <= max_sequences:
+        return codes, weights / weights.sum(), num
+    p = weights.numpy() / float(weights.sum())
+    draws = np.random.default_rng(seed).choice(num, size=max_sequences, p=p)
+    index, counts = np.unique(draws, return_counts=True)
+    counts_t = torch.as_tensor(counts, dtype=torch.float64)
+    return codes[torch.as_tensor(index)], counts_t / counts_t.sum(), max_sequences

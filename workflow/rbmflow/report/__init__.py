@@ -96,10 +96,11 @@ def _scalar_or_none(value: Any) -> float | None:
 
 
 def training_chains(model_meta: dict[str, Any] | None) -> str | None:
-    """How the persistent chains were kept during training, and why (model.h5 metadata;
-    None without a model or for archives that do not say)."""
+    """Which chains fed the gradient's model term during training, why, and at what cost
+    (model.h5 metadata; None without a model or for archives that do not say)."""
     model_meta = model_meta or {}
     settings = model_meta.get("settings") or {}
+    decided = model_meta.get("training_chains")
     if model_meta.get("method") != "pcd" or "refresh_every" not in settings:
         return None
     every = settings["refresh_every"]
@@ -110,7 +111,15 @@ def training_chains(model_meta: dict[str, Any] | None) -> str | None:
         text += " (auto: " + ("separated subfamilies, weight shares "
                               + "/".join(f"{x:.2f}" for x in found["shares"])
                               if found["separated"] else "one family") + ")"
-    return text
+    if not decided:
+        return text
+    if decided.get("switched_at") is None:
+        return f"{text}; {decided['why']}"
+    cost = decided.get("seconds_per_update") or {}
+    return (f"{text} until update {decided['switched_at']}, then tempered chains over a ladder "
+            f"of {decided.get('ladder_levels')} levels ({decided['why']})"
+            + (f"; {cost['before']:.3g} s per update before, {cost['after']:.3g} s after"
+               if cost else ""))
 
 
 def _side_files(inputs: ReportInputs) -> tuple[dict | None, dict | None, dict | None]:

@@ -1,124 +1,34 @@
 """Chains that stay at the model's equilibrium while it is trained, and a monitor that checks.
 
-Jarzynski-reweighted persistent chains (Carbone, Hua, Coste, Vanden-Eijnden, NeurIPS 2023).
-Each chain x_c carries a log-weight A_c. When the parameters move from theta to theta', the
-weights take the change of the free energy, A_c += F_theta(x_c) - F_theta'(x_c), before the
-chains move by Gibbs sweeps that leave p_theta' invariant. Then, for any function g,
-sum_c w_c g(x_c) / sum_c w_c (w = exp A) is a consistent estimate of <g>_theta' however slowly
-the chains mix: the weights move the probability mass between modes that the chains
-themselves never cross. When the effective sample size (Kish, (sum w)^2 / sum w^2) falls
-under a fraction of the chains, the chains are resampled in proportion to their weights
-(systematic resampling) and the weights reset to equal. The update of the parameters is
-computed from the same weighted chains, so each chain's own term in it raises its free
-energy; that first-order self-term is taken out of the chain's work (`self_influence`),
-otherwise the weights drift (on a three-mode family the weighted chains held half of the
-mass in a mode whose exact weight had fallen to 2 %). The chains start from exact samples of
-the independent-site model exp(vbias . v), with the exact importance weights of the initial
-RBM, A = -F(v) - vbias . v (the softplus terms), so the start is exact too.
+- `estimated_swap_rate`, `CheckpointDensity`: the expected swap acceptance between two models
+  from samples of each, and checkpoints saved dense where the model moves fast.
+- `EquilibriumMonitor`: compares the persistent chains with equilibrium samples of the
+  current model, exact (hidden enumeration) or drawn by tempering from fresh replicas
+  (`tempered_reference`), which owe nothing to the chains under test.
+- `TrajectoryTempering`: a ladder of snapshots of the model taken during training whose
+  chains persist, used to refresh (or to replace) the persistent chains.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
-from rbmflow.model.rbm import PottsRBM
+from rbmflow.model.rbm import PottsRBM, sample_categorical
 from rbmflow.sampling.mixing import project, top_directions, weighted_ks
-from rbmflow.sampling.tempering import Level, expected_swap_rate, rebuild_ladder, temper
+from rbmflow.sampling.tempering import (
+    Level,
+    expected_swap_rate,
+    rebuild_ladder,
+    select_ladder,
+    temper,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReweightedChains:
-    """Persistent chains (C, L) with float64 log-weights (C,); resample when the effective
-    sample size falls under `min_ess` (a fraction of C)."""
-
-    log_weights: Tensor
-    min_ess: float = 0.5
-    resamplings: int = 0
-
-    @classmethod
-    def start(cls, model: PottsRBM, chains: Tensor, min_ess: float = 0.5) -> ReweightedChains:
-        """Weights of chains drawn from the independent-site model exp(vbias . v) for the
-        RBM `model`: p(v) / p_site(v) is proportional to exp(-F(v) - vbias . v)."""
-        log_w = (-model.free_energy(chains) - model.visible_fields(chains)).double()
-        return cls(log_w - log_w.max(), min_ess)
-
-    @classmethod
-    def uniform(cls, num_chains: int, device: torch.device | str = "cpu",
-                min_ess: float = 0.5) -> ReweightedChains:
-        return cls(torch.zeros(num_chains, dtype=torch.float64, device=device), min_ess)
-
-    def weights(self) -> Tensor:
-        """Normalised weights (C,), float64."""
-        return torch.softmax(self.log_weights, 0)
-
-    def ess_fraction(self) -> float:
-        """Kish effective sample size over the number of chains, in (0, 1]."""
-        w = self.weights()
-        return float(1.0 / (w * w).sum()) / w.shape[0]
-
-    def is_uniform(self) -> bool:
-        return bool((self.log_weights == self.log_weights[0]).all())
-
-    def add_free_energy_change(self, f_before: Tensor, f_after: Tensor) -> None:
-        """A += F_old(x) - F_new(x), for the free energies (C,) of the same chains under the
-        parameters before and after an update."""
-        self.log_weights += f_before.double() - f_after.double()
-        self.log_weights -= self.log_weights.max()
-
-    def own_terms(self, model: PottsRBM, chains: Tensor, scale: float, v_bar: Tensor,
-                  h_bar: Tensor, centered: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """Before a gradient step of `scale` x the direction computed with these chains and
-        weights: (F(x_c), the shift of chain c's visible field, of its hidden inputs) that
-        chain c's own term in the step causes; (C,), (C,), (C, Nh). `work_without_own`
-        takes them out of the work."""
-        shift_v, shift_h = own_input_shifts(model, chains, v_bar if centered else None,
-                                            h_bar if centered else None)
-        step = scale * self.weights().to(chains.device)
-        return (model.free_energy(chains).double(), -step * shift_v,
-                -step[:, None] * shift_h)
-
-    def add_work_without_own(self, model: PottsRBM, chains: Tensor,
-                             own: tuple[Tensor, Tensor, Tensor]) -> None:
-        """After the step (model updated): the weights take the work F_new(x_c) - F_old(x_c)
-        of the step without chain c's own term (the update as if chain c were absent)."""
-        f_before, shift_v, shift_h = own
-        inputs = model.hidden_inputs(chains).double() - shift_h
-        f_without = (-(model.visible_fields(chains).double() - shift_v)
-                     - torch.nn.functional.softplus(inputs).sum(1))
-        self.add_free_energy_change(f_before, f_without)
-
-    def resample(self, chains: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Systematic resampling: chain c is copied about C w_c times; weights reset to equal.
-        Returns the new chains (C, L)."""
-        index = systematic_resample(self.weights(), generator)
-        self.log_weights = torch.zeros_like(self.log_weights)
-        self.resamplings += 1
-        return chains[index]
-
-    def maybe_resample(self, chains: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Resample when the effective sample size is under min_ess; else return chains."""
-        if self.ess_fraction() < self.min_ess:
-            return self.resample(chains, generator)
-        return chains
-
-
-def systematic_resample(weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Indices (C,) with index c drawn floor or ceil of C w_c times (one uniform offset u:
-    positions (k + u) / C, k = 0..C-1, looked up in the cumulative weights). weights (C,),
-    normalised."""
-    num = weights.shape[0]
-    u = torch.rand((), generator=generator, device=weights.device, dtype=torch.float64)
-    positions = (torch.arange(num, device=weights.device, dtype=torch.float64) + u) / num
-    cumulative = torch.cumsum(weights.double(), 0)
-    cumulative[-1] = 1.0
-    return torch.searchsorted(cumulative, positions, right=True).clamp_(max=num - 1)
 
 
 # -- swap acceptance between two models, and checkpoints dense where the model moves ----------
@@ -205,12 +115,18 @@ class MonitorResult:
     ks: KS distance on each of the top directions of W; occupancy_tv: total variation of the
     orthant occupancies on the top two; critical: the KS value above which they disagree
     (alpha = 1e-3 at the chains' effective size, and at least `min_effect`); reference:
-    "exact" or "ptt"."""
+    "exact" or "ptt"; passages, swap_rates: of the tempering run that drew the reference
+    (None and [] for exact samples); settled: whether that run had at least as many
+    passages from the ladder's first level to its last as it has chains (always true for
+    exact samples)."""
 
     ks: list[float]
     occupancy_tv: float
     critical: float
     reference: str
+    passages: int | None = None
+    swap_rates: list[float] = field(default_factory=list)
+    settled: bool = True
 
     @property
     def disagree(self) -> bool:
@@ -220,7 +136,10 @@ class MonitorResult:
         return {"monitor_reference": self.reference,
                 "monitor_ks": f"{max(self.ks):.4f}",
                 "monitor_occupancy_tv": f"{self.occupancy_tv:.4f}",
-                "monitor_ks_critical": f"{self.critical:.4f}"}
+                "monitor_ks_critical": f"{self.critical:.4f}",
+                "monitor_passages": "" if self.passages is None else str(self.passages),
+                "monitor_swap_min": (f"{min(self.swap_rates):.3f}" if self.swap_rates
+                                     else "")}
 
 
 def compare_with_equilibrium(model: PottsRBM, chains: Tensor, reference: Tensor,
@@ -238,106 +157,102 @@ def compare_with_equilibrium(model: PottsRBM, chains: Tensor, reference: Tensor,
     return MonitorResult(ks, tv, critical, reference_name)
 
 
-class EquilibriumMonitor:
-    """At checkpoints, compares the persistent chains with equilibrium samples of the current
-    model: exact samples (hidden enumeration) when Nh <= `exact_max_hiddens`, otherwise
-    parallel trajectory tempering over up to `max_levels` of the models saved so far (each
-    level started from the persistent chains saved with it). Holds those models."""
+@dataclass
+class TemperedReference:
+    """Equilibrium samples drawn by tempering: codes (R, L) of the target level, the ladder's
+    swap rates, its labels, the passages from the first level to the last, the sweeps."""
 
-    def __init__(self, samples: int = 500, exact_max_hiddens: int = 16, max_levels: int = 8,
-                 ptt_sweeps: int = 40, seed: int = 0) -> None:
+    codes: Tensor
+    swap_rates: list[float]
+    labels: list[str]
+    passages: int
+    sweeps: int
+
+    @property
+    def settled(self) -> bool:
+        return self.passages >= self.codes.shape[0]
+
+
+def independent_site_level(model: PottsRBM) -> Level:
+    """The easy end of a ladder: `model`'s fields without couplings (W = 0), exactly
+    sampled by one sweep from any start."""
+    return Level(PottsRBM(torch.zeros_like(model.weight_matrix), model.vbias.clone(),
+                          model.hbias.clone()), 1.0, "independent sites")
+
+
+def tempered_reference(snapshots: list[PottsRBM], target: PottsRBM, samples: int,
+                       generator: torch.Generator, floor: float = 0.2, max_levels: int = 16,
+                       chunk: int = 50, max_sweeps: int = 1000) -> TemperedReference:
+    """Equilibrium samples of `target` that owe nothing to any chains under test.
+
+    The candidate levels are the independent-site model of the first snapshot, the
+    `snapshots` (models in training order) and the target; `select_ladder` keeps those that
+    swap at `floor` or more and interpolates where neighbours swap less. `samples` fresh
+    replicas per level, drawn from the independent-site model, then run by `temper` in
+    chunks of `chunk` sweeps until the replicas have made at least `samples` passages from
+    the first level to the last, or `max_sweeps` sweeps were spent.
+    """
+    first = snapshots[0] if snapshots else target
+    candidates = [independent_site_level(first)] + [Level(m, 1.0, f"snapshot_{k}")
+                                                    for k, m in enumerate(snapshots)]
+    candidates.append(Level(target, 1.0, "target"))
+    ladder = select_ladder(candidates, num_chains=min(samples, 256), sweeps=32, floor=floor,
+                           max_levels=max_levels, rounds=3, generator=generator)
+    fresh = first.vbias.expand(samples, -1, -1)
+    codes: list[Tensor] = [sample_categorical(fresh, generator) for _ in ladder.levels]
+    passages = sweeps = 0
+    accepted = [0.0] * (len(ladder.levels) - 1)
+    while sweeps < max_sweeps and passages < samples:
+        result = temper(ladder.levels, samples, chunk, generator, codes)
+        codes, sweeps, passages = result.level_codes, sweeps + chunk, passages + result.passages
+        accepted = [a + r * chunk for a, r in zip(accepted, result.swap_rates, strict=True)]
+    return TemperedReference(codes[-1], [a / sweeps for a in accepted], ladder.labels,
+                             passages, sweeps)
+
+
+class EquilibriumMonitor:
+    """Compares the persistent chains with equilibrium samples of the current model: exact
+    samples (hidden enumeration) when Nh <= `exact_max_hiddens`, otherwise
+    `tempered_reference` over the models saved so far (`remember`), started from fresh
+    replicas. Holds those models: at most 2 `max_levels`, thinned by dropping every other
+    one (first and last kept); `restore` takes them back from saved checkpoints."""
+
+    def __init__(self, samples: int = 500, exact_max_hiddens: int = 16, max_levels: int = 16,
+                 max_sweeps: int = 1000, seed: int = 0) -> None:
         self.samples = samples
         self.exact_max_hiddens = exact_max_hiddens
         self.max_levels = max_levels
-        self.ptt_sweeps = ptt_sweeps
+        self.max_sweeps = max_sweeps
         self.seed = seed
-        self.levels: list[tuple[PottsRBM, Tensor]] = []
+        self.models: list[PottsRBM] = []
 
-    def remember(self, model: PottsRBM, chains: Tensor) -> None:
-        """Keep a saved model and some of its chains as a tempering level (every other
-        level is dropped, first and last kept, when there are more than 2 max_levels)."""
-        self.levels.append((model.clone(), chains[:self.samples].clone()))
-        if len(self.levels) > 2 * self.max_levels:
-            self.levels = self.levels[:-1:2] + self.levels[-1:]
+    def remember(self, model: PottsRBM) -> None:
+        """Keep a saved model as a candidate tempering level."""
+        self.models.append(model.clone())
+        if len(self.models) > 2 * self.max_levels:
+            self.models = self.models[:-1:2] + self.models[-1:]
 
-    def reference(self, model: PottsRBM, chains: Tensor, update: int
-                  ) -> tuple[Tensor, str] | None:
-        """Equilibrium samples of `model` and how they were drawn, or None when neither
-        exact sampling nor tempering is available."""
+    def restore(self, models: list[PottsRBM]) -> None:
+        """Start over from `models`, the saved checkpoints in training order (a resume)."""
+        self.models = []
+        for model in models:
+            self.remember(model)
+
+    def compare(self, model: PottsRBM, chains: Tensor, chain_weights: Tensor | None,
+                update: int) -> MonitorResult:
+        """The chains (C, L; weights (C,) or None) vs equilibrium samples of `model`; the
+        samples depend only on the models, the seed and `update`."""
         generator = torch.Generator(device=model.device).manual_seed(self.seed * 1_000_003
                                                                      + update)
         if model.num_hiddens <= self.exact_max_hiddens:
             from rbmflow.model.partition import sample_exact
-            return sample_exact(model, self.samples, generator), "exact"
-        try:
-            from rbmflow.sampling.tempering import ptt_sample
-        except ImportError:
-            return None
-        chosen = self.levels
-        if len(chosen) > self.max_levels - 1:
-            picks = torch.linspace(0, len(chosen) - 1, self.max_levels - 1).round().long()
-            chosen = [chosen[int(i)] for i in picks.unique()]
-        models = [m for m, _ in chosen] + [model]
-        n = min([self.samples, chains.shape[0]] + [c.shape[0] for _, c in chosen])
-        init = [c[:n] for _, c in chosen] + [chains[:n]]
-        result = ptt_sample(models, n, self.ptt_sweeps, generator, init=init)
-        return result.codes, "ptt"
-
-    def compare(self, model: PottsRBM, chains: Tensor, chain_weights: Tensor | None,
-                update: int) -> MonitorResult | None:
-        drawn = self.reference(model, chains, update)
-        if drawn is None:
-            return None
-        return compare_with_equilibrium(model, chains, drawn[0], drawn[1], chain_weights)
-
-
-def own_input_shifts(model: PottsRBM, chains: Tensor, v_bar: Tensor | None = None,
-                     h_bar: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """For each chain c, the change of its visible field sum_i vbias[i, x_ci] (C,) and of its
-    hidden inputs (C, Nh) caused by a unit step along T(g_c), chain c's own term in the model
-    average, g_c = -dF/dtheta (x_c) = (onehot(x_c) (x) m_c, onehot(x_c), m_c), T the centring
-    map of `training.gradient` around the data centres v_bar (L, q), h_bar (Nh) (identity when
-    None). A step of the parameters by eps T(g_c) lowers F(x_c) by eps (shift_v + m_c .
-    shift_h) to first order; the gradient holds chain c's term with eps = -scale w_c.
-    """
-    m = torch.sigmoid(model.hidden_inputs(chains)).double()
-    L = chains.shape[1]
-    if v_bar is None or h_bar is None:
-        return torch.full((chains.shape[0],), float(L), dtype=torch.float64,
-                          device=chains.device), (L + 1) * m
-    vb, hb = v_bar.double(), h_bar.double()
-    flat = chains.long() + torch.arange(L, device=chains.device) * vb.shape[1]
-    s = vb.reshape(-1)[flat].sum(1)
-    m_h = m @ hb
-    shift_v = L - L * m_h + s * m_h + L * (hb @ hb)
-    shift_h = ((L + 1 - 2 * s + (vb * vb).sum())[:, None] * m
-               + (s - L)[:, None] * hb[None, :])
-    return shift_v, shift_h
-
-
-def self_influence(model: PottsRBM, chains: Tensor, weights: Tensor, v_bar: Tensor | None = None,
-                   h_bar: Tensor | None = None) -> Tensor:
-    """w_c g_c . T(g_c) for each chain (C,): the first-order rise of F(x_c) that chain c's own
-    term in the gradient causes, per unit step (multiply by the step's scale).
-
-    g_c = -dF/dtheta (x_c) = (onehot(x_c) (x) m_c, onehot(x_c), m_c) is chain c's term in the
-    model average (weight w_c), and T the centring map of `training.gradient` around the data
-    centres v_bar (L, q), h_bar (Nh) (identity when they are None). A Jarzynski weight must
-    not see this term: the update would otherwise depend on the very chain whose work it
-    measures, and the weights drift (each chain lowers its own probability).
-    """
-    m = torch.sigmoid(model.hidden_inputs(chains)).double()
-    L = chains.shape[1]
-    m_sq = (m * m).sum(1)
-    if v_bar is None or h_bar is None:
-        return weights.double() * (L * m_sq + L + m_sq)
-    vb, hb = v_bar.double(), h_bar.double()
-    flat = chains.long() + torch.arange(L, device=chains.device) * vb.shape[1]
-    s = vb.reshape(-1)[flat].sum(1)
-    m_h = m @ hb
-    total = (L * m_sq - 2 * s * m_sq - 2 * L * m_h + L + 2 * s * m_h + L * (hb @ hb) + m_sq
-             + (vb * vb).sum() * m_sq)
-    return weights.double() * total
+            reference = sample_exact(model, self.samples, generator)
+            return compare_with_equilibrium(model, chains, reference, "exact", chain_weights)
+        drawn = tempered_reference(self.models, model, self.samples, generator,
+                                   max_levels=self.max_levels, max_sweeps=self.max_sweeps)
+        result = compare_with_equilibrium(model, chains, drawn.codes, "ptt", chain_weights)
+        return replace(result, passages=drawn.passages, swap_rates=drawn.swap_rates,
+                       settled=drawn.settled)
 
 
 # -- persistent chains refreshed by tempering over the trajectory ---------------------------
@@ -386,6 +301,30 @@ class TrajectoryTempering:
         self.levels = [(level.model, c) for level, c in zip(rebuilt, codes, strict=True)]
         while len(self.levels) > self.max_levels:
             self._drop_one()
+        return result.codes
+
+    def advance(self, model: PottsRBM, chains: Tensor, sweeps: int, join_below: float,
+                generator: torch.Generator | None = None) -> Tensor:
+        """`sweeps` rounds of tempering over the ladder plus the current `model`, whose
+        level starts from `chains`; every level keeps its chains. Returns the model's chains
+        (C, L). The model joins the ladder (rebuilt as in `refresh`) only when its swap rate
+        with the ladder's top level falls under `join_below`, so that the ladder follows
+        the trajectory at the cost of a rebuild now and then."""
+        levels = [Level(m) for m, _ in self.levels] + [Level(model)]
+        init = [c for _, c in self.levels] + [chains]
+        result = temper(levels, chains.shape[0], sweeps, generator, init)
+        self.swap_rates = result.swap_rates
+        if result.swap_rates and result.swap_rates[-1] >= join_below:
+            self.levels = [(m, c) for (m, _), c in zip(self.levels, result.level_codes,
+                                                        strict=False)]
+            return result.codes
+        levels[-1] = Level(model.clone())
+        rebuilt, codes = rebuild_ladder(levels, result.level_codes, self.floor,
+                                        self.max_levels)
+        self.levels = [(level.model, c) for level, c in zip(rebuilt, codes, strict=True)]
+        while len(self.levels) > self.max_levels:
+            self._drop_one()
+        self.refreshes += 1
         return result.codes
 
     def _drop_one(self) -> None:

@@ -143,6 +143,7 @@ class ResumePoint:
     rng_state: Tensor | None
     time_s: float
     log_text: str | None
+    metadata: dict[str, Any]
 
 
 def resume(out: Path, log_path: Path, key: str, updates: int, restart: bool,
@@ -162,17 +163,7 @@ def resume(out: Path, log_path: Path, key: str, updates: int, restart: bool,
     if restart:
         shutil.rmtree(partial, ignore_errors=True)
         return None
-    pieces = archive.list_pieces(partial)
-    if pieces and out.exists():
-        try:
-            finished = archive.read_metadata(out)
-        except RbmflowError:
-            finished = None
-        if (finished is not None and finished.get("resume_key") == key
-                and finished["updates"] and finished["updates"][-1] >= pieces[-1][0]):
-            log.warning("removing checkpoint pieces left beside the complete %s", out)
-            shutil.rmtree(partial, ignore_errors=True)
-            pieces = []
+    pieces = _pieces_unless_complete(out, partial, key)
     candidates = [path for _, path in reversed(pieces)]
     if not candidates and out.exists():
         candidates = [out]
@@ -204,9 +195,26 @@ def resume(out: Path, log_path: Path, key: str, updates: int, restart: bool,
             model=archive.load_rbm(source, start, device=device, dtype=dtype),
             chains=archive.load_chains(source, device=device),
             rng_state=state["rng_state"], time_s=state["time_s"],
-            log_text=state["train_log"])
+            log_text=state["train_log"], metadata=meta)
     shutil.rmtree(partial, ignore_errors=True)
     return None
+
+
+def _pieces_unless_complete(out: Path, partial: Path, key: str) -> list[tuple[int, Path]]:
+    """The pieces in `partial`, or none (removed) when a finished `out` of the same `key`
+    reaches at least the newest of them."""
+    pieces = archive.list_pieces(partial)
+    if pieces and out.exists():
+        try:
+            finished = archive.read_metadata(out)
+        except RbmflowError:
+            finished = None
+        if (finished is not None and finished.get("resume_key") == key
+                and finished["updates"] and finished["updates"][-1] >= pieces[-1][0]):
+            log.warning("removing checkpoint pieces left beside the complete %s", out)
+            shutil.rmtree(partial, ignore_errors=True)
+            pieces = []
+    return pieces
 
 
 def parse_log(text: str | None, up_to: int) -> list[dict[str, Any]]:
@@ -229,6 +237,21 @@ def save(out: Path, update: int, model: PottsRBM, chains: Tensor, elapsed: float
     archive.save_checkpoint(piece, model, chains, update, elapsed, rng_state, hyperparameters,
                             piece_metadata, train_log=log_text)
     return piece
+
+
+def saved_models(out: Path, key: str, update: int, device: torch.device, dtype: torch.dtype
+                 ) -> list[PottsRBM]:
+    """The models of the checkpoints saved up to `update`, in order: from the pieces, and
+    from a finished `out` of the same `key` that a run extends (the equilibrium monitor's
+    tempering levels)."""
+    sources: dict[int, Path] = {}
+    with contextlib.suppress(RbmflowError, OSError):
+        if out.exists() and archive.read_metadata(out).get("resume_key") == key:
+            sources.update((u, out) for u in archive.list_updates(out) if u <= update)
+    sources.update((u, path) for u, path in archive.list_pieces(partial_path(out))
+                   if u <= update)
+    return [archive.load_rbm(path, u, device=device, dtype=dtype)
+            for u, path in sorted(sources.items())]
 
 
 def ladder_path(out: Path) -> Path:

@@ -25,23 +25,20 @@ After each update the zero-sum gauge is applied to all Potts parameters.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import hashlib
-import io
 import json
 import logging
 import math
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -49,23 +46,22 @@ from tqdm import tqdm
 from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
 from rbmflow.data.subfamilies import Separation, separation
 from rbmflow.errors import InputError, RbmflowError
-from rbmflow.evaluation.stats import (
-    MAX_PAIR_ENTRIES,
-    connected_correlations,
-    pair_statistics_fit,
-    pearson,
-)
 from rbmflow.model import archive
-from rbmflow.model.rbm import PottsRBM, one_hot, random_codes, sample_categorical
+from rbmflow.model.rbm import PottsRBM, one_hot
 from rbmflow.provenance import FORMAT_VERSION, provenance
-from rbmflow.sampling.equilibrium import (
-    CheckpointDensity,
-    EquilibriumMonitor,
-    ReweightedChains,
-    TrajectoryTempering,
-)
+from rbmflow.sampling.equilibrium import EquilibriumMonitor, TrajectoryTempering
 from rbmflow.training import checkpoints
+from rbmflow.training.chains import ChainSource, TemperedChains, chain_source, initial_chains
 from rbmflow.training.checkpoints import archive_copy, partial_path  # noqa: F401 (public here too)
+from rbmflow.training.decision import CHOICES, ChainsDecision, switch, switch_due
+from rbmflow.training.observers import (  # noqa: F401 (LOG_COLUMNS: public here too)
+    LOG_COLUMNS,
+    Checkpointer,
+    Clock,
+    TrainLog,
+    checkpoint_schedule,
+    log_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +71,8 @@ AUTO_REFRESH_EVERY = 5
 """refresh_every chosen by "auto" on separated subfamilies ..."""
 AUTO_LR_DECAY = 0.05
 """... and the lr_decay that goes with it (a constant step outruns the refreshes)."""
-REFRESH_HINT = (f"; if this persists, train with refresh_every: {AUTO_REFRESH_EVERY} and "
-                f"lr_decay: {AUTO_LR_DECAY} (chains refreshed by trajectory tempering, a "
-                "decaying step; README: Equilibrium across modes)")
-LOG_COLUMNS = ("update", "time_s", "learning_rate", "pearson_cij_train", "pearson_cij_test",
-               "free_energy_data", "free_energy_chains", "chains_ess",
-               "monitor_reference", "monitor_ks", "monitor_occupancy_tv", "monitor_ks_critical")
-
+REFRESH_HINT = ("; train with equilibrium_chains: auto (the model term then comes from "
+                "tempered chains once this happens; docs/training.md)")
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -97,9 +88,6 @@ class TrainSettings:
     log_every: updates between two rows of train_log.csv.
     pseudocount: mixing weight of the uniform distribution in the site frequencies that
     initialise vbias. init_std: standard deviation of the initial weights.
-    reweight (pcd only): Jarzynski-reweighted persistent chains (`equilibrium`), resampled
-    when their effective sample size falls under `min_ess` x chains; the chains are also
-    resampled at each checkpoint, so the saved chains are equally weighted samples.
     swap_threshold: an extra checkpoint is saved when the estimated swap acceptance between
     the last saved model and the current one falls under it (0: log-spaced ones only).
     monitor (pcd only): compare the chains with equilibrium samples at each log row
@@ -133,12 +121,11 @@ class TrainSettings:
     seed: int = 0
     pseudocount: float = 1e-3
     init_std: float = 0.01
-    reweight: bool = False
-    min_ess: float = 0.5
     swap_threshold: float = 0.3
     monitor: bool = True
     refresh_every: int | str = AUTO
     refresh_sweeps: int = 20
+    equilibrium_chains: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -165,13 +152,11 @@ class TrainSettings:
             raise RbmflowError("refresh_every must be >= 0 and refresh_sweeps >= 1")
         if not 0 <= self.lr_decay_from < 1:
             raise RbmflowError(f"lr_decay_from must be in [0, 1), got {self.lr_decay_from}")
-        if not 0 <= self.min_ess <= 1 or not 0 <= self.swap_threshold < 1:
-            raise RbmflowError("min_ess must be in [0, 1] and swap_threshold in [0, 1)")
-
-    @property
-    def reweighted(self) -> bool:
-        """Jarzynski-reweighted persistent chains (`equilibrium.ReweightedChains`)."""
-        return self.method == "pcd" and self.reweight
+        if self.equilibrium_chains not in CHOICES:
+            raise RbmflowError(f"equilibrium_chains must be one of {CHOICES}, got "
+                               f"{self.equilibrium_chains!r}")
+        if not 0 <= self.swap_threshold < 1:
+            raise RbmflowError("swap_threshold must be in [0, 1)")
 
     @property
     def automatic(self) -> bool:
@@ -218,6 +203,7 @@ class TrainSettings:
         shaping = {k: v for k, v in asdict(self).items()
                    if k not in ("updates", "checkpoints", "log_every", "lr_decay",
                                 "lr_decay_from", "monitor", "swap_threshold")}
+        shaping.update(reweight=False, min_ess=0.5)  # the keys of runs made with these keys
         if not self.refreshed:  # keeps the keys of runs made before the refresh existed
             shaping.pop("refresh_every")
             shaping.pop("refresh_sweeps")
@@ -317,24 +303,6 @@ def gradient(data: Moments, chains: Moments, centered: bool = True,
     return d_w, d_v, d_h
 
 
-# -- checkpoint schedule and the log --------------------------------------------------------
-
-
-def checkpoint_schedule(updates: int, count: int) -> list[int]:
-    """About `count` log-spaced update numbers in [1, updates], always including `updates`."""
-    points = np.unique(np.rint(np.geomspace(1, updates, max(count, 1))).astype(np.int64))
-    return sorted({int(p) for p in points} | {updates})
-
-
-def _log_text(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-    return buffer.getvalue()
-
-
 # -- the training loop ----------------------------------------------------------------------
 
 
@@ -357,10 +325,6 @@ def _termination_flag() -> Iterator[dict[str, int | None]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _finite(*tensors: Tensor) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def run_stage(alignment: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -443,193 +407,164 @@ def train(
                            f"{data.length * data.num_states * s.hidden} values, more than the "
                            f"limit of {archive.MAX_PARAMETERS}")
     with checkpoints.output_lock(out):
-        return _train_locked(data, out, log_path, s, device, metadata, test, restart, progress)
+        return _train_locked(data, out, log_path, s, device, metadata, test, restart, progress,
+                             settings.lr_decay == AUTO)
+
+
+class Batches:
+    """The data term's sequences: all of them when `batch_size` covers them, else a random
+    batch of `batch_size` each update (equal weights when the batch's weights sum to 0)."""
+
+    def __init__(self, codes: Tensor, weights: Tensor, batch_size: int) -> None:
+        self.codes, self.weights, self.batch_size = codes, weights, batch_size
+
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        num = self.codes.shape[0]
+        if self.batch_size >= num:
+            return self.codes, self.weights
+        index = torch.randperm(num, generator=generator, device=self.codes.device)
+        index = index[:self.batch_size]
+        codes, weights = self.codes[index], self.weights[index]
+        if not float(weights.sum()) > 0:
+            weights = torch.ones_like(weights)
+        return codes, weights
+
+
+def update_step(model: PottsRBM, source: ChainSource, batch: tuple[Tensor, Tensor],
+                learning_rate: float, s: TrainSettings, generator: torch.Generator
+                ) -> float | None:
+    """One gradient update of `model`, in place: the data term from `batch` (codes,
+    weights), the model term from `source`'s chains; then the zero-sum gauge. Returns the
+    gradient's squared norm, None (nothing changed) when it is not finite."""
+    chains, chain_weights = source.model_chains(model, batch[0], generator)
+    data_moments = moments(model, *batch)
+    d_w, d_v, d_h = gradient(data_moments, moments(model, chains, chain_weights),
+                             s.centered, model.weight_matrix, s.l1, s.l2)
+    grad_sq = float(sum((g * g).sum() for g in (d_w, d_v, d_h)))  # the one host sync
+    if not math.isfinite(grad_sq):
+        return None
+    scale = learning_rate
+    if s.normalize_gradient and grad_sq > 0:
+        scale = learning_rate / math.sqrt(grad_sq)
+    source.before_step(model, scale, data_moments.v, data_moments.h, s.centered)
+    model.weight_matrix.add_(d_w, alpha=scale)
+    model.vbias.add_(d_v, alpha=scale)
+    model.hbias.add_(d_h, alpha=scale)
+    model.apply_zero_sum_gauge_()
+    return grad_sq
+
+
+@dataclass
+class Training:
+    """A training run in progress: the model, its chain source and the observers."""
+
+    s: TrainSettings
+    model: PottsRBM
+    source: ChainSource
+    generator: torch.Generator
+    batches: Batches
+    log: TrainLog
+    saver: Checkpointer
+    update: int
+    time_offset: float
+    decision: ChainsDecision
+    decay_on_switch: bool
+
+    def run(self, out: Path, log_path: Path, progress: bool) -> None:
+        """Train from `self.update` to `s.updates`, then assemble `out` and `log_path`."""
+        bar = tqdm(total=self.s.updates, initial=self.update, disable=not progress,
+                   unit="upd", dynamic_ncols=True)
+        clock = Clock(self.time_offset)
+        with _termination_flag() as flag, torch.no_grad(), contextlib.closing(bar):
+            if self.update == 0 and not self.log.rows:
+                self.log.record(0, 0.0, self.s.learning_rate_at(0), self.model, self.source)
+            while self.update < self.s.updates:
+                lr = self.s.learning_rate_at(self.update)
+                batch = self.batches.draw(self.generator)
+                if update_step(self.model, self.source, batch, lr, self.s,
+                               self.generator) is None:
+                    raise self.saver.divergence(self.update + 1, "gradient")
+                self.update += 1
+                self.source.after_step(self.model, self.update, self.generator)
+                bar.update(1)
+                elapsed = clock.elapsed()
+                self.observe(elapsed, bar)
+                clock.exclude_since(elapsed)
+                if flag["signal"] is not None:
+                    self.interrupted(flag["signal"], elapsed)
+            if self.saver.last_saved != self.s.updates:
+                self.save(self.s.updates, clock.elapsed())
+            checkpoints.finish(out, log_path, log_text(self.log.rows))  # a signal waits
+
+    def observe(self, elapsed: float, bar: tqdm) -> None:
+        """The observers after an update: a log row, a checkpoint, when due."""
+        if self.log.due(self.update):
+            lr = self.s.learning_rate_at(max(self.update - 1, 0))
+            row = self.log.record(self.update, elapsed, lr, self.model, self.source)
+            bar.set_postfix(pearson=row["pearson_cij_train"], refresh=False)
+            verdict = self.log.verdict(self.update)
+            if switch_due(self.s, self.source, verdict, self.update):
+                self.s, self.source = switch(
+                    self.s, self.decay_on_switch, self.source, self.log.monitor.models,
+                    self.model, verdict, self.update, elapsed, self.decision, self.generator)
+        if self.saver.due(self.update, self.model, self.source):
+            self.save(self.update, elapsed)
+
+    def save(self, at: int, elapsed: float, scheduled: bool = True) -> None:
+        self.decision.observe(self.source)
+        self.saver.metadata["training_chains"] = self.decision.as_dict(at, elapsed)
+        self.saver.save(at, elapsed, self.model, self.source, self.generator, self.log.rows,
+                        scheduled)
+
+    def interrupted(self, signum: int, elapsed: float) -> None:
+        """Write a checkpoint to resume from and raise."""
+        if self.saver.last_saved != self.update:
+            self.save(self.update, elapsed, scheduled=False)
+        raise RbmflowError(
+            f"interrupted by signal {signum} at update {self.update}; checkpoint written to "
+            f"{partial_path(self.saver.out)}; rerun the same command to resume")
 
 
 def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSettings,
                   device: torch.device, metadata: dict[str, Any] | None,
-                  test: EncodedAlignment | None, restart: bool, progress: bool | None
-                  ) -> PottsRBM:
-    """`train`, while holding the lock on `out`."""
+                  test: EncodedAlignment | None, restart: bool, progress: bool | None,
+                  decay_on_switch: bool) -> PottsRBM:
+    """`train`, while holding the lock on `out`; `decay_on_switch`: lr_decay was "auto"."""
     dtype = torch.float32
-    q, L = data.num_states, data.length
     key = checkpoints.resume_key(s.resume_key(), data, test)
-    partial = partial_path(out)
-    metadata = dict(metadata or {})
-    metadata.update({
-        "format_version": FORMAT_VERSION, "alphabet": data.alphabet, "method": s.method,
-        "gibbs_steps": s.gibbs_steps, "centered": s.centered, "settings": asdict(s),
-        "resume_key": key, "seed": s.seed, "device": str(device), "dtype": "float32",
-    })
-    hyperparameters = {
-        "batch_size": s.batch_size, "gibbs_steps": s.gibbs_steps,
-        "learning_rate": s.learning_rate, "seed": s.seed,
-        # rbms' convention: penalty L1 sum|theta| + L2 sum theta^2 (ours: l2/2, weights only)
-        "L1": s.l1, "L2": s.l2 / 2, "weight_l1": s.l1, "weight_l2": s.l2,
-        "num_hiddens": s.hidden, "num_visibles": L,
-        "num_chains": s.chains if s.method != "cd" else min(s.batch_size, data.num_sequences),
-        "num_states": q, "updates": s.updates, "method": s.method,
-    }
-
-    codes_all = data.codes_tensor(device)
-    weights_all = data.weights_tensor(device, dtype)
-    if not float(weights_all.sum()) > 0:
+    metadata = _metadata(metadata, data, s, key, device)
+    codes = data.codes_tensor(device)
+    weights = data.weights_tensor(device, dtype)
+    if not float(weights.sum()) > 0:
         raise RbmflowError("the training sequences have zero total weight")
     generator = torch.Generator(device=device)
     generator.manual_seed(s.seed)
-
     resumed = checkpoints.resume(out, log_path, key, s.updates, restart, device, dtype)
-    if resumed is None:
-        model = init_model(codes_all, weights_all, q, s.hidden, generator, s.pseudocount,
-                           s.init_std)
-        chains = _initial_chains(model, s, codes_all, generator)
-        reweighted = (ReweightedChains.start(model, chains, s.min_ess) if s.reweighted
-                      else None)
-        update = start = 0
-        time_offset, rows = 0.0, []
-    else:
-        model, chains = resumed.model, resumed.chains
-        if resumed.rng_state is not None:
-            generator.set_state(resumed.rng_state)
-        update = start = resumed.update
-        time_offset = resumed.time_s
-        rows = checkpoints.parse_log(resumed.log_text, start)
-        reweighted = (ReweightedChains.uniform(chains.shape[0], device, s.min_ess)
-                      if s.reweighted else None)  # saved chains are resampled: equal weights
-
-    cij_train = cij_test = None
-    if not pair_statistics_fit(data.length, q):
-        log.warning("L x q = %d: the training log leaves out the Pearson of the pair "
-                    "statistics ((L q)^2 = %d values, over the limit of %d)",
-                    data.length * q, (data.length * q) ** 2, MAX_PAIR_ENTRIES)
-    else:
-        cij_train = connected_correlations(codes_all, q, weights_all)
-    if cij_train is not None and test is not None and test.num_sequences > 0:
-        cij_test = connected_correlations(test.codes_tensor(device), q,
-                                          test.weights_tensor(device, dtype))
-    schedule = set(checkpoint_schedule(s.updates, s.checkpoints))
-    last_saved: int | None = start if resumed is not None else None
-    density = CheckpointDensity(s.swap_threshold)
-    density.reset(model, chains)
+    model, source, decision = _start(resumed, s, codes, weights, data.num_states, generator,
+                                     out)
+    decision = decision or ChainsDecision.start(s, source)
+    decay_on_switch = decay_on_switch and s.lr_decay == 1.0
+    if decision.switched_at is not None and decay_on_switch:
+        s = replace(s, lr_decay=AUTO_LR_DECAY, lr_decay_from=decision.switched_at / s.updates)
+    rows = [] if resumed is None else checkpoints.parse_log(resumed.log_text, resumed.update)
+    test_tensors = None
+    if test is not None and test.num_sequences > 0:
+        test_tensors = (test.codes_tensor(device), test.weights_tensor(device, dtype))
     # cd and rdm chains are not meant to be at equilibrium: nothing to monitor
     monitor = EquilibriumMonitor(seed=s.seed) if s.monitor and s.method == "pcd" else None
-    tempering = (TrajectoryTempering(model, chains, s.refresh_sweeps) if s.refreshed
-                 else None)
-    if tempering is not None and resumed is not None:
-        levels = checkpoints.load_ladder(out, start, device, dtype)
-        if levels is None:
-            log.info("the tempering ladder restarts from the model of update %d", start)
-        else:
-            tempering.levels = levels
-
-    def chain_weights() -> Tensor | None:
-        return None if reweighted is None else reweighted.weights().to(dtype)
-
-    def save(at: int, elapsed: float, scheduled: bool = True) -> None:
-        nonlocal last_saved, chains
-        if not _finite(*model.tensors()):
-            bar.close()
-            raise _divergence(at, "parameters", partial, last_saved)
-        if reweighted is not None and not reweighted.is_uniform():
-            chains = reweighted.resample(chains, generator)  # stored chains: equal weights
-        _checkpoint_ladder(at, model, chains, metadata, density, monitor)
-        if tempering is not None:
-            checkpoints.save_ladder(out, at, tempering.levels)
-        checkpoints.save(out, at, model, chains, elapsed, generator.get_state(),
-                         hyperparameters, metadata, _log_text(rows), scheduled=scheduled)
-        last_saved = at
-
-    def health(at: int, elapsed: float) -> None:
-        lr = s.learning_rate_at(max(at - 1, 0))
-        f_data = float((model.free_energy(codes_all) * weights_all).sum() / weights_all.sum())
-        cw = chain_weights()
-        cij_chains = None if cij_train is None else connected_correlations(chains, q, cw)
-        f_chains = (model.free_energy(chains).mean() if cw is None
-                    else (model.free_energy(chains) * cw).sum())
-        row = {
-            "update": at, "time_s": round(elapsed, 3), "learning_rate": f"{lr:.6g}",
-            "pearson_cij_train": ("" if cij_chains is None else
-                                  f"{pearson(cij_chains, cij_train):.5f}"),
-            "pearson_cij_test": ("" if cij_chains is None or cij_test is None else
-                                 f"{pearson(cij_chains, cij_test):.5f}"),
-            "free_energy_data": f"{f_data:.5f}",
-            "free_energy_chains": f"{float(f_chains):.5f}",
-            "chains_ess": "" if reweighted is None else f"{reweighted.ess_fraction():.4f}",
-            **_monitor_columns(at, model, chains, cw, monitor, s.refreshed),
-        }
-        rows.append(row)
-
-    num = data.num_sequences
-    full_batch = s.batch_size >= num
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = tqdm(total=s.updates, initial=update, disable=not progress, unit="upd",
-               dynamic_ncols=True)
-    t0 = time.perf_counter() - time_offset
-    with _termination_flag() as flag, torch.no_grad():
-        if update == 0 and not rows:
-            health(0, 0.0)
-        while update < s.updates:
-            lr = s.learning_rate_at(update)
-            if full_batch:
-                batch_codes, batch_weights = codes_all, weights_all
-            else:
-                index = torch.randperm(num, generator=generator, device=device)[:s.batch_size]
-                batch_codes, batch_weights = codes_all[index], weights_all[index]
-                if not float(batch_weights.sum()) > 0:
-                    batch_weights = torch.ones_like(batch_weights)
-            if s.method == "pcd":
-                start_codes = chains
-            elif s.method == "cd":
-                start_codes = batch_codes
-            else:
-                start_codes = random_codes(chains.shape[0], L, q, device, generator)
-            chains = model.gibbs(start_codes, s.gibbs_steps, generator=generator)
-            data_moments = moments(model, batch_codes, batch_weights)
-            d_w, d_v, d_h = gradient(data_moments, moments(model, chains, chain_weights()),
-                                     s.centered, model.weight_matrix, s.l1, s.l2)
-            grad_sq = sum((g * g).sum() for g in (d_w, d_v, d_h))
-            grad_sq_value = float(grad_sq)  # the one host sync of an update
-            if not math.isfinite(grad_sq_value):
-                bar.close()
-                raise _divergence(update + 1, "gradient", partial, last_saved)
-            if s.normalize_gradient and grad_sq_value > 0:
-                scale = lr / math.sqrt(grad_sq_value)
-            else:
-                scale = lr
-            own = (None if reweighted is None else reweighted.own_terms(
-                model, chains, scale, data_moments.v, data_moments.h, s.centered))
-            model.weight_matrix.add_(d_w, alpha=scale)
-            model.vbias.add_(d_v, alpha=scale)
-            model.hbias.add_(d_h, alpha=scale)
-            model.apply_zero_sum_gauge_()
-            if reweighted is not None and own is not None:
-                reweighted.add_work_without_own(model, chains, own)
-                chains = reweighted.maybe_resample(chains, generator)
-            update += 1
-            if tempering is not None and s.refresh_due(update):
-                chains = tempering.refresh(model, chains, generator)
-                if reweighted is not None:
-                    reweighted.log_weights = torch.zeros_like(reweighted.log_weights)
-            bar.update(1)
-            elapsed = time.perf_counter() - t0
-            if update % s.log_every == 0 or update == s.updates:
-                health(update, elapsed)
-                bar.set_postfix(pearson=rows[-1]["pearson_cij_train"], refresh=False)
-            if update in schedule or density.due(model, chains, chain_weights()):
-                save(update, elapsed)
-            t0 += time.perf_counter() - t0 - elapsed  # time_s counts training, not logging/saving
-            if flag["signal"] is not None:
-                if last_saved != update:
-                    save(update, elapsed, scheduled=False)
-                bar.close()
-                raise RbmflowError(
-                    f"interrupted by signal {flag['signal']} at update {update}; checkpoint "
-                    f"written to {partial}; rerun the same command to resume")
-        bar.close()
-        if last_saved != s.updates:
-            save(s.updates, time.perf_counter() - t0)
-        checkpoints.finish(out, log_path, _log_text(rows))  # a signal now waits for the end
+    train_log = TrainLog(s.log_every, codes, weights, data.num_states, test_tensors, monitor,
+                         rows, s.updates, REFRESH_HINT if s.equilibrium_chains == "never" else "")
+    if monitor is not None and resumed is not None:
+        monitor.restore(checkpoints.saved_models(out, key, resumed.update, device,
+                                                  dtype))
+    saver = Checkpointer(out, checkpoint_schedule(s.updates, s.checkpoints), s.swap_threshold,
+                         metadata, _hyperparameters(s, data), monitor,
+                         None if resumed is None else resumed.update)
+    saver.start(model, source)
+    run = Training(s, model, source, generator, Batches(codes, weights, s.batch_size),
+                   train_log, saver, 0 if resumed is None else resumed.update,
+                   0.0 if resumed is None else resumed.time_s, decision, decay_on_switch)
+    run.run(out, log_path, sys.stderr.isatty() if progress is None else progress)
     if rows:
         log.info("update %s: %s s, Pearson C_ij chains vs train %s, vs test %s",
                  rows[-1]["update"], rows[-1]["time_s"], rows[-1]["pearson_cij_train"],
@@ -637,49 +572,47 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
     return model
 
 
-def _checkpoint_ladder(at: int, model: PottsRBM, chains: Tensor, metadata: dict[str, Any],
-                       density: CheckpointDensity, monitor: EquilibriumMonitor | None) -> None:
-    """Record in the metadata (`checkpoint_swap_rates`, by update) the estimated swap
-    acceptance between checkpoint `at` and the previous one, on equally weighted chains;
-    the monitor keeps the model as a tempering level."""
-    rate = density.rate(model, chains)
-    if math.isfinite(rate):
-        metadata.setdefault("checkpoint_swap_rates", {})[str(at)] = round(rate, 4)
-    density.reset(model, chains)
-    if monitor is not None:
-        monitor.remember(model, chains)
+def _start(resumed: checkpoints.ResumePoint | None, s: TrainSettings, codes: Tensor,
+           weights: Tensor, num_states: int, generator: torch.Generator, out: Path
+           ) -> tuple[PottsRBM, ChainSource, ChainsDecision | None]:
+    """The model, the chain source and the chains' decision (None: none yet) at the start:
+    fresh, or as saved at `resumed`."""
+    if resumed is None:
+        model = init_model(codes, weights, num_states, s.hidden, generator, s.pseudocount,
+                           s.init_std)
+        return (model, chain_source(s, model, initial_chains(model, s, codes, generator), True),
+                None)
+    if resumed.rng_state is not None:
+        generator.set_state(resumed.rng_state)
+    decision = ChainsDecision.from_metadata(resumed.metadata.get("training_chains"))
+    source = chain_source(s, resumed.model, resumed.chains, False)
+    if decision is not None and decision.switched_at is not None:
+        source = TemperedChains(TrajectoryTempering(resumed.model, resumed.chains),
+                                resumed.chains, s.gibbs_steps)
+    source.restore_state(out, resumed.update, codes.device, weights.dtype)
+    return resumed.model, source, decision
 
 
-def _monitor_columns(at: int, model: PottsRBM, chains: Tensor, weights: Tensor | None,
-                     monitor: EquilibriumMonitor | None, refreshed: bool) -> dict[str, str]:
-    """The monitor's columns of the log row at update `at` (empty without a reference); a
-    loud warning when the chains and the model's equilibrium disagree, which names the
-    remedy when the chains are not refreshed."""
-    result = None if monitor is None or at == 0 else monitor.compare(model, chains, weights, at)
-    if result is None:
-        return {}
-    if result.disagree:
-        log.warning("update %d: the persistent chains are NOT at the model's equilibrium: "
-                    "KS distance %.3f > %.3f along W's top directions vs %s samples, orthant "
-                    "occupancies differ by %.3f; the gradient's model term is biased "
-                    "(multimodal data: the model's mode weights may be wrong)%s", at,
-                    max(result.ks), result.critical, result.reference, result.occupancy_tv,
-                    "" if refreshed else REFRESH_HINT)
-    return result.columns()
+def _metadata(metadata: dict[str, Any] | None, data: EncodedAlignment, s: TrainSettings,
+              key: str, device: torch.device) -> dict[str, Any]:
+    """model.h5's metadata: the caller's, and the run's settings."""
+    metadata = dict(metadata or {})
+    metadata.update({
+        "format_version": FORMAT_VERSION, "alphabet": data.alphabet, "method": s.method,
+        "gibbs_steps": s.gibbs_steps, "centered": s.centered, "settings": asdict(s),
+        "resume_key": key, "seed": s.seed, "device": str(device), "dtype": "float32",
+    })
+    return metadata
 
 
-def _divergence(update: int, what: str, partial: Path, last_saved: int | None) -> RbmflowError:
-    where = (f"the last good checkpoint is update_{last_saved} in "
-             f"{archive.piece_path(partial, last_saved)}"
-             if last_saved is not None else "no checkpoint was written yet")
-    return RbmflowError(f"training diverged at update {update}: non-finite {what} (NaN or inf); "
-                        f"{where}; lower the learning rate or add l2")
-
-
-def _initial_chains(model: PottsRBM, s: TrainSettings, codes: Tensor,
-                    generator: torch.Generator) -> Tensor:
-    """PCD/Rdm: draws from the independent-site model of vbias; CD: the first data rows."""
-    if s.method == "cd":
-        return codes[:min(s.batch_size, codes.shape[0])].clone()
-    logits = model.vbias.expand(s.chains, -1, -1)
-    return sample_categorical(logits, generator)
+def _hyperparameters(s: TrainSettings, data: EncodedAlignment) -> dict[str, Any]:
+    """The hyperparameters of the `rbms` archive layout."""
+    return {
+        "batch_size": s.batch_size, "gibbs_steps": s.gibbs_steps,
+        "learning_rate": s.learning_rate, "seed": s.seed,
+        # rbms' convention: penalty L1 sum|theta| + L2 sum theta^2 (ours: l2/2, weights only)
+        "L1": s.l1, "L2": s.l2 / 2, "weight_l1": s.l1, "weight_l2": s.l2,
+        "num_hiddens": s.hidden, "num_visibles": data.length,
+        "num_chains": s.chains if s.method != "cd" else min(s.batch_size, data.num_sequences),
+        "num_states": data.num_states, "updates": s.updates, "method": s.method,
+    }

@@ -1,0 +1,214 @@
+"""Where the gradient's model term comes from: one chain source per training method.
+
+Every source holds its chains (C, L) and answers three calls of the training loop:
+
+- `model_chains(model, batch, generator)`: the chains (and their weights, None when equal)
+  whose averages are the model term of this update's gradient;
+- `after_step(model, update, generator)`: after the parameters moved (update is 1-based);
+- `checkpoint_chains(generator)`: equally weighted chains to store with a checkpoint.
+
+`TemperedChains` is the one that keeps the chains at the model's equilibrium across modes;
+training switches to it when the equilibrium monitor finds that the persistent chains and
+the model disagree (`equilibrium_chains: auto`), or uses it from the start (`always`).
+
+A source also saves and restores whatever it keeps beside its chains (`save_state`,
+`restore_state`), so that a resumed run continues bit for bit. `chain_source` builds the
+source that the settings ask for.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from rbmflow.model.rbm import PottsRBM, random_codes, sample_categorical
+from rbmflow.sampling.equilibrium import TrajectoryTempering, independent_site_level
+from rbmflow.training import checkpoints
+
+if TYPE_CHECKING:
+    from rbmflow.training.train import TrainSettings
+
+log = logging.getLogger(__name__)
+
+
+class ChainSource:
+    """Base: chains advanced by `gibbs_steps` block-Gibbs sweeps from `start_codes`."""
+
+    name = "base"
+
+    def __init__(self, chains: Tensor, gibbs_steps: int) -> None:
+        self.chains = chains
+        self.gibbs_steps = gibbs_steps
+
+    def start_codes(self, batch: Tensor, generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def model_chains(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
+                     ) -> tuple[Tensor, Tensor | None]:
+        """The chains of this update's model term (C, L) and their weights (None: equal)."""
+        self.chains = model.gibbs(self.start_codes(batch, generator), self.gibbs_steps,
+                                  generator=generator)
+        return self.chains, self.weights()
+
+    def weights(self) -> Tensor | None:
+        """Normalised weights of the chains (C,), None when they are equal."""
+        return None
+
+    def before_step(self, model: PottsRBM, scale: float, v_bar: Tensor, h_bar: Tensor,
+                    centered: bool) -> None:
+        """Called with the step's scale before the parameters move."""
+
+    def after_step(self, model: PottsRBM, update: int, generator: torch.Generator) -> None:
+        """Called after the parameters moved by update number `update` (1-based)."""
+
+    def checkpoint_chains(self, generator: torch.Generator) -> Tensor:
+        """Equally weighted chains to store with a checkpoint."""
+        return self.chains
+
+    def save_state(self, out: Path, update: int) -> None:
+        """Store what the source keeps beside its chains, with checkpoint `update`."""
+
+    def restore_state(self, out: Path, update: int, device: torch.device,
+                      dtype: torch.dtype) -> None:
+        """Take back what `save_state` stored with checkpoint `update`."""
+
+
+class PersistentChains(ChainSource):
+    """PCD: the chains carry over from one update to the next."""
+
+    name = "pcd"
+
+    def start_codes(self, batch: Tensor, generator: torch.Generator) -> Tensor:
+        return self.chains
+
+
+class DataStartChains(ChainSource):
+    """CD-k: the chains start at the data batch of each update."""
+
+    name = "cd"
+
+    def start_codes(self, batch: Tensor, generator: torch.Generator) -> Tensor:
+        return batch
+
+
+class RandomStartChains(ChainSource):
+    """Rdm: the chains restart from uniformly random sequences at each update."""
+
+    name = "rdm"
+
+    def __init__(self, chains: Tensor, gibbs_steps: int, num_states: int) -> None:
+        super().__init__(chains, gibbs_steps)
+        self.num_states = num_states
+
+    def start_codes(self, batch: Tensor, generator: torch.Generator) -> Tensor:
+        num, length = self.chains.shape
+        return random_codes(num, length, self.num_states, self.chains.device, generator)
+
+
+class RefreshedChains(PersistentChains):
+    """PCD whose chains are replaced, every `every` updates, by `sweeps` rounds of
+    trajectory tempering over snapshots of the model (`equilibrium.TrajectoryTempering`)."""
+
+    name = "pcd-refreshed"
+
+    def __init__(self, model: PottsRBM, chains: Tensor, gibbs_steps: int, every: int,
+                 sweeps: int) -> None:
+        super().__init__(chains, gibbs_steps)
+        self.every = every
+        self.tempering = TrajectoryTempering(model, chains, sweeps)
+
+    def after_step(self, model: PottsRBM, update: int, generator: torch.Generator) -> None:
+        if update % self.every == 0:
+            self.chains = self.tempering.refresh(model, self.chains, generator)
+
+    def save_state(self, out: Path, update: int) -> None:
+        checkpoints.save_ladder(out, update, self.tempering.levels)
+
+    def restore_state(self, out: Path, update: int, device: torch.device,
+                      dtype: torch.dtype) -> None:
+        levels = checkpoints.load_ladder(out, update, device, dtype)
+        if levels is None:
+            log.info("the tempering ladder restarts from the model of update %d", update)
+        else:
+            self.tempering.levels = levels
+
+
+class TemperedChains(PersistentChains):
+    """The model term from the target level of a trajectory-tempering ladder of snapshots of
+    the model, kept alive across updates: at each update `gibbs_steps` rounds of a sweep at
+    every level then swaps (`TrajectoryTempering.advance`); the current model joins the
+    ladder when it swaps with the top level at less than `join_below`, and levels are kept
+    or dropped by their swap rates, at most `max_levels`."""
+
+    name = "tempered"
+
+    def __init__(self, ladder: TrajectoryTempering, chains: Tensor, gibbs_steps: int,
+                 join_below: float = 0.5) -> None:
+        super().__init__(chains, gibbs_steps)
+        self.ladder = ladder
+        self.join_below = join_below
+
+    @classmethod
+    def from_snapshots(cls, snapshots: list[PottsRBM], model: PottsRBM, chains: Tensor,
+                       gibbs_steps: int, generator: torch.Generator, warmup: int = 50,
+                       max_levels: int = 16) -> TemperedChains:
+        """A ladder of the independent-site model of the first snapshot, the `snapshots`
+        (at most `max_levels`, evenly thinned) and `model`, whose level starts from `chains`
+        (the others from fresh independent-site draws); `warmup` rounds before use."""
+        first = snapshots[0] if snapshots else model
+        if len(snapshots) > max_levels - 2:
+            picks = torch.linspace(0, len(snapshots) - 1, max_levels - 2).round().long()
+            snapshots = [snapshots[int(i)] for i in picks.unique()]
+        bottom = independent_site_level(first).model
+        fresh = first.vbias.expand(chains.shape[0], -1, -1)
+        ladder = TrajectoryTempering(bottom, sample_categorical(fresh, generator),
+                                     max_levels=max_levels)
+        ladder.levels += [(m.clone(), sample_categorical(fresh, generator)) for m in snapshots]
+        source = cls(ladder, chains, gibbs_steps)
+        source.chains = ladder.advance(model, chains, warmup, 0.0, generator)
+        return source
+
+    def model_chains(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
+                     ) -> tuple[Tensor, Tensor | None]:
+        self.chains = self.ladder.advance(model, self.chains, self.gibbs_steps,
+                                          self.join_below, generator)
+        return self.chains, None
+
+    def save_state(self, out: Path, update: int) -> None:
+        checkpoints.save_ladder(out, update, self.ladder.levels)
+
+    def restore_state(self, out: Path, update: int, device: torch.device,
+                      dtype: torch.dtype) -> None:
+        levels = checkpoints.load_ladder(out, update, device, dtype)
+        if levels is None:
+            log.warning("the tempering ladder of update %d is missing: it restarts from the "
+                        "resumed model", update)
+        else:
+            self.ladder.levels = levels
+
+
+def initial_chains(model: PottsRBM, s: TrainSettings, codes: Tensor,
+                   generator: torch.Generator) -> Tensor:
+    """PCD/Rdm: draws from the independent-site model of vbias; CD: the first data rows."""
+    if s.method == "cd":
+        return codes[:min(s.batch_size, codes.shape[0])].clone()
+    logits = model.vbias.expand(s.chains, -1, -1)
+    return sample_categorical(logits, generator)
+
+
+def chain_source(s: TrainSettings, model: PottsRBM, chains: Tensor, fresh: bool) -> ChainSource:
+    """The source of the model term that the (resolved) settings `s` ask for, holding `chains`;
+    `fresh`: chains just drawn at the start of training (not resumed)."""
+    if s.method == "cd":
+        return DataStartChains(chains, s.gibbs_steps)
+    if s.method == "rdm":
+        return RandomStartChains(chains, s.gibbs_steps, model.vbias.shape[1])
+    if s.equilibrium_chains == "always":
+        return TemperedChains(TrajectoryTempering(model, chains), chains, s.gibbs_steps)
+    if s.refreshed:
+        return RefreshedChains(model, chains, s.gibbs_steps, s.refresh_every, s.refresh_sweeps)
+    return PersistentChains(chains, s.gibbs_steps)
