@@ -16,7 +16,12 @@ import torch
 from torch import Tensor
 
 from rbmflow.errors import RbmflowError
-from rbmflow.evaluation.stats import connected_correlations, pearson
+from rbmflow.evaluation.stats import (
+    MAX_PAIR_ENTRIES,
+    connected_correlations,
+    pair_statistics_fit,
+    pearson,
+)
 from rbmflow.model import archive
 from rbmflow.model.rbm import PottsRBM
 from rbmflow.sampling.equilibrium import CheckpointDensity, EquilibriumMonitor, MonitorResult
@@ -73,6 +78,13 @@ class TrainLog:
         self.monitor, self.rows, self.hint = monitor, rows, hint
         self.last = last
         self.results: list[tuple[int, MonitorResult]] = []
+        self.cij_train = self.cij_test = None
+        if not pair_statistics_fit(codes.shape[1], num_states):
+            log.warning("L x q = %d: the training log leaves out the Pearson of the pair "
+                        "statistics ((L q)^2 = %d values, over the limit of %d)",
+                        codes.shape[1] * num_states, (codes.shape[1] * num_states) ** 2,
+                        MAX_PAIR_ENTRIES)
+            return
         self.cij_train = connected_correlations(codes, num_states, weights)
         self.cij_test = (None if test is None
                          else connected_correlations(test[0], num_states, test[1]))
@@ -85,13 +97,15 @@ class TrainLog:
         """Append and return the row of `update`."""
         chains, cw = source.chains, source.weights()
         f_data = float((model.free_energy(self.codes) * self.weights).sum() / self.weights.sum())
-        cij_chains = connected_correlations(chains, self.q, cw)
+        cij_chains = (None if self.cij_train is None
+                      else connected_correlations(chains, self.q, cw))
         f_chains = (model.free_energy(chains).mean() if cw is None
                     else (model.free_energy(chains) * cw).sum())
         row = {
             "update": update, "time_s": round(elapsed, 3), "learning_rate": f"{learning_rate:.6g}",
-            "pearson_cij_train": f"{pearson(cij_chains, self.cij_train):.5f}",
-            "pearson_cij_test": ("" if self.cij_test is None else
+            "pearson_cij_train": ("" if cij_chains is None else
+                                  f"{pearson(cij_chains, self.cij_train):.5f}"),
+            "pearson_cij_test": ("" if cij_chains is None or self.cij_test is None else
                                  f"{pearson(cij_chains, self.cij_test):.5f}"),
             "free_energy_data": f"{f_data:.5f}",
             "free_energy_chains": f"{float(f_chains):.5f}",
