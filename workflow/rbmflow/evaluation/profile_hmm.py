@@ -80,10 +80,10 @@ class ColumnMapping:
 
     @property
     def matched_columns(self) -> int:
-        """Columns holding one of the 20 amino acids of this sequence (ambiguous letters, which
-        are encoded as gaps, do not count)."""
+        """Columns holding a residue of this sequence; ambiguous letters (encoded as gaps) do
+        not count."""
         return int(sum(1 for r in np.flatnonzero(self.residue_columns >= 0)
-                       if self.residues[r] in AMINO_ACIDS))
+                       if self.residues[r] not in AMBIGUOUS_LETTERS))
 
     @property
     def unmatched_residues(self) -> np.ndarray:
@@ -270,8 +270,8 @@ def map_sequences(records: list[tuple[str, str]], length: int, alphabet: str,
         if row is not None:
             mapping = map_aligned(name, row, alphabet)
             if mapping.matched_columns == 0:
-                raise InputError(f"{source}: record {name!r} holds none of the 20 amino acids "
-                                 "in the model's columns")
+                raise InputError(f"{source}: record {name!r} holds no residue in the model's "
+                                 "columns (ambiguous letters and gaps only)")
             mappings.append(mapping)
             continue
         if mode == "aligned":
