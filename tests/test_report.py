@@ -397,19 +397,10 @@ def test_report_refuses_values_of_the_wrong_type_or_not_finite(
 
 def test_every_stage_warning_is_at_the_top_of_the_report(tiny_run: dict[str, Path],
                                                          tmp_path: Path) -> None:
-    """The monitor above its critical value at the last monitored update, an incomplete last
-    checkpoint, disagreeing log Z estimates and unequilibrated samples: each one line naming
-    its stage and number, in metrics.json and above the metrics of report.html."""
-    import h5py
-
+    """The monitor above its critical value at the last monitored update, disagreeing log Z
+    estimates and unequilibrated samples: each one line naming its stage and number, in
+    metrics.json and above the metrics of report.html."""
     model = tiny_run["model.h5"]
-    archive.save_checkpoint(model, archive.load_rbm(model), torch.zeros(5, L, dtype=torch.long),
-                            update=30, time_s=2.0, rng_state=None, hyperparameters={
-                                "batch_size": 7, "gibbs_steps": 3, "learning_rate": 0.01,
-                                "L1": 0.0, "L2": 0.0, "seed": 0, "num_hiddens": NH,
-                                "num_chains": 5}, metadata={"alphabet": ALPHABET})
-    with h5py.File(model, "a") as f:
-        del f["update_30/params"]
     _restamp(tiny_run["sampling.json"], model)
     _restamp(tiny_run["loglik.json"], model, warnings=[
         "log Z estimates disagree: ais 30.100 vs reverse 31.900 (difference 1.800 nats)"])
@@ -424,8 +415,6 @@ def test_every_stage_warning_is_at_the_top_of_the_report(tiny_run: dict[str, Pat
     assert json.loads((outdir / "metrics.json").read_text())["warnings"] == warnings
     train = [w for w in warnings if w.startswith("train: ")]
     assert len(train) == 1 and "update 600" in train[0] and "0.103 > critical 0.097" in train[0]
-    assert any(w.startswith("model: checkpoint update_30") and "update_10" in w
-               for w in warnings)
     assert any(w.startswith("loglik: log Z estimates disagree") and "1.800" in w
                and "rerun loglik" in w for w in warnings)
     assert any(w.startswith("sample: SAMPLES NOT AT EQUILIBRIUM") and "100 sweeps" in w
@@ -433,7 +422,7 @@ def test_every_stage_warning_is_at_the_top_of_the_report(tiny_run: dict[str, Pat
     html_text = (outdir / "report.html").read_text()
     top = html_text.split("<h2>Metrics</h2>")[0]
     page = _parse(outdir / "report.html")
-    assert len(page.warnings) == len(warnings) >= 4
+    assert len(page.warnings) == len(warnings) >= 3
     for warning in warnings:
         assert html.escape(warning, quote=False)[:60] in top
 

@@ -200,7 +200,7 @@ def test_family_names_that_escape_results_are_refused(workflow: Workflow, name: 
     result = workflow.run("-n")
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "propertyNames" in output and repr(name) in output
+    assert "config families" in output and repr(name) in output
     assert workflow.created() == set()
 
 

@@ -7,9 +7,8 @@ Each warning is one line, `stage: what was found, with its number; what to do`:
 - loglik: the warnings loglik.json carries (estimates of log Z that disagree, small effective
   sample sizes), and a log Z computed at an earlier checkpoint than the model's last;
 - sample: chains that did not equilibrate, plain Gibbs disagreeing with tempering, samples
-  drawn from an earlier checkpoint than the model's last;
-- model: checkpoint groups of model.h5 after the last complete one (incomplete: the stages
-  used an older checkpoint).
+  drawn from an earlier checkpoint than the model's last.
+(An incomplete checkpoint is not a warning: model.h5 is refused when it holds one.)
 """
 
 from __future__ import annotations
@@ -82,18 +81,12 @@ def sampling_warnings(sampling: dict[str, Any] | None) -> list[str]:
 
 def checkpoint_warnings(model_path: Path | None, loglik: dict[str, Any] | None,
                         sampling: dict[str, Any] | None) -> list[str]:
-    """Incomplete checkpoints after the last complete one in model.h5, and a log Z or samples
-    of an earlier checkpoint than the last."""
+    """A log Z or samples of an earlier checkpoint than the last of model.h5."""
     if model_path is None:
         return []
-    complete, incomplete = checkpoint_groups(model_path)
+    complete, _ = checkpoint_groups(model_path)
     out = []
     last = complete[-1] if complete else None
-    later = [n for n in incomplete if last is None or n > last]
-    if later:
-        out.append(f"model: checkpoint update_{later[-1]} of {model_path.name} is incomplete "
-                   f"(no full params group); the stages used update_{last} instead; rerun "
-                   "train (or resume it) to write a complete last checkpoint")
     for stage, doc, key in (("loglik", loglik, "checkpoint"), ("sample", sampling,
                                                                   "model_update")):
         used = doc.get(key) if doc is not None else None
