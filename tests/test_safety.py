@@ -348,7 +348,7 @@ def test_options_have_upper_bounds(argv, flag, files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["no_training_rows", "weights_zero"])
-@pytest.mark.parametrize("stage", ["contacts", "sample"])
+@pytest.mark.parametrize("stage", ["contacts", "sample", "report", "score", "mutations"])
 def test_a_split_with_nothing_to_average_is_one_line(stage, case, files, tmp_path, capsys):
     data = good_data()
     split = np.ones_like(data.split) if case == "no_training_rows" else data.split
@@ -357,7 +357,12 @@ def test_a_split_with_nothing_to_average_is_one_line(stage, case, files, tmp_pat
     save_encoded(path, EncodedAlignment(data.codes, weights, split, data.names, data.columns,
                                         data.alphabet))
     out = tmp_path / "out"
-    argv = STAGES_READING_A_MODEL[stage](files["model"], {**files, "data": path}, out)
+    if stage == "mutations":
+        argv = ["mutations", files["model"], path, "--wildtype", files["wildtype"], "--out",
+                out / "m.csv", "--input", "aligned"]
+    else:
+        argv = STAGES_READING_A_MODEL[stage](files["model"], {**files, "data": path}, out)
+        argv += ["--data", path] if stage == "score" else []
     outcome = run_cli([*argv, "--device", "cpu"], capsys)
     assert outcome.code == 1 and "Traceback" not in outcome.text, outcome.text
     assert len(outcome.error_lines) == 1 and str(path) in outcome.error_lines[0]
