@@ -104,6 +104,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
+def check_model_fits(model: str | os.PathLike[str], data: str | os.PathLike[str]) -> None:
+    """InputError naming both files when the model's (L, q) differ from the alignment's."""
+    from rbmflow.data.dataset import load_training
+    from rbmflow.model.archive import read_metadata
+
+    train = load_training(data)
+    meta = read_metadata(model)
+    if (meta.get("num_visibles"), meta.get("num_states")) != (train.length, train.num_states):
+        raise RbmflowError(f"{data}: L={train.length}, q={train.num_states}; the model {model} "
+                           f"has L={meta.get('num_visibles')}, q={meta.get('num_states')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="rbmflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rbmflow {__version__}")
