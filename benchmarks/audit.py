@@ -860,6 +860,21 @@ def build_cases(g: dict[str, Path], base_url: str) -> list[Case]:
             *environment_cases(g), *kill_cases(g)]
 
 
+def preload() -> None:
+    """Import every module of the package before forking: each case then runs the same code,
+    even if files change during the audit, and starts faster."""
+    import importlib
+    import pkgutil
+
+    import rbmflow
+    from rbmflow.cli import build_parser
+
+    build_parser()
+    for module in pkgutil.walk_packages(rbmflow.__path__, "rbmflow."):
+        if module.name != "rbmflow.__main__":
+            importlib.import_module(module.name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated classes to run")
@@ -869,6 +884,7 @@ def main() -> int:
     args = parser.parse_args()
     from interpro_server import FakeInterPro
 
+    preload()
     work = Path(tempfile.mkdtemp(prefix="rbmflow-audit-"))
     CACHE.append(work / "cache")
     CACHE[0].mkdir()
