@@ -558,8 +558,8 @@ def inputs_cases(g: dict[str, Path]) -> list[Case]:
             cases.append(Case("inputs", f"{stage_name} {name}",
                               stage(stage_name, g, **{key: "{c}/" + file_name}),
                               expect="either" if name == "seqs_all_ambiguous" else "error",
-                              token=file_name, setup=setup, check=outputs_valid,
-                              guard=[file_name]))
+                              token=file_name + ("|wild type" if key == "wt" else ""),
+                              setup=setup, check=outputs_valid, guard=[file_name]))
     for value, expect in (("ACDXZ", "either"), ("", "error"), ("12345", "error"),
                           ("A" * 100_000, "either"), ("ACDE\nFGH", "error")):
         argv = stage("mutations", g)
@@ -603,7 +603,7 @@ def inputs_cases(g: dict[str, Path]) -> list[Case]:
 
         cases.append(Case("inputs", f"{stage_name} data of another length",
                           stage(stage_name, g, data="{c}/wrong_length.npz"),
-                          token="wrong_length.npz", setup=setup_wrong))
+                          token="wrong_length.npz|samples.fasta", setup=setup_wrong))
     return cases
 
 
@@ -658,7 +658,7 @@ def hostile_replies(server: object) -> None:
         "header_drip": Reply(body=STOCKHOLM * 200, trickle_s=0.5),
     }
     for index, (name, _) in enumerate(HOSTILE):
-        path = f"/entry/pfam/PF{index:05d}/"
+        path = f"/entry/pfam/PF{index:05d}/?annotation=alignment:full"
         server.script(path, *[replies[name]] * 3)
 
 
@@ -668,7 +668,8 @@ def environment_cases(g: dict[str, Path]) -> list[Case]:
                        "mutations", "report"):
         for fault in ("read_only", "full_disk", "fsize_4k", "fsize_64k"):
             cases.append(Case("environment", f"{stage_name} {fault}", stage(stage_name, g),
-                              expect="error", token="out" if "fsize" not in fault else None,
+                              expect="error" if "fsize" not in fault else "either",
+                              token="out" if "fsize" not in fault else None,
                               fault=fault, check=outputs_valid))
     return cases
 
