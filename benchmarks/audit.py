@@ -2,6 +2,8 @@
 
     python benchmarks/audit.py [--only CLASS[,CLASS]] [--list] [--json audit.json]
     AUDIT_PACKAGE=/other/checkout/workflow python benchmarks/audit.py   # audit another one
+    (AUDIT_TIMEOUT: seconds before a case counts as a hang, default 120; AUDIT_MEMORY_GB:
+    the address-space limit of each case, default 12)
 
 Each case runs one `rbmflow` sub-command (in a child forked from this process, so torch is
 imported once) on a bad input, a hostile server, a fault of the environment (read-only or
@@ -742,6 +744,8 @@ def _child(argv: list[str], folder: Path, fault: str | None) -> None:
         if fault and fault.startswith("fsize_"):
             size = {"fsize_4k": 4096, "fsize_64k": 65536}[fault]
             resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+        memory = int(float(os.environ.get("AUDIT_MEMORY_GB", "12")) * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         torch.set_num_threads(1)
         code = cli_main(argv)
     except SystemExit as exit_:
@@ -791,7 +795,7 @@ def run_case(case: Case, folder: Path) -> dict:
         if case.kill is not None and not killed and elapsed >= case.kill[0]:
             os.kill(pid, case.kill[1])
             killed = True
-        if elapsed > case.timeout:
+        if elapsed > min(case.timeout, float(os.environ.get("AUDIT_TIMEOUT", "inf"))):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             if mounted:

@@ -205,6 +205,15 @@ def _raise_terminated(signum: int, _frame: object) -> None:
     raise Terminated(signum)
 
 
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """A SIGTERM that landed in a finaliser (where Python prints and drops exceptions) is
+    sent again, to be raised in the stage's own code."""
+    if isinstance(unraisable.exc_value, Terminated):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -214,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+        sys.unraisablehook = _unraisable
     except ValueError:  # not the main thread: SIGTERM keeps its handler
         previous_sigterm = None
     try:
