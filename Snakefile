@@ -26,7 +26,11 @@ except WorkflowError as _err:  # one line naming the key, not the schema and a s
     if not hasattr(_cause, "absolute_path"):
         raise
     _where = ".".join(str(part) for part in _cause.absolute_path) or "(top level)"
-    sys.exit(f"rbmflow: config {_where}: {' '.join(_cause.message.split())[:300]}")
+    _rule = "/".join(str(part) for part in _cause.schema_path)
+    sys.exit(
+        f"rbmflow: config {_where}: {' '.join(_cause.message.split())[:300]} "
+        f"(schema {_rule})"
+    )
 
 # The rules run `python -m rbmflow` from this checkout's workflow/ folder, in a venv or in the
 # conda env of envs/rbmflow.yaml alike (that env installs the dependencies, not the package).

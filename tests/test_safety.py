@@ -348,7 +348,7 @@ def test_options_have_upper_bounds(argv, flag, files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["no_training_rows", "weights_zero"])
-@pytest.mark.parametrize("stage", ["contacts", "sample"])
+@pytest.mark.parametrize("stage", ["contacts", "sample", "report", "score", "mutations"])
 def test_a_split_with_nothing_to_average_is_one_line(stage, case, files, tmp_path, capsys):
     data = good_data()
     split = np.ones_like(data.split) if case == "no_training_rows" else data.split
@@ -357,7 +357,12 @@ def test_a_split_with_nothing_to_average_is_one_line(stage, case, files, tmp_pat
     save_encoded(path, EncodedAlignment(data.codes, weights, split, data.names, data.columns,
                                         data.alphabet))
     out = tmp_path / "out"
-    argv = STAGES_READING_A_MODEL[stage](files["model"], {**files, "data": path}, out)
+    if stage == "mutations":
+        argv = ["mutations", files["model"], path, "--wildtype", files["wildtype"], "--out",
+                out / "m.csv", "--input", "aligned"]
+    else:
+        argv = STAGES_READING_A_MODEL[stage](files["model"], {**files, "data": path}, out)
+        argv += ["--data", path] if stage == "score" else []
     outcome = run_cli([*argv, "--device", "cpu"], capsys)
     assert outcome.code == 1 and "Traceback" not in outcome.text, outcome.text
     assert len(outcome.error_lines) == 1 and str(path) in outcome.error_lines[0]
@@ -393,11 +398,12 @@ def test_a_killed_report_leaves_no_figures_without_their_page(how, files, tmp_pa
     proc = _report_process(files, outdir)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None and not any(
-            p.suffix == ".png" for p in tmp_path.rglob("*")):
-        time.sleep(0.02)
+            p.suffix == ".png" and not p.name.startswith(".") for p in tmp_path.rglob("*")):
+        time.sleep(0.02)  # a figure is written (wherever the report builds itself)
     proc.send_signal(how)
     _, err = proc.communicate(timeout=60)
-    pngs = sorted(outdir.glob("*.png")) if outdir.exists() else []
+    pngs = ([p for p in outdir.glob("*.png") if not p.name.startswith(".")]
+            if outdir.exists() else [])
     assert not pngs or (outdir / "report.html").is_file(), pngs
     if how == signal.SIGTERM and proc.returncode != 0:
         assert "Traceback" not in err and len(err.strip().splitlines()[-1:]) == 1

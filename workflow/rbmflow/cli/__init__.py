@@ -104,6 +104,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
+def check_model_fits(model: str | os.PathLike[str], data: str | os.PathLike[str]) -> None:
+    """InputError naming both files when the model's (L, q) differ from the alignment's."""
+    from rbmflow.data.dataset import load_training
+    from rbmflow.model.archive import read_metadata
+
+    train = load_training(data)
+    meta = read_metadata(model)
+    if (meta.get("num_visibles"), meta.get("num_states")) != (train.length, train.num_states):
+        raise RbmflowError(f"{data}: L={train.length}, q={train.num_states}; the model {model} "
+                           f"has L={meta.get('num_visibles')}, q={meta.get('num_states')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="rbmflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rbmflow {__version__}")
@@ -193,6 +205,15 @@ def _raise_terminated(signum: int, _frame: object) -> None:
     raise Terminated(signum)
 
 
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """A SIGTERM that landed in a finaliser (where Python prints and drops exceptions) is
+    sent again, to be raised in the stage's own code."""
+    if isinstance(unraisable.exc_value, Terminated):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -202,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+        sys.unraisablehook = _unraisable
     except ValueError:  # not the main thread: SIGTERM keeps its handler
         previous_sigterm = None
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rbmflow.data.dataset import load_training
+from rbmflow.cli import check_model_fits
 from rbmflow.errors import InputError
 from rbmflow.evaluation.loglik import METHODS, LoglikSettings, run_stage, settings_from_mapping
 from rbmflow.model.partition import SCHEDULES
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
             raise InputError(f"{path}: {role} file not found")
     if (args.samples is None) != (args.samples_info is None):
         raise InputError("--samples and --samples-info go together")
-    load_training(args.data)  # one line for an empty or weightless train split
+    check_model_fits(args.model, args.data)  # and an empty or weightless train split
     settings = settings_from_mapping(vars(args))
     doc = run_stage(args.model, args.data, args.out, settings, args.device, args.trajectory_csv,
                     args.samples, args.samples_info)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rbmflow.cli import existing
 from rbmflow.cli.score import add_family_arguments
+from rbmflow.data.dataset import load_training
 from rbmflow.evaluation.mutations import run_stage
 
 
@@ -43,6 +44,8 @@ def files(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.data.is_file():
+        load_training(args.data)  # the profile HMM is built from the training part
     scan = run_stage(args.model, args.data, args.wildtype, args.out, args.heatmap,
                            args.summary, args.first, args.mode, args.max_evalue,
                            args.min_coverage, args.device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rbmflow.data.dataset import load_training
 from rbmflow.errors import InputError
 from rbmflow.evaluation.metrics import EvaluationSettings
 
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> None:
     for flag in ("triplets", "nn_samples", "nn_reference", "pca_components"):
         if getattr(args, flag) < (1 if flag in ("nn_samples", "pca_components") else 0):
             raise InputError(f"--{flag.replace('_', '-')} must be positive")
+    load_training(args.data)  # one line for an empty or weightless train split
     settings = EvaluationSettings(seed=args.seed, triplets=args.triplets,
                                   nn_samples=args.nn_samples, nn_reference=args.nn_reference,
                                   pca_components=args.pca_components)

@@ -6,8 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from rbmflow.cli import parse_bool
-from rbmflow.data.dataset import load_training
+from rbmflow.cli import check_model_fits, parse_bool
 from rbmflow.errors import InputError
 from rbmflow.sampling.mixing import Criteria
 from rbmflow.sampling.sample import METHODS, MODES, SamplingSettings, run_stage
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> None:
     for role, path in (("model", args.model), ("alignment", args.data)):
         if not Path(path).is_file():
             raise InputError(f"{path}: {role} file not found")
-    load_training(args.data)  # one line for an empty or weightless train split
+    check_model_fits(args.model, args.data)  # and an empty or weightless train split
     settings = SamplingSettings(
         chains=args.chains, sweeps=args.sweeps, beta=args.beta, seed=args.seed, mode=args.mode,
         record_every=args.record_every, auto_extend=args.auto_extend,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rbmflow.data.dataset import load_training
 from rbmflow.evaluation.profile_hmm import DEFAULT_MAX_EVALUE, DEFAULT_MIN_COVERAGE, INPUT_MODES
 from rbmflow.evaluation.score import run_stage
 
@@ -54,6 +55,8 @@ def files(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.data is not None and args.data.is_file():
+        load_training(args.data)  # the training part is the reference of the distances
     mappings = run_stage(args.model, args.sequences, args.out, args.data, args.loglik,
                            args.summary, args.mode, args.max_evalue, args.min_coverage,
                            args.device)

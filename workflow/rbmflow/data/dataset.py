@@ -146,6 +146,7 @@ def load_encoded(path: str | os.PathLike[str]) -> EncodedAlignment:
     if declared > MAX_BYTES:
         raise InputError(f"{path}: its arrays declare {declared} bytes once decompressed, more "
                          f"than the limit of {MAX_BYTES}")
+    _check_declared_shapes(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -176,6 +177,40 @@ def load_encoded(path: str | os.PathLike[str]) -> EncodedAlignment:
             raise
         raise InputError(f"{path}: not a readable alignment.npz ({err})") from err
     return _validated(path, arrays, prov)
+
+
+def _declared_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The shape each .npy member of the archive declares in its header (nothing else read)."""
+    shapes = {}
+    with zipfile.ZipFile(path) as bundle:
+        for info in bundle.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with bundle.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)
+                shapes[info.filename[:-4]] = reader(member)[0]
+    return shapes
+
+
+def _check_declared_shapes(path: Path) -> None:
+    """Refuse (InputError) per-sequence and per-column arrays whose declared shapes disagree
+    with `codes` before any array is read."""
+    try:
+        shapes = _declared_shapes(path)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise InputError(f"{path}: not a readable alignment.npz ({err})") from err
+    codes = shapes.get("codes")
+    if codes is None or len(codes) != 2:
+        return  # reported with the arrays
+    m, length = codes
+    expected = {"weights": (m,), "split": (m,), "names": (m,), "columns": (length,),
+                "names_offsets": (m + 1,)}
+    for name, dims in expected.items():
+        if name in shapes and tuple(shapes[name]) != dims:
+            raise InputError(f"{path}: {name} declares shape {tuple(shapes[name])}, expected "
+                             f"{dims} (codes are {tuple(codes)})")
 
 
 def _validated(path: Path, arrays: dict[str, np.ndarray], prov: dict | None

@@ -102,6 +102,7 @@ def chain_residues(path: str | os.PathLike[str], chain: str) -> tuple[str, list[
     """One-letter sequence and heavy-atom coordinates (n_atoms, 3) of each standard residue of
     `chain` in the first model of a PDB or mmCIF file (`.cif`/`.mmcif`, optionally `.gz`)."""
     from Bio.PDB import MMCIFParser, PDBParser
+    from Bio.PDB.PDBExceptions import PDBConstructionException
     from Bio.PDB.Polypeptide import is_aa
     from Bio.SeqUtils import seq1
 
@@ -114,7 +115,7 @@ def chain_residues(path: str | os.PathLike[str], chain: str) -> tuple[str, list[
                 structure = parser.get_structure("s", handle)
         else:
             structure = parser.get_structure("s", str(path))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, PDBConstructionException) as err:
         raise InputError(f"{path}: not a readable PDB/mmCIF file ({err})") from err
     models = list(structure)
     if not models:
