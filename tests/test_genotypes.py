@@ -409,3 +409,33 @@ def test_genome_scores_of_fresh_draws_and_of_copies() -> None:
     # half the copied training rows enter the equal-size train subsample: AATS vs train ~ 1/4
     copies = evaluate_genomes(sets(rows[:400].copy(), num_train=400), size=200)
     assert copies["privacy_loss"]["value"] > 0.15
+
+
+def test_genome_report_section_draws_every_figure(tmp_path: Path) -> None:
+    from rbmflow.report.genomes import add_genome_report, genomes_html
+
+    genomes = founder_genomes(num_individuals=61, num_snps=19, seed=8)
+    (tmp_path / "g.vcf").write_text(genomes.vcf())
+    (tmp_path / "pops.tsv").write_text(genomes.populations_tsv())
+    run_stage(tmp_path / "g.vcf", tmp_path / "a.npz", tmp_path / "s.json", PrepareSettings(),
+              genotypes=GenotypeSettings(populations=str(tmp_path / "pops.tsv")))
+    data = load_encoded(tmp_path / "a.npz")
+    drawn: dict[str, object] = {}
+
+    def draw(name, maker, missing=None):
+        drawn[name] = missing if missing is not None else maker()
+
+    metrics: dict = {}
+    test_rows = data.codes[data.split == TEST][::-1].copy()
+    add_genome_report(draw, metrics, tmp_path / "a.npz", data, test_rows, 50, 0)
+    assert set(drawn) == {"genome_allele_freq", "genome_ld", "genome_distances", "genome_pca",
+                          "genome_populations"}
+    assert all(hasattr(fig, "savefig") for fig in drawn.values())
+    for fig in drawn.values():
+        fig.clf()
+    assert metrics["pearson_allele_freq"] == pytest.approx(1.0)  # the test rows, reordered
+    assert metrics["pearson_ld_r2"] == pytest.approx(1.0)
+    assert metrics["population_shares"]["gap"] == pytest.approx(0.0)
+    page = genomes_html(metrics)
+    assert "<h2>Genomes</h2>" in page and "POP1" in page and "AATS" in page
+    assert genomes_html({"pearson_fi": 0.9}) == ""

@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -241,7 +241,8 @@ def _encode(alleles: np.ndarray, samples: np.ndarray, sites: Sites, columns: np.
 # -- .hapt ----------------------------------------------------------------------------------
 
 
-def _open_text(path: Path):
+def _open_text(path: Path) -> IO[str]:
+    """`path` opened as text, gunzipped when it starts with the gzip magic bytes."""
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rt") if gzipped else open(path, encoding="utf-8")

@@ -47,12 +47,12 @@ def fig_ld(m: dict[str, Any], a: dict[str, Any]) -> Figure | None:
     for name, colour in (("test", TRUTH_COLOUR), ("train", TRAIN_COLOUR),
                          ("generated", SYNTH_COLOUR)):
         which = np.digitize(dist, edges) - 1
-        means = [np.nanmean(ld[name][which == b]) if np.isfinite(ld[name][which == b]).any()
-                 else np.nan for b in range(centres.size)]
+        means = [np.nanmean(ld[name][which == b]) if np.isfinite(ld[name][which == b]).sum() >= 5
+                 else np.nan for b in range(centres.size)]  # bins of at least 5 pairs
         left.plot(centres, means, "o-", color=colour, ms=3, label=f"natural {name}"
                   if name != "generated" else "generated")
     left.set(xscale="log", xlabel="distance between the two SNPs (bp, same chromosome)",
-             ylabel="mean r^2", title="LD decay")
+             ylabel="mean r^2 (bins of >= 5 pairs)", title="LD decay")
     left.legend(fontsize=8)
     right.scatter(ld["test"], ld["train"], s=6, c=TRAIN_COLOUR, alpha=0.4,
                   label=f"natural train (Pearson {fmt(m['pearson_ld_r2_train_vs_test'])})")
