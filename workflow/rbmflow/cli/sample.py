@@ -75,8 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also record diagnostics every K sweeps (0: log-spaced only)")
     parser.add_argument("--auto-extend", type=parse_bool, nargs="?", const=True,
                         default=defaults.auto_extend,
-                        help="double the sweeps until the chains look equilibrated, up to "
-                             "--max-sweeps")
+                        help="run on until the chains look equilibrated, up to --max-sweeps "
+                             "(plain Gibbs: doubling the sweeps; tempering: segments)")
     parser.add_argument("--max-sweeps", type=_int_at_least(1), default=defaults.max_sweeps,
                         help="cap of --auto-extend (default %(default)s)")
     parser.add_argument("--data-chains", type=_int_at_least(0), default=None,

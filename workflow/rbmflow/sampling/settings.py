@@ -20,8 +20,9 @@ class SamplingSettings:
     chains: number of random-start chains (the samples); sweeps: sweeps to run (in rdm mode,
     the model's training gibbs_steps replace it); beta: inverse temperature; data_chains:
     chains started from training sequences (None: as many as `chains`, at most the training
-    set; 0: no such set); auto_extend: double the sweeps until the chains look equilibrated
-    or max_sweeps is reached; record_every: also record every that many sweeps (0: only the
+    set; 0: no such set); auto_extend: run on until the chains look equilibrated or
+    max_sweeps is reached (plain Gibbs: doubling the sweeps; tempering: segments, see
+    `tempered`); record_every: also record every that many sweeps (0: only the
     log-spaced record times).
     """
 
