@@ -90,8 +90,11 @@ class TrainSettings:
     initialise vbias. init_std: standard deviation of the initial weights.
     swap_threshold: an extra checkpoint is saved when the estimated swap acceptance between
     the last saved model and the current one falls under it (0: log-spaced ones only).
-    monitor (pcd only): compare the chains with equilibrium samples at each log row
+    monitor (pcd only): compare the chains with equilibrium samples at log rows
     (`equilibrium.EquilibriumMonitor`).
+    equilibrium_chains (pcd only): "auto" moves the model term to tempered chains
+    (`chains.TemperedChains`) when the monitor finds the persistent chains away from the
+    model's equilibrium (`decision`), "always" uses them from the start, "never" does not.
     refresh_every (pcd only): every that many updates, replace the persistent chains by
     `refresh_sweeps` rounds of parallel trajectory tempering over snapshots of the model
     taken during training (`equilibrium.TrajectoryTempering`; 0: never). The snapshots must
