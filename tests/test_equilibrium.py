@@ -17,6 +17,7 @@ from rbmflow.data.synthetic import (
     nearest_consensus,
     random_structured_rbm,
 )
+from rbmflow.model.archive import read_metadata
 from rbmflow.model.partition import sample_exact
 from rbmflow.model.rbm import PottsRBM
 from rbmflow.sampling.equilibrium import (
@@ -131,10 +132,13 @@ def _three_cluster_run(tmp_path, name: str, **settings_kw):
 
 
 @pytest.mark.slow
-def test_three_clusters_monitor_flags_plain_pcd(tmp_path, caplog):
+def test_three_clusters_monitor_flags_plain_pcd_and_auto_switches_to_tempered_chains(
+        tmp_path, caplog):
     """Plain PCD: the chains' Pearson is near 1 while the model's exact cluster weights are
-    far from the data's; the monitor (exact reference, Nh = 8) says so, loudly."""
-    plain = {"refresh_every": 0, "lr_decay": 1.0}  # not the default here: see the next test
+    far from the data's; the monitor (exact reference, Nh = 8) says so, loudly. With
+    `equilibrium_chains: auto` the same run moves to tempered chains at the first disagreeing
+    check and ends with its chains at the model's equilibrium, much closer to the data."""
+    plain = {"refresh_every": 0, "lr_decay": 1.0, "equilibrium_chains": "never"}
     with caplog.at_level(logging.WARNING):
         plain_gap, rows = _three_cluster_run(tmp_path, "plain", **plain)
     last = rows[-1]
@@ -142,7 +146,12 @@ def test_three_clusters_monitor_flags_plain_pcd(tmp_path, caplog):
     assert last["monitor_reference"] == "exact"
     assert float(last["monitor_ks"]) > float(last["monitor_ks_critical"])
     assert "NOT at the model's equilibrium" in caplog.text
-    assert "refresh_every: 5 and lr_decay: 0.05" in caplog.text  # the warning names the remedy
+    assert "train with equilibrium_chains: auto" in caplog.text  # the warning names the remedy
+    gap, rows = _three_cluster_run(tmp_path, "auto", refresh_every=0, equilibrium_chains="auto")
+    decided = read_metadata(tmp_path / "auto.h5")["training_chains"]
+    assert decided["source"] == "tempered" and decided["switched_at"] == 50
+    assert float(rows[-1]["monitor_ks"]) <= float(rows[-1]["monitor_ks_critical"])
+    assert gap < plain_gap - 0.3, (gap, plain_gap)
 
 
 @pytest.mark.slow

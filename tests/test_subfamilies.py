@@ -175,5 +175,5 @@ def test_training_decides_auto_settings_and_records_why(tmp_path, caplog, separa
                     "(auto: separated subfamilies, weight shares "
                     + "/".join(f"{x:.2f}" for x in meta["subfamilies"]["shares"]) + ")"
                     if separated else "plain PCD (auto: one family)") + (
-                    "; equilibrium_chains: auto, but no monitor (monitor off or not pcd)")
+                    "; equilibrium_chains: never")
     assert meta["training_chains"]["switched_at"] is None

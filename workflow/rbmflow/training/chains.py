@@ -158,7 +158,8 @@ class TemperedChains(PersistentChains):
                        max_levels: int = 16) -> TemperedChains:
         """A ladder of the independent-site model of the first snapshot, the `snapshots`
         (at most `max_levels`, evenly thinned) and `model`, whose level starts from `chains`
-        (the others from fresh independent-site draws); `warmup` rounds before use."""
+        (the others from fresh independent-site draws); `warmup` rounds, after which the
+        ladder is rebuilt by swap rate (redundant levels dropped), before use."""
         first = snapshots[0] if snapshots else model
         if len(snapshots) > max_levels - 2:
             picks = torch.linspace(0, len(snapshots) - 1, max_levels - 2).round().long()
@@ -169,7 +170,7 @@ class TemperedChains(PersistentChains):
                                      max_levels=max_levels)
         ladder.levels += [(m.clone(), sample_categorical(fresh, generator)) for m in snapshots]
         source = cls(ladder, chains, gibbs_steps)
-        source.chains = ladder.advance(model, chains, warmup, 0.0, generator)
+        source.chains = ladder.advance(model, chains, warmup, 2.0, generator)  # and rebuild
         return source
 
     def model_chains(self, model: PottsRBM, batch: Tensor, generator: torch.Generator

@@ -114,11 +114,12 @@ class TrainLog:
         self.rows.append(row)
         return row
 
-    def verdict(self, update: int) -> MonitorResult | None:
-        """The monitor's result at `update`, None when it made none there."""
+    def verdicts(self, update: int) -> list[MonitorResult]:
+        """The monitor's results so far, oldest first, when it made one at `update`; else
+        []."""
         if self.results and self.results[-1][0] == update:
-            return self.results[-1][1]
-        return None
+            return [result for _, result in self.results]
+        return []
 
     def monitor_due(self, model: PottsRBM, at: int, last: int) -> bool:
         """Exact references at every row but the first; tempered ones (dearer) at the rows

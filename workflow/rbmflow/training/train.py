@@ -90,8 +90,11 @@ class TrainSettings:
     initialise vbias. init_std: standard deviation of the initial weights.
     swap_threshold: an extra checkpoint is saved when the estimated swap acceptance between
     the last saved model and the current one falls under it (0: log-spaced ones only).
-    monitor (pcd only): compare the chains with equilibrium samples at each log row
+    monitor (pcd only): compare the chains with equilibrium samples at log rows
     (`equilibrium.EquilibriumMonitor`).
+    equilibrium_chains (pcd only): "auto" moves the model term to tempered chains
+    (`chains.TemperedChains`) when the monitor finds the persistent chains away from the
+    model's equilibrium (`decision`), "always" uses them from the start, "never" does not.
     refresh_every (pcd only): every that many updates, replace the persistent chains by
     `refresh_sweeps` rounds of parallel trajectory tempering over snapshots of the model
     taken during training (`equilibrium.TrajectoryTempering`; 0: never). The snapshots must
@@ -125,7 +128,7 @@ class TrainSettings:
     monitor: bool = True
     refresh_every: int | str = AUTO
     refresh_sweeps: int = 20
-    equilibrium_chains: str = "auto"
+    equilibrium_chains: str = "never"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -502,11 +505,12 @@ class Training:
             lr = self.s.learning_rate_at(max(self.update - 1, 0))
             row = self.log.record(self.update, elapsed, lr, self.model, self.source)
             bar.set_postfix(pearson=row["pearson_cij_train"], refresh=False)
-            verdict = self.log.verdict(self.update)
-            if switch_due(self.s, self.source, verdict, self.update):
+            verdicts = self.log.verdicts(self.update)
+            if switch_due(self.s, self.source, verdicts, self.update):
                 self.s, self.source = switch(
                     self.s, self.decay_on_switch, self.source, self.log.monitor.models,
-                    self.model, verdict, self.update, elapsed, self.decision, self.generator)
+                    self.model, verdicts[-1], self.update, elapsed, self.decision,
+                    self.generator)
         if self.saver.due(self.update, self.model, self.source):
             self.save(self.update, elapsed)
 
