@@ -158,6 +158,7 @@ FLOAT_LIMITS: dict[str, tuple[float, float]] = {
     "pearson_tolerance": (0.0, 2.0), "pseudocount": (0.0, 1.0), "tolerance": (0.0, 1e6),
     "min_coverage": (0.0, 1.0), "timeout": (0.0, 86_400.0), "deadline": (0.0, 604_800.0),
     "backoff": (0.0, 3600.0), "min_rate": (0.0, 1e12), "min_rate_window": (0.0, 86_400.0),
+    "target_std": (0.0, 1e3), "max_missing": (0.0, 1.0),
 }
 # Longest text of the name options (family and run names become paths and titles).
 MAX_NAME = 100
