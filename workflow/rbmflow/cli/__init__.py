@@ -207,9 +207,11 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 
 def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     """A SIGTERM that landed in a finaliser (where Python prints and drops exceptions) is
-    sent again, to be raised in the stage's own code."""
+    sent again a moment later, to be raised in the stage's own code."""
     if isinstance(unraisable.exc_value, Terminated):
-        os.kill(os.getpid(), signal.SIGTERM)
+        import threading
+
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return
     sys.__unraisablehook__(unraisable)
 
