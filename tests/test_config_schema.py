@@ -120,3 +120,16 @@ def test_every_number_in_the_schema_has_an_upper_bound_matching_the_cli():
             assert node["maximum"] <= INT_LIMITS[key][1], key
         if node["type"] == "number" and key in FLOAT_LIMITS and "maximum" in node:
             assert node["maximum"] <= FLOAT_LIMITS[key][1], key
+
+
+def test_the_fetch_rule_passes_the_deadline_and_the_minimum_rate(tmp_path):
+    workflow = Workflow(tmp_path)
+    config = tiny_config()
+    config["families"] = {"PF00397": {"source": "pfam"}}
+    config["fetch"] = {"deadline": 900, "min_rate": 2048}
+    workflow.write_config(config)
+    result = workflow.run("-n", "-p", "resources/msa/PF00397/source.json")
+    assert result.returncode == 0, explain(result)
+    output = result.stdout + result.stderr
+    assert "--deadline 900" in output and "--min-rate 2048" in output, explain(result)
+    assert "--min-rate-window 60" in output and "--attempts 5" in output, explain(result)

@@ -208,9 +208,11 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 
 def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     """A SIGTERM that landed in a finaliser (where Python prints and drops exceptions) is
-    sent again, to be raised in the stage's own code."""
+    sent again a moment later, to be raised in the stage's own code."""
     if isinstance(unraisable.exc_value, Terminated):
-        os.kill(os.getpid(), signal.SIGTERM)
+        import threading
+
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return
     sys.__unraisablehook__(unraisable)
 
@@ -227,32 +229,38 @@ def main(argv: list[str] | None = None) -> int:
         sys.unraisablehook = _unraisable
     except ValueError:  # not the main thread: SIGTERM keeps its handler
         previous_sigterm = None
+    done = False
     try:
-        check_numbers(args)
-        if args.files is not None:
-            refuse_output_onto_input(*args.files(args))
-        if args.stage in COMPUTE_STAGES:
-            apply_compute_arguments(args)
-        args.run(args)
-    except RbmflowError as err:
-        print(f"rbmflow {args.stage}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
-    except OSError as err:  # read-only folder, full disk, file-size limit, I/O error
-        print(f"rbmflow {args.stage}: error: {os_error_message(err)}", file=sys.stderr)
-        return 1
-    except MemoryError:
-        print(f"rbmflow {args.stage}: error: out of memory; use smaller settings or inputs",
-              file=sys.stderr)
-        return 1
+        try:
+            check_numbers(args)
+            if args.files is not None:
+                refuse_output_onto_input(*args.files(args))
+            if args.stage in COMPUTE_STAGES:
+                apply_compute_arguments(args)
+            args.run(args)
+            done = True
+        finally:
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
     except (Terminated, KeyboardInterrupt) as err:
+        if done:  # the signal came after the outputs were complete
+            return 0
         signum = err.args[0] if isinstance(err, Terminated) else signal.SIGINT
-        print(f"rbmflow {args.stage}: error: interrupted by {signal.Signals(signum).name}; "
-              "no output of this run was completed", file=sys.stderr)
-        return 128 + int(signum)
-    finally:
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+        return _fail(args.stage, f"interrupted by {signal.Signals(signum).name}; no output of "
+                     "this run was completed", 128 + int(signum))
+    except RbmflowError as err:
+        return _fail(args.stage, str(err))
+    except OSError as err:  # read-only folder, full disk, file-size limit, I/O error
+        return _fail(args.stage, os_error_message(err))
+    except MemoryError:
+        return _fail(args.stage, "out of memory; use smaller settings or inputs")
     return 0
+
+
+def _fail(stage: str, message: str, code: int = 1) -> int:
+    """Print the one error line of `stage`; the exit status `code`."""
+    print(f"rbmflow {stage}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
