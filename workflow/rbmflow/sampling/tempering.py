@@ -21,6 +21,11 @@ probability
 which leaves the product of the levels' distributions invariant. Chain c of level k swaps with
 chain c of level k+1; even pairs (0-1, 2-3, ...) and odd pairs (1-2, 3-4, ...) alternate from
 sweep to sweep. Energies are in nats; everything runs on the models' device.
+
+All levels advance together (`StackedLevels`): level k is the model with parameters
+beta_k theta_k at beta 1, the K parameter sets are stacked, and a round costs one batched
+product, one embedding-bag per evaluation of hidden inputs and one categorical draw for every
+level at once, with no loop over levels.
 """
 
 from __future__ import annotations
