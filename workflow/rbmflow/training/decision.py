@@ -116,7 +116,6 @@ def switch(s: TrainSettings, decay_on_switch: bool, source: ChainSource,
     if decay_on_switch:
         s = replace(s, lr_decay=AUTO_LR_DECAY, lr_decay_from=update / s.updates)
     log.warning("update %d: the gradient's model term now comes from a tempering ladder of "
-                "%d levels over the checkpoints (swap rates %s)%s", update,
-                decision.ladder_levels, " ".join(f"{r:.2f}" for r in decision.swap_rates),
+                "%d levels over the checkpoints%s", update, decision.ladder_levels,
                 f"; the step decays to {AUTO_LR_DECAY} x" if decay_on_switch else "")
     return s, tempered
