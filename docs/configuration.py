@@ -109,7 +109,8 @@ def page() -> str:
     comments = config_comments()
     lines = [INTRO]
     for section, spec in schema["properties"].items():
-        lines += [f"## `{section}`", "", "| key | values | default | meaning |", "|---|---|---|---|"]
+        lines += [f"## `{section}`", "", "| key | values | default | meaning |",
+                  "|---|---|---|---|"]
         for key, accepted, default, description in rows(spec, section, schema.get("$defs", {})):
             description = (description or comments.get(key.strip("`"), "")).replace("|", "\\|")
             lines.append(f"| {key} | {accepted} | {default} | {description} |")
