@@ -52,7 +52,14 @@ from rbmflow.model.partition import (
     trajectory_ais,
 )
 from rbmflow.model.rbm import PottsRBM
-from rbmflow.provenance import FORMAT_VERSION, atomic_path, atomic_paths, provenance, write_json
+from rbmflow.provenance import (
+    FORMAT_VERSION,
+    atomic_path,
+    atomic_paths,
+    json_safe,
+    provenance,
+    write_json,
+)
 from rbmflow.sampling.tempering import Level, beta_levels, select_ladder, temper
 
 log = logging.getLogger(__name__)
@@ -704,21 +711,12 @@ def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[s
                                  settings_record, settings.seed),
     }
     with atomic_paths(out, *([trajectory_csv] if trajectory_csv is not None else [])) as tmps:
-        write_json(tmps[0], _json_safe(document))
+        write_json(tmps[0], json_safe(document))
         if trajectory_csv is not None:
             write_trajectory_csv(tmps[1], result.trajectory)
     return document
 
 
-def _json_safe(obj: Any) -> Any:
-    """NaN and infinities as null (JSON has neither)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def settings_from_mapping(values: dict[str, Any]) -> LoglikSettings:

@@ -22,7 +22,6 @@ no equilibrium verdict.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,7 +36,7 @@ from rbmflow.device import resolve_device
 from rbmflow.errors import InputError
 from rbmflow.model.archive import load_rbm, read_metadata
 from rbmflow.model.rbm import PottsRBM
-from rbmflow.provenance import FORMAT_VERSION, atomic_paths, provenance, write_json
+from rbmflow.provenance import FORMAT_VERSION, atomic_paths, json_safe, provenance, write_json
 from rbmflow.sampling.gibbs_chains import (
     DATA,
     RANDOM,
@@ -273,14 +272,6 @@ def _log_verdict(summary: dict[str, Any], method: str, choice: ModeChoice,
         log.info("rdm sampling: %s", choice.reason)
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def write_outputs(inputs: StageInputs, sampled: Sampled, settings: SamplingSettings,
@@ -309,7 +300,7 @@ def write_outputs(inputs: StageInputs, sampled: Sampled, settings: SamplingSetti
     with atomic_paths(paths["out"], paths["info"]) as (fasta_tmp, info_tmp):
         fasta_tmp.write_text(fasta_records(sampled.codes, inputs.data.alphabet, sampled.sweeps,
                                            chains=sampled.chains))
-        write_json(info_tmp, _json_safe(record))
+        write_json(info_tmp, json_safe(record))
         write_samples_vcf(paths["out"], sampled.codes, paths["data"], record)  # genotypes only
 
 
