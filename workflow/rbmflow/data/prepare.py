@@ -204,6 +204,40 @@ def weights_within_parts(codes: np.ndarray, split: np.ndarray, identity: float,
     return weights
 
 
+def sequence_filter(encoded: Any, settings: PrepareSettings, path: Path
+                    ) -> tuple[np.ndarray, dict[str, int]]:
+    """(bool mask of the sequences kept, counts removed by each filter): ambiguous letters
+    under `ambiguous: drop`, then gap fractions above `max_gap_fraction`."""
+    num_input = encoded.codes.shape[0]
+    keep = np.ones(num_input, dtype=bool)
+    if settings.ambiguous == "drop":
+        keep &= encoded.ambiguous == 0
+    removed = {"ambiguous_letters": int(num_input - keep.sum())}
+    gap_fraction = (encoded.codes == 0).mean(axis=1)
+    too_gapped = keep & (gap_fraction > settings.max_gap_fraction)
+    removed["too_many_gaps"] = int(too_gapped.sum())
+    keep &= ~too_gapped
+    if not keep.any():
+        raise InputError(
+            f"{path}: all {num_input} sequences were filtered away ({removed['too_many_gaps']} "
+            f"with a gap fraction above max_gap_fraction = {settings.max_gap_fraction:g}, "
+            f"{removed['ambiguous_letters']} with ambiguous letters under ambiguous = drop)")
+    return keep, removed
+
+
+def split_sequences(codes: np.ndarray, settings: PrepareSettings, path: Path,
+                    device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
+    """(split uint8 (M,), identity components or None): `cluster` or `random` split."""
+    try:
+        if settings.split == "cluster" and settings.test_fraction > 0:
+            components = identity_components(codes, settings.identity, len(ALPHABET),
+                                             device=device)
+            return cluster_split(components, settings.test_fraction, settings.seed), components
+        return random_split(codes.shape[0], settings.test_fraction, settings.seed), None
+    except ValueError as err:
+        raise InputError(f"{path}: {err} (test_fraction {settings.test_fraction:g})") from err
+
+
 def run_stage(
     source: str | Path,
     out: str | Path,
@@ -227,33 +261,12 @@ def run_stage(
     num_input, length = encoded.codes.shape
     log.info("%s: %d sequences x %d match columns (%s)", path, num_input, length, raw.format)
 
-    keep = np.ones(num_input, dtype=bool)
-    if settings.ambiguous == "drop":
-        keep &= encoded.ambiguous == 0
-    removed = {"ambiguous_letters": int(num_input - keep.sum())}
-    gap_fraction = (encoded.codes == 0).mean(axis=1)
-    too_gapped = keep & (gap_fraction > settings.max_gap_fraction)
-    removed["too_many_gaps"] = int(too_gapped.sum())
-    keep &= ~too_gapped
-    if not keep.any():
-        raise InputError(
-            f"{path}: all {num_input} sequences were filtered away ({removed['too_many_gaps']} "
-            f"with a gap fraction above max_gap_fraction = {settings.max_gap_fraction:g}, "
-            f"{removed['ambiguous_letters']} with ambiguous letters under ambiguous = drop)")
+    keep, removed = sequence_filter(encoded, settings, path)
     codes = encoded.codes[keep]
     names = encoded.names[keep]
     num_kept = codes.shape[0]
     filtered = time.perf_counter()
-    components = None
-    try:
-        if settings.split == "cluster" and settings.test_fraction > 0:
-            components = identity_components(codes, settings.identity, len(ALPHABET),
-                                             device=device)
-            split = cluster_split(components, settings.test_fraction, settings.seed)
-        else:
-            split = random_split(num_kept, settings.test_fraction, settings.seed)
-    except ValueError as err:
-        raise InputError(f"{path}: {err} (test_fraction {settings.test_fraction:g})") from err
+    split, components = split_sequences(codes, settings, path, device)
     test_identity = max_identity(codes[split == TEST], codes[split == TRAIN], len(ALPHABET),
                                  device=device)
 
