@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -144,16 +145,21 @@ def test_sigterm_during_clean_up_loses_no_checkpoint(tmp_path):
                                                           "model.h5"]
 
 
-def test_an_interrupted_and_resumed_run_writes_the_same_archive(tmp_path, monkeypatch):
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_interrupted_and_resumed_run_writes_the_same_archive(tmp_path, monkeypatch,
+                                                                 optimizer):
     data = _alignment(6)
+    settings = replace(SETTINGS, optimizer=optimizer,
+                       learning_rate=SETTINGS.learning_rate if optimizer == "sgd" else "auto")
     reference = tmp_path / "ref.h5"
-    train(data, reference, tmp_path / "ref.csv", SETTINGS, progress=False)
+    train(data, reference, tmp_path / "ref.csv", settings, progress=False)
     out, log_path = tmp_path / "model.h5", tmp_path / "log.csv"
     _signal_at_update(monkeypatch, 7)  # not a scheduled checkpoint
     with pytest.raises(RbmflowError, match="at update 7"):
-        train(data, out, log_path, SETTINGS, progress=False)
+        train(data, out, log_path, settings, progress=False)
     monkeypatch.undo()
     assert [u for u, _ in archive.list_pieces(training.partial_path(out))] == [1, 2, 4, 7]
-    train(data, out, log_path, SETTINGS, progress=False)
+    assert (training.partial_path(out) / "optimizer.h5").exists() == (optimizer == "adam")
+    train(data, out, log_path, settings, progress=False)
     _same_archives(out, reference)
     assert (tmp_path / "ref.csv").read_text().count("\n") == log_path.read_text().count("\n")

@@ -214,3 +214,21 @@ def test_allocate_steps_follows_the_free_energy_spread():
     steps = P.allocate_steps(models, 100, codes)
     assert all(s >= 1 for s in steps) and steps[1] > steps[0]
     assert P.allocate_steps(models, 100) == [50, 50]
+
+
+def test_exact_moments_match_the_sum_over_every_visible_configuration():
+    """The model term of the gradient, computed over the 2^Nh hidden configurations, equals
+    the weighted sum over all q^L visible configurations of 1[v_i = a], m(v), 1[v_i = a] m(v)."""
+    from rbmflow.model.partition import exact_moments, visible_configurations
+    from rbmflow.training.moments import moments
+
+    g = torch.Generator().manual_seed(23)
+    model = PottsRBM(torch.randn(5, 3, 7, generator=g, dtype=torch.float64),
+                     torch.randn(5, 3, generator=g, dtype=torch.float64),
+                     torch.randn(7, generator=g, dtype=torch.float64))
+    every = visible_configurations(5, 3)
+    reference = moments(model, every, torch.softmax(-model.free_energy(every), 0))
+    v, h, vh = exact_moments(model, batch_size=11)  # several blocks of hidden configurations
+    torch.testing.assert_close(v, reference.v, rtol=0, atol=1e-12)
+    torch.testing.assert_close(h, reference.h, rtol=0, atol=1e-12)
+    torch.testing.assert_close(vh, reference.vh, rtol=0, atol=1e-12)

@@ -157,7 +157,7 @@ def test_training_decides_auto_settings_and_records_why(tmp_path, caplog, separa
     else:
         codes = np.random.default_rng(1).integers(1, 21, (211, 13))
     settings = TrainSettings(hidden=5, updates=11, chains=37, batch_size=53, log_every=5,
-                             checkpoints=3, monitor=False)
+                             checkpoints=3, monitor=False, equilibrium_chains="never")
     with caplog.at_level(logging.INFO, logger="rbmflow.training.train"):
         train(_encoded(codes), tmp_path / "m.h5", tmp_path / "log.csv", settings,
               progress=False)

@@ -69,7 +69,7 @@ def test_a_disagreeing_monitor_switches_to_tempered_chains_and_the_record_says_w
     g = torch.Generator().manual_seed(5)
     data = _family(89, 13, (0.5, 0.5), seed=2)
     s = TrainSettings(hidden=3, updates=100, chains=47, lr_decay=1.0, refresh_every=0,
-                      equilibrium_chains="auto")
+                      equilibrium_chains="monitor", learning_rate=0.2)
     model = training.init_model(data.codes_tensor(), data.weights_tensor(), 21, 3, g)
     model.weight_matrix.normal_(0, 0.3, generator=g)
     source = PersistentChains(sample_exact(model.to(dtype=torch.float64), 47, g), 2)

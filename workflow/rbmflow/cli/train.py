@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 from rbmflow.cli import number_or_auto, parse_bool
 from rbmflow.data.dataset import load_training
+from rbmflow.training.decision import CHOICES
+from rbmflow.training.steps import OPTIMIZERS
 from rbmflow.training.train import METHODS, TrainSettings, run_stage
 
 
@@ -30,7 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training sequences per update (all of them if larger)")
     parser.add_argument("--gibbs-steps", type=int, default=d.gibbs_steps,
                         help="Gibbs sweeps per update")
-    parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    parser.add_argument("--learning-rate", type=number_or_auto(float), default=d.learning_rate,
+                        help="step length (sgd with unit-norm steps) or Adam's elementwise "
+                             "rate (auto: 0.2 for sgd, 0.01 for adam)")
+    parser.add_argument("--optimizer", choices=(*OPTIMIZERS, "auto"), default=d.optimizer,
+                        help="sgd: learning rate x gradient (unit-norm: --normalize-gradient); "
+                             "adam: Adam on the same gradient; auto: adam when the model term "
+                             "is exact, else sgd")
     parser.add_argument("--lr-decay", type=number_or_auto(float), default=d.lr_decay,
                         help="final / initial learning rate, exponential decay (1: constant; "
                              "auto: 0.05 when the chains are refreshed, else 1)")
@@ -55,12 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pcd: every that many updates, replace the persistent chains by "
                              "tempering over snapshots of the trajectory (0: never; auto: 5 "
                              "when the training sequences fall into separated subfamilies)")
-    parser.add_argument("--equilibrium-chains", choices=("auto", "always", "never"),
+    parser.add_argument("--equilibrium-chains", choices=CHOICES,
                         default=d.equilibrium_chains,
-                        help="pcd: take the model term from a trajectory-tempering ladder "
-                             "kept alive across updates: when the equilibrium monitor finds "
-                             "the persistent chains away from the model's equilibrium (auto), "
-                             "from the start (always) or never")
+                        help="pcd: the model term computed exactly over the hidden "
+                             "configurations (exact, at most 16 hidden units), or from a "
+                             "trajectory-tempering ladder kept alive across updates when the "
+                             "equilibrium monitor finds the persistent chains away from the "
+                             "model's equilibrium (monitor), from the start (always) or never "
+                             "(auto: exact when the hidden units allow, else never)")
     parser.add_argument("--refresh-sweeps", type=int, default=d.refresh_sweeps,
                         help="tempering rounds of each refresh")
     parser.add_argument("--checkpoints", type=int, default=d.checkpoints,

@@ -121,6 +121,32 @@ def sample_exact(model: PottsRBM, num_samples: int,
     return sample_categorical(m.visible_logits(hiddens[picks]), generator)
 
 
+def exact_moments(model: PottsRBM, batch_size: int = 4096) -> tuple[Tensor, Tensor, Tensor]:
+    """The model's exact averages <1[v_i = a]>, <h_mu>, <1[v_i = a] h_mu> by enumerating the
+    2^Nh hidden configurations: sum_h p(h) p(v_i = a | h) (times h_mu). Since
+    E[h | v] = m(v), these are also the averages of m(v) and 1[v_i = a] m(v) that the
+    gradient's model term asks for. Returns (L, q), (Nh,), (L, q, Nh) in the model's dtype,
+    computed in float64."""
+    if model.num_hiddens > 22:
+        raise ValueError(f"2^{model.num_hiddens} hidden configurations is too many to enumerate")
+    m = model.to(dtype=torch.float64)
+    hiddens = hidden_configurations(m.num_hiddens, m.device)
+    log_p = torch.cat([hidden_log_marginals(m, hiddens[s:s + batch_size])
+                       for s in range(0, hiddens.shape[0], batch_size)])
+    probs = torch.softmax(log_p, dim=0)
+    L, q, nh = m.weight_matrix.shape
+    v = torch.zeros(L * q, dtype=torch.float64, device=m.device)
+    vh = torch.zeros(L * q, nh, dtype=torch.float64, device=m.device)
+    for s in range(0, hiddens.shape[0], batch_size):
+        h, p = hiddens[s:s + batch_size], probs[s:s + batch_size]
+        conditional = torch.softmax(m.visible_logits(h), dim=-1).reshape(h.shape[0], L * q)
+        weighted = conditional * p[:, None]
+        v += weighted.sum(0)
+        vh += weighted.T @ h
+    out = (v.view(L, q), probs @ hiddens, vh.view(L, q, nh))
+    return tuple(t.to(model.dtype) for t in out)  # type: ignore[return-value]
+
+
 def cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
     """A CPU generator seeded from `generator` (torch.multinomial wants one on the CPU)."""
     if generator is None or generator.device.type == "cpu":

@@ -103,6 +103,8 @@ def training_chains(model_meta: dict[str, Any] | None) -> str | None:
     decided = model_meta.get("training_chains")
     if model_meta.get("method") != "pcd" or "refresh_every" not in settings:
         return None
+    if decided and decided.get("source") == "exact":
+        return f"no chains: {decided['why']}; {settings.get('optimizer', 'sgd')} steps"
     every = settings["refresh_every"]
     text = (f"refreshed by trajectory tempering every {every} updates, step decaying to "
             f"{settings.get('lr_decay')} x" if every else "plain PCD")

@@ -7,9 +7,11 @@ Every source holds its chains (C, L) and answers three calls of the training loo
 - `after_step(model, update, generator)`: after the parameters moved (update is 1-based);
 - `checkpoint_chains(generator)`: equally weighted chains to store with a checkpoint.
 
-`TemperedChains` is the one that keeps the chains at the model's equilibrium across modes;
-training switches to it when the equilibrium monitor finds that the persistent chains and
-the model disagree (`equilibrium_chains: auto`), or uses it from the start (`always`).
+`ExactChains` computes the model term exactly over the hidden configurations (Nh <= 16,
+`equilibrium_chains: exact`, chosen by `auto`). `TemperedChains` keeps chains at the
+model's equilibrium across modes; training switches to it when the equilibrium monitor finds
+that the persistent chains and the model disagree (`equilibrium_chains: monitor`), or uses
+it from the start (`always`).
 
 A source also saves and restores whatever it keeps beside its chains (`save_state`,
 `restore_state`), so that a resumed run continues bit for bit. `chain_source` builds the
@@ -25,9 +27,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from rbmflow.model.partition import exact_moments, sample_exact
 from rbmflow.model.rbm import PottsRBM, random_codes, sample_categorical
 from rbmflow.sampling.equilibrium import TrajectoryTempering, independent_site_level
 from rbmflow.training import checkpoints
+from rbmflow.training.moments import Moments, moments
 
 if TYPE_CHECKING:
     from rbmflow.training.train import TrainSettings
@@ -54,13 +58,15 @@ class ChainSource:
                                   generator=generator)
         return self.chains, self.weights()
 
+    def model_moments(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
+                      ) -> Moments:
+        """The model term's averages: those of `model_chains`."""
+        chains, weights = self.model_chains(model, batch, generator)
+        return moments(model, chains, weights)
+
     def weights(self) -> Tensor | None:
         """Normalised weights of the chains (C,), None when they are equal."""
         return None
-
-    def before_step(self, model: PottsRBM, scale: float, v_bar: Tensor, h_bar: Tensor,
-                    centered: bool) -> None:
-        """Called with the step's scale before the parameters move."""
 
     def after_step(self, model: PottsRBM, update: int, generator: torch.Generator) -> None:
         """Called after the parameters moved by update number `update` (1-based)."""
@@ -107,6 +113,26 @@ class RandomStartChains(ChainSource):
     def start_codes(self, batch: Tensor, generator: torch.Generator) -> Tensor:
         num, length = self.chains.shape
         return random_codes(num, length, self.num_states, self.chains.device, generator)
+
+
+class ExactChains(ChainSource):
+    """The model term computed exactly by enumerating the hidden configurations (Nh at most
+    `EXACT_MAX_HIDDENS`): no chain, no sampling noise, every mode at its weight. The chains
+    kept for the log and the checkpoints are fresh exact draws of the current model."""
+
+    name = "exact"
+
+    def model_moments(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
+                      ) -> Moments:
+        return Moments(*exact_moments(model))
+
+    def model_chains(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
+                     ) -> tuple[Tensor, Tensor | None]:
+        self.chains = sample_exact(model, self.chains.shape[0], generator)
+        return self.chains, None
+
+    def after_step(self, model: PottsRBM, update: int, generator: torch.Generator) -> None:
+        self.chains = sample_exact(model, self.chains.shape[0], generator)
 
 
 class RefreshedChains(PersistentChains):
@@ -208,6 +234,8 @@ def chain_source(s: TrainSettings, model: PottsRBM, chains: Tensor, fresh: bool)
         return DataStartChains(chains, s.gibbs_steps)
     if s.method == "rdm":
         return RandomStartChains(chains, s.gibbs_steps, model.vbias.shape[1])
+    if s.equilibrium_chains == "exact":
+        return ExactChains(chains, s.gibbs_steps)
     if s.equilibrium_chains == "always":
         return TemperedChains(TrajectoryTempering(model, chains), chains, s.gibbs_steps)
     if s.refreshed:

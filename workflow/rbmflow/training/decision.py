@@ -1,14 +1,16 @@
 """Which chains feed the gradient's model term, decided by the model itself.
 
-With `equilibrium_chains: auto` training starts with the persistent chains that the settings
-ask for (plain or refreshed PCD). When the equilibrium monitor finds, at a row of the log,
-that those chains disagree with equilibrium samples of the current model, the rest of the
-run takes its model term from `chains.TemperedChains`: a trajectory-tempering ladder of the
+`equilibrium_chains: exact` computes the model term exactly over the 2^Nh hidden
+configurations (`chains.ExactChains`): every mode at its weight, no sampling noise; `auto`,
+the default, chooses it whenever Nh <= `EXACT_MAX_HIDDENS`, and `never` (plain or refreshed
+persistent chains) otherwise. With `monitor` training starts with the persistent chains
+that the settings ask for; when the equilibrium monitor finds, at a row of the log, that
+those chains disagree with equilibrium samples of the current model, the rest of the run
+takes its model term from `chains.TemperedChains`: a trajectory-tempering ladder of the
 checkpoints saved so far, kept alive across updates. When `lr_decay` was left to "auto",
 the step then decays to `AUTO_LR_DECAY` x over the remaining updates. `always` uses the
-tempered chains from the first update; `never` (the default) keeps the persistent chains:
-the switch is not the default yet because its cost was measured to be large on WW (see
-docs/training.md).
+tempered chains from the first update. The switch is not the default for large Nh: its
+cost was measured to be large on WW (see docs/training.md).
 
 The decision (which chains, from which update, why, and what the tempered updates cost) is
 kept in model.h5's metadata under `training_chains`, logged, and shown by the report.
@@ -31,7 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHOICES = ("auto", "always", "never")
+CHOICES = ("auto", "exact", "monitor", "always", "never")
+EXACT_MAX_HIDDENS = 16
+"""`auto` computes the model term exactly up to this many hidden units (2^16 configurations)."""
 
 
 @dataclass
@@ -49,10 +53,12 @@ class ChainsDecision:
     def start(cls, s: TrainSettings, source: ChainSource) -> ChainsDecision:
         why = {"always": "equilibrium_chains: always",
                "never": "equilibrium_chains: never",
-               "auto": "equilibrium_chains: auto; the monitor never found the chains away "
-                       "from the model's equilibrium"}[s.equilibrium_chains]
-        if s.equilibrium_chains == "auto" and not (s.monitor and s.method == "pcd"):
-            why = "equilibrium_chains: auto, but no monitor (monitor off or not pcd)"
+               "exact": f"equilibrium_chains: exact ({s.hidden} hidden units: the model term "
+                        f"is computed over the 2^{s.hidden} hidden configurations)",
+               "monitor": "equilibrium_chains: monitor; the monitor never found the chains "
+                          "away from the model's equilibrium"}[s.equilibrium_chains]
+        if s.equilibrium_chains == "monitor" and not (s.monitor and s.method == "pcd"):
+            why = "equilibrium_chains: monitor, but no monitor (monitor off or not pcd)"
         return cls(source.name, why)
 
     @classmethod
@@ -92,7 +98,7 @@ def switch_due(s: TrainSettings, source: ChainSource, verdicts: list[MonitorResu
     disagreeing check was measured to come too late: on a three-subfamily family the switch
     at the second check (update 100) left the mode weights 0.62 off, at the first (update 50)
     0.11."""
-    return (s.equilibrium_chains == "auto" and s.method == "pcd"
+    return (s.equilibrium_chains == "monitor" and s.method == "pcd"
             and not isinstance(source, TemperedChains) and len(verdicts) >= 1
             and verdicts[-1].disagree and update < s.updates)
 
@@ -109,7 +115,7 @@ def switch(s: TrainSettings, decay_on_switch: bool, source: ChainSource,
                                              generator)
     decision.source, decision.switched_at, decision.switch_time_s = (
         tempered.name, update, round(elapsed, 3))
-    decision.why = (f"equilibrium_chains: auto; at update {update} the {source.name} chains "
+    decision.why = (f"equilibrium_chains: monitor; at update {update} the {source.name} chains "
                     f"disagreed with {verdict.reference} samples of the model (KS "
                     f"{max(verdict.ks):.3f} > {verdict.critical:.3f})")
     decision.observe(tempered)

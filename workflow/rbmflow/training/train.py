@@ -47,13 +47,20 @@ from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
 from rbmflow.data.subfamilies import Separation, separation
 from rbmflow.errors import InputError, RbmflowError
 from rbmflow.model import archive
-from rbmflow.model.rbm import PottsRBM, one_hot
+from rbmflow.model.rbm import PottsRBM
 from rbmflow.provenance import FORMAT_VERSION, provenance
 from rbmflow.sampling.equilibrium import EquilibriumMonitor, TrajectoryTempering
 from rbmflow.training import checkpoints
 from rbmflow.training.chains import ChainSource, TemperedChains, chain_source, initial_chains
 from rbmflow.training.checkpoints import archive_copy, partial_path  # noqa: F401 (public here too)
-from rbmflow.training.decision import CHOICES, ChainsDecision, switch, switch_due
+from rbmflow.training.decision import (
+    CHOICES,
+    EXACT_MAX_HIDDENS,
+    ChainsDecision,
+    switch,
+    switch_due,
+)
+from rbmflow.training.moments import Moments, moments, site_moments  # noqa: F401
 from rbmflow.training.observers import (  # noqa: F401 (LOG_COLUMNS: public here too)
     LOG_COLUMNS,
     Checkpointer,
@@ -62,6 +69,7 @@ from rbmflow.training.observers import (  # noqa: F401 (LOG_COLUMNS: public here
     checkpoint_schedule,
     log_text,
 )
+from rbmflow.training.steps import DEFAULT_LEARNING_RATE, OPTIMIZERS, StepRule, step_rule
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +79,21 @@ AUTO_REFRESH_EVERY = 5
 """refresh_every chosen by "auto" on separated subfamilies ..."""
 AUTO_LR_DECAY = 0.05
 """... and the lr_decay that goes with it (a constant step outruns the refreshes)."""
-REFRESH_HINT = ("; train with equilibrium_chains: auto (the model term then comes from "
+REFRESH_HINT = ("; train with equilibrium_chains: monitor (the model term then comes from "
                 "tempered chains once this happens; docs/training.md)")
 
 @dataclass(frozen=True)
 class TrainSettings:
     """Hyperparameters of one run (the `runs:` entries of the config, documented in the README).
 
-    normalize_gradient: divide the gradient by its Euclidean norm over all parameters before
-    the step, as the `rbms` package does, so that `learning_rate` is the length of a step in
-    parameter space. lr_decay: ratio of the final to the initial learning rate, reached by
-    exponential decay (1.0: constant) that starts after the fraction `lr_decay_from` of the
-    updates (0: at once). Without a decay unit-norm steps never settle: the mode weights of
-    a multimodal model keep jumping.
+    normalize_gradient (sgd): divide the gradient by its Euclidean norm over all parameters
+    before the step, as the `rbms` package does, so that `learning_rate` is the length of a
+    step in parameter space. optimizer: "sgd" or "adam" (`steps`); "auto" is Adam when the
+    model term is exact (equilibrium_chains), else sgd; learning_rate "auto" is
+    `steps.DEFAULT_LEARNING_RATE` of the optimizer. lr_decay: ratio of the final to the
+    initial learning rate, reached by exponential decay (1.0: constant) that starts after
+    the fraction `lr_decay_from` of the updates (0: at once). Without a decay unit-norm
+    steps never settle: the mode weights of a multimodal model keep jumping.
     checkpoints: number of log-spaced checkpoints, the last update always included.
     log_every: updates between two rows of train_log.csv.
     pseudocount: mixing weight of the uniform distribution in the site frequencies that
@@ -92,9 +102,12 @@ class TrainSettings:
     the last saved model and the current one falls under it (0: log-spaced ones only).
     monitor (pcd only): compare the chains with equilibrium samples at log rows
     (`equilibrium.EquilibriumMonitor`).
-    equilibrium_chains (pcd only): "auto" moves the model term to tempered chains
-    (`chains.TemperedChains`) when the monitor finds the persistent chains away from the
-    model's equilibrium (`decision`), "always" uses them from the start, "never" does not.
+    equilibrium_chains (pcd only): "exact" computes the model term exactly over the 2^Nh
+    hidden configurations (`chains.ExactChains`, Nh <= `EXACT_MAX_HIDDENS`); "monitor" moves
+    it to tempered chains (`chains.TemperedChains`) when the monitor finds the persistent
+    chains away from the model's equilibrium (`decision`), "always" uses them from the
+    start, "never" keeps the persistent chains; "auto" is "exact" when Nh allows, else
+    "never".
     refresh_every (pcd only): every that many updates, replace the persistent chains by
     `refresh_sweeps` rounds of parallel trajectory tempering over snapshots of the model
     taken during training (`equilibrium.TrajectoryTempering`; 0: never). The snapshots must
@@ -111,10 +124,11 @@ class TrainSettings:
     chains: int = 2000
     batch_size: int = 2000
     gibbs_steps: int = 10
-    learning_rate: float = 0.2
+    learning_rate: float | str = AUTO
     lr_decay: float | str = AUTO
     lr_decay_from: float = 0.0
     method: str = "pcd"
+    optimizer: str = AUTO
     l1: float = 0.0
     l2: float = 0.0
     centered: bool = True
@@ -128,7 +142,7 @@ class TrainSettings:
     monitor: bool = True
     refresh_every: int | str = AUTO
     refresh_sweeps: int = 20
-    equilibrium_chains: str = "never"
+    equilibrium_chains: str = AUTO
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -137,15 +151,19 @@ class TrainSettings:
                     "log_every"):
             if getattr(self, key) < 1:
                 raise RbmflowError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if any(isinstance(v, str) and v != AUTO for v in (self.refresh_every, self.lr_decay)):
-            raise RbmflowError(f"refresh_every and lr_decay take a number or {AUTO!r}, got "
-                               f"{self.refresh_every!r} and {self.lr_decay!r}")
+        autos = (self.refresh_every, self.lr_decay, self.learning_rate)
+        if any(isinstance(v, str) and v != AUTO for v in autos):
+            raise RbmflowError(f"refresh_every, lr_decay and learning_rate take a number or "
+                               f"{AUTO!r}, got {autos}")
+        if self.optimizer not in (*OPTIMIZERS, AUTO):
+            raise RbmflowError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         lr_decay = 1.0 if self.lr_decay == AUTO else self.lr_decay
-        if not self.learning_rate > 0 or not lr_decay > 0:
+        rate = 1.0 if self.learning_rate == AUTO else self.learning_rate
+        if not rate > 0 or not lr_decay > 0:
             raise RbmflowError("learning_rate and lr_decay must be positive")
         if not (self.l1 >= 0 and self.l2 >= 0 and math.isfinite(self.l1 + self.l2)):
             raise RbmflowError(f"l1 and l2 must be finite and >= 0, got {self.l1}, {self.l2}")
-        if not (math.isfinite(self.learning_rate) and math.isfinite(lr_decay)):
+        if not (math.isfinite(rate) and math.isfinite(lr_decay)):
             raise RbmflowError("learning_rate and lr_decay must be finite")
         if not 0 <= self.pseudocount < 1:
             raise RbmflowError("pseudocount must be in [0, 1)")
@@ -158,27 +176,64 @@ class TrainSettings:
         if self.equilibrium_chains not in CHOICES:
             raise RbmflowError(f"equilibrium_chains must be one of {CHOICES}, got "
                                f"{self.equilibrium_chains!r}")
+        if self.equilibrium_chains == "exact" and (self.method != "pcd"
+                                                   or self.hidden > EXACT_MAX_HIDDENS):
+            raise RbmflowError(f"equilibrium_chains: exact needs method pcd and at most "
+                               f"{EXACT_MAX_HIDDENS} hidden units, got {self.method} and "
+                               f"{self.hidden}")
         if not 0 <= self.swap_threshold < 1:
             raise RbmflowError("swap_threshold must be in [0, 1)")
 
     @property
     def automatic(self) -> bool:
         """Whether some setting is still "auto" (see `resolved`)."""
-        return AUTO in (self.refresh_every, self.lr_decay)
+        return AUTO in (self.refresh_every, self.lr_decay, self.learning_rate,
+                        self.equilibrium_chains, self.optimizer)
+
+    @property
+    def needs_separation(self) -> bool:
+        """Whether resolving "auto" needs the training sequences' subfamilies."""
+        return (self.method == "pcd" and AUTO in (self.refresh_every, self.lr_decay)
+                and self.exact_chains != "exact")
+
+    @property
+    def exact_chains(self) -> str:
+        """equilibrium_chains with "auto" decided: "exact" for pcd with at most
+        `EXACT_MAX_HIDDENS` hidden units, else "never"."""
+        if self.equilibrium_chains != AUTO:
+            return self.equilibrium_chains
+        small = self.method == "pcd" and self.hidden <= EXACT_MAX_HIDDENS
+        return "exact" if small else "never"
 
     def resolved(self, separated_subfamilies: bool) -> TrainSettings:
         """These settings with "auto" replaced: refreshed chains and a decaying step for pcd
-        on `separated_subfamilies`, plain PCD with a constant step otherwise."""
-        s = self
+        on `separated_subfamilies`, plain PCD with a constant step otherwise; the exact model
+        term and Adam when Nh is small enough; the learning rate of the optimizer
+        (`steps.DEFAULT_LEARNING_RATE`)."""
+        s = self.with_model_term()
+        exact = s.equilibrium_chains == "exact"
         if s.refresh_every == AUTO:
-            chosen = AUTO_REFRESH_EVERY if separated_subfamilies and s.method == "pcd" else 0
+            chosen = (AUTO_REFRESH_EVERY if separated_subfamilies and s.method == "pcd"
+                      and not exact else 0)
             s = replace(s, refresh_every=chosen)
         if s.lr_decay == AUTO:
             s = replace(s, lr_decay=AUTO_LR_DECAY if s.refreshed else 1.0)
         return s
 
+    def with_model_term(self) -> TrainSettings:
+        """These settings with the "auto" that does not depend on the data decided: the
+        model term (`exact_chains`), the optimizer (Adam for an exact model term, else
+        sgd) and its learning rate."""
+        s = replace(self, equilibrium_chains=self.exact_chains)
+        if s.optimizer == AUTO:
+            s = replace(s, optimizer="adam" if s.equilibrium_chains == "exact" else "sgd")
+        if s.learning_rate == AUTO:
+            s = replace(s, learning_rate=DEFAULT_LEARNING_RATE[s.optimizer])
+        return s
+
     def _check_resolved(self, *keys: str) -> None:
-        for key in keys or ("refresh_every", "lr_decay"):
+        for key in keys or ("refresh_every", "lr_decay", "learning_rate", "equilibrium_chains",
+                            "optimizer"):
             if getattr(self, key) == AUTO:
                 raise RbmflowError(f"{key} is still {AUTO!r}: use resolved()")
 
@@ -202,11 +257,15 @@ class TrainSettings:
 
     def resume_key(self) -> str:
         """Hash of the settings that shape the trajectory (not its length or its logging)."""
-        self._check_resolved()
+        self._check_resolved("refresh_every", "lr_decay")
+        if self.automatic:
+            return self.with_model_term().resume_key()
         shaping = {k: v for k, v in asdict(self).items()
                    if k not in ("updates", "checkpoints", "log_every", "lr_decay",
                                 "lr_decay_from", "monitor", "swap_threshold")}
         shaping.update(reweight=False, min_ess=0.5)  # the keys of runs made with these keys
+        if self.optimizer == "sgd":  # keeps the keys of runs made before Adam existed
+            shaping.pop("optimizer")
         if not self.refreshed:  # keeps the keys of runs made before the refresh existed
             shaping.pop("refresh_every")
             shaping.pop("refresh_sweeps")
@@ -234,48 +293,6 @@ def init_model(codes: Tensor, weights: Tensor, num_states: int, num_hiddens: int
     model = PottsRBM(weight_matrix, vbias, torch.zeros(num_hiddens, device=device, dtype=dtype))
     model.apply_zero_sum_gauge_()
     return model
-
-
-def site_moments(codes: Tensor, norm_weights: Tensor, num_states: int) -> Tensor:
-    """sum_m w_m 1[v_mi = a] for normalised weights (M,); returns (L, q)."""
-    L = codes.shape[1]
-    flat = codes.long() + torch.arange(L, device=codes.device) * num_states
-    out = torch.zeros(L * num_states, device=norm_weights.device, dtype=norm_weights.dtype)
-    out.index_add_(0, flat.reshape(-1), norm_weights.repeat_interleave(L))
-    return out.view(L, num_states)
-
-
-@dataclass
-class Moments:
-    """Averages entering the gradient: v (L, q), m (Nh), v (x) m (L, q, Nh)."""
-
-    v: Tensor
-    h: Tensor
-    vh: Tensor
-
-
-def moments(model: PottsRBM, codes: Tensor, weights: Tensor | None = None,
-            chunk: int = 8192) -> Moments:
-    """Weighted averages of 1[v_i = a], m(v) and 1[v_i = a] m(v) over codes (C, L).
-
-    weights (C,) are normalised here; None means a plain mean. One-hot blocks of at most
-    `chunk` rows are built, so memory stays bounded on large families.
-    """
-    C = codes.shape[0]
-    L, q, nh = model.weight_matrix.shape
-    if weights is None:
-        w = torch.full((C,), 1.0 / C, device=model.device, dtype=model.dtype)
-    else:
-        w = weights.to(device=model.device, dtype=model.dtype)
-        w = w / w.sum()
-    vh = torch.zeros(L * q, nh, device=model.device, dtype=model.dtype)
-    h = torch.zeros(nh, device=model.device, dtype=model.dtype)
-    for start in range(0, C, chunk):
-        part = codes[start:start + chunk]
-        weighted_mag = torch.sigmoid(model.hidden_inputs(part)) * w[start:start + chunk, None]
-        vh.addmm_(one_hot(part, q, model.dtype).view(-1, L * q).T, weighted_mag)
-        h += weighted_mag.sum(0)
-    return Moments(v=site_moments(codes, w, q), h=h, vh=vh.view(L, q, nh))
 
 
 def gradient(data: Moments, chains: Moments, centered: bool = True,
@@ -364,7 +381,7 @@ def resolve_automatic(settings: TrainSettings, data: EncodedAlignment
     needed)."""
     if not settings.automatic:
         return settings, None
-    if settings.method != "pcd":
+    if not settings.needs_separation:
         return settings.resolved(False), None
     found = separation(data.codes_tensor(), data.weights_tensor(), seed=settings.seed)
     resolved = settings.resolved(found.separated)
@@ -433,26 +450,22 @@ class Batches:
         return codes, weights
 
 
-def update_step(model: PottsRBM, source: ChainSource, batch: tuple[Tensor, Tensor],
-                learning_rate: float, s: TrainSettings, generator: torch.Generator
-                ) -> float | None:
+def update_step(model: PottsRBM, source: ChainSource, rule: StepRule,
+                batch: tuple[Tensor, Tensor], learning_rate: float, s: TrainSettings,
+                generator: torch.Generator) -> float | None:
     """One gradient update of `model`, in place: the data term from `batch` (codes,
-    weights), the model term from `source`'s chains; then the zero-sum gauge. Returns the
-    gradient's squared norm, None (nothing changed) when it is not finite."""
-    chains, chain_weights = source.model_chains(model, batch[0], generator)
+    weights), the model term from `source`'s chains, the step from `rule`; then the zero-sum
+    gauge. Returns the gradient's squared norm, None (nothing changed) when it is not
+    finite."""
+    model_moments = source.model_moments(model, batch[0], generator)
     data_moments = moments(model, *batch)
-    d_w, d_v, d_h = gradient(data_moments, moments(model, chains, chain_weights),
-                             s.centered, model.weight_matrix, s.l1, s.l2)
+    d_w, d_v, d_h = gradient(data_moments, model_moments, s.centered, model.weight_matrix,
+                             s.l1, s.l2)
     grad_sq = float(sum((g * g).sum() for g in (d_w, d_v, d_h)))  # the one host sync
     if not math.isfinite(grad_sq):
         return None
-    scale = learning_rate
-    if s.normalize_gradient and grad_sq > 0:
-        scale = learning_rate / math.sqrt(grad_sq)
-    source.before_step(model, scale, data_moments.v, data_moments.h, s.centered)
-    model.weight_matrix.add_(d_w, alpha=scale)
-    model.vbias.add_(d_v, alpha=scale)
-    model.hbias.add_(d_h, alpha=scale)
+    rule.apply((model.weight_matrix, model.vbias, model.hbias), (d_w, d_v, d_h), grad_sq,
+               learning_rate)
     model.apply_zero_sum_gauge_()
     return grad_sq
 
@@ -464,6 +477,7 @@ class Training:
     s: TrainSettings
     model: PottsRBM
     source: ChainSource
+    rule: StepRule
     generator: torch.Generator
     batches: Batches
     log: TrainLog
@@ -484,7 +498,7 @@ class Training:
             while self.update < self.s.updates:
                 lr = self.s.learning_rate_at(self.update)
                 batch = self.batches.draw(self.generator)
-                if update_step(self.model, self.source, batch, lr, self.s,
+                if update_step(self.model, self.source, self.rule, batch, lr, self.s,
                                self.generator) is None:
                     raise self.saver.divergence(self.update + 1, "gradient")
                 self.update += 1
@@ -517,6 +531,7 @@ class Training:
     def save(self, at: int, elapsed: float, scheduled: bool = True) -> None:
         self.decision.observe(self.source)
         self.saver.metadata["training_chains"] = self.decision.as_dict(at, elapsed)
+        self.rule.save_state(self.saver.out, at)
         self.saver.save(at, elapsed, self.model, self.source, self.generator, self.log.rows,
                         scheduled)
 
@@ -565,7 +580,10 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
                          metadata, _hyperparameters(s, data), monitor,
                          None if resumed is None else resumed.update)
     saver.start(model, source)
-    run = Training(s, model, source, generator, Batches(codes, weights, s.batch_size),
+    rule = step_rule(s.optimizer, s.normalize_gradient)
+    if resumed is not None:
+        rule.restore_state(out, resumed.update, device)
+    run = Training(s, model, source, rule, generator, Batches(codes, weights, s.batch_size),
                    train_log, saver, 0 if resumed is None else resumed.update,
                    0.0 if resumed is None else resumed.time_s, decision, decay_on_switch)
     run.run(out, log_path, sys.stderr.isatty() if progress is None else progress)
@@ -613,7 +631,7 @@ def _hyperparameters(s: TrainSettings, data: EncodedAlignment) -> dict[str, Any]
     """The hyperparameters of the `rbms` archive layout."""
     return {
         "batch_size": s.batch_size, "gibbs_steps": s.gibbs_steps,
-        "learning_rate": s.learning_rate, "seed": s.seed,
+        "learning_rate": s.learning_rate, "optimizer": s.optimizer, "seed": s.seed,
         # rbms' convention: penalty L1 sum|theta| + L2 sum theta^2 (ours: l2/2, weights only)
         "L1": s.l1, "L2": s.l2 / 2, "weight_l1": s.l1, "weight_l2": s.l2,
         "num_hiddens": s.hidden, "num_visibles": data.length,
