@@ -465,3 +465,18 @@ def test_training_figure_draws_sparse_monitor_rows_on_their_own_scale():
     assert list(lines["monitor_ks"].get_ydata()) == [0.07, 0.14, 0.08, 0.05]
     assert distances.get_ylim()[1] < 1.0
     assert "monitor_passages" in panels and "monitor_swap_min" in panels
+
+
+def test_training_warning_reads_the_last_monitored_row_and_names_every_remedy() -> None:
+    """A failure at update 100 that the monitor no longer sees at 600 is no warning; a failure
+    at the last monitored row is, with the remedies the training log gives."""
+    from rbmflow.report.warnings import training_warnings
+
+    nan = float("nan")
+    passed_at_the_end = pd.DataFrame({"update": [100, 600, 700], "monitor_ks": [0.2, 0.05, nan],
+                                      "monitor_ks_critical": [0.097, 0.097, nan]})
+    assert training_warnings(passed_at_the_end) == []
+    failed_at_the_end = passed_at_the_end.assign(monitor_ks=[0.05, 0.2, nan])
+    [warning] = training_warnings(failed_at_the_end)
+    assert warning.startswith("train: at update 600") and "0.200 > critical 0.097" in warning
+    assert "equilibrium_chains: auto" in warning and "refresh_every" in warning
