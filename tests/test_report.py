@@ -479,4 +479,4 @@ def test_training_warning_reads_the_last_monitored_row_and_names_every_remedy() 
     failed_at_the_end = passed_at_the_end.assign(monitor_ks=[0.05, 0.2, nan])
     [warning] = training_warnings(failed_at_the_end)
     assert warning.startswith("train: at update 600") and "0.200 > critical 0.097" in warning
-    assert "equilibrium_chains: auto" in warning and "refresh_every" in warning
+    assert "tempered chains (equilibrium_chains" in warning and "refresh_every" in warning

@@ -24,9 +24,9 @@ SAMPLE_ADVICE = ("rerun sample with more sweeps (sample.sweeps) or with temperin
                  "(sample.method: ptt); the metrics of the generated sequences may not be "
                  "the model's")
 TRAIN_ADVICE = ("the gradient's model term was biased: train longer, with more chains, with "
-                "equilibrium_chains: auto (tempered chains once the monitor fails), or with "
-                "chains refreshed by tempering (refresh_every, lr_decay); see the training "
-                "curves")
+                "the model term from tempered chains (equilibrium_chains, docs/training.md), "
+                "or with chains refreshed by tempering (refresh_every, lr_decay); see the "
+                "training curves")
 
 
 def training_warnings(train_log: pd.DataFrame | None) -> list[str]:
