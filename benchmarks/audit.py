@@ -17,11 +17,12 @@ full folder, file-size limit) or a kill, and is judged:
 - `kill` cases are killed after a delay: no visible output may be left without the others of
   its job (hidden temporary files are allowed after SIGKILL; the next run removes them).
 
-Classes: outin (an output that is an input), alignment (malformed alignment files), npz
-(malformed alignment.npz), archive (tampered model.h5), options (huge, negative, NaN,
-non-integer values and long names), server (a hostile InterPro on loopback), inputs (score,
-mutations, contacts with wrong input), environment (read-only, full disk, file-size limit),
-kill (SIGTERM and SIGKILL during a stage). The machine's load affects only the run time.
+Classes: baseline (every stage on the good inputs, which must succeed), outin (an output that
+is an input), alignment (malformed alignment files), npz (malformed alignment.npz), archive
+(tampered model.h5), options (huge, negative, NaN, non-integer values and long names), server
+(a hostile InterPro on loopback), inputs (score, mutations, contacts with wrong input),
+environment (read-only, full disk, file-size limit), kill (SIGTERM and SIGKILL during a
+stage). The machine's load affects only the run time.
 """
 
 from __future__ import annotations
@@ -122,11 +123,14 @@ def make_good(base: Path) -> dict[str, Path]:
     base.mkdir(parents=True, exist_ok=True)
     data = good_data()
     aligned = ["".join(ALPHABET[c] for c in row) for row in data.codes[:7]]
+    # rows holding a gap: aligned input as it is (a gapless row of L letters is checked
+    # against the profile HMM of this random, signal-free family and refused)
+    gapped = ["".join(ALPHABET[c] for c in row) for row in data.codes if (row == 0).any()][:7]
     files = {"fasta": base / "family.fasta", "model": base / "model.h5",
              "data": base / "alignment.npz", "seqs": base / "seqs.fasta",
              "wt": base / "wt.fasta", "samples": base / "samples.fasta"}
     files["fasta"].write_text(fasta(rows(M, 2)))
-    files["seqs"].write_text(fasta(aligned))
+    files["seqs"].write_text(fasta(gapped))
     files["wt"].write_text(fasta(aligned[:1]))
     files["samples"].write_text(fasta(rows(19, 4), "sample_"))
     write_model(files["model"])
@@ -197,6 +201,14 @@ def outputs_valid(folder: Path) -> str | None:
 
 
 # -- the case classes -------------------------------------------------------------------------
+
+
+def baseline_cases(g: dict[str, Path]) -> list[Case]:
+    """Every stage on the good inputs must succeed: a fixture the stages refuse would make the
+    other classes judge the wrong refusal."""
+    return [Case("baseline", stage_name, stage(stage_name, g), expect="ok", check=outputs_valid)
+            for stage_name in ("prepare", "fetch", "train", "loglik", "sample", "contacts",
+                               "score", "mutations", "report")]
 
 
 def outin_cases(g: dict[str, Path]) -> list[Case]:
@@ -860,8 +872,8 @@ def _empty_dir(path: Path) -> bool:
 
 
 def build_cases(g: dict[str, Path], base_url: str) -> list[Case]:
-    return [*outin_cases(g), *alignment_cases(g), *npz_cases(g), *archive_cases(g),
-            *option_cases(g), *inputs_cases(g), *server_cases(g, base_url),
+    return [*baseline_cases(g), *outin_cases(g), *alignment_cases(g), *npz_cases(g),
+            *archive_cases(g), *option_cases(g), *inputs_cases(g), *server_cases(g, base_url),
             *environment_cases(g), *kill_cases(g)]
 
 

@@ -4,7 +4,8 @@ of another family.
 
 Every case must end either with exit 1, one line on stderr naming the file or record, and no
 output left; or with exit 0 and the right answer (checked against a truth written here). Prints
-one line per failing case and the counts.
+one line per failing case and the counts per class (report side files, score, mutant numbering,
+structures) and in all.
 
     python benchmarks/audit_science.py [--luxc tests-data/pyhmmer_LuxC.sto]
 """
@@ -46,6 +47,7 @@ class Audit:
     def __init__(self) -> None:
         self.passed = 0
         self.failed: list[str] = []
+        self.by_class: dict[str, list[int]] = {}  # class (first word of a name): [pass, fail]
 
     def refused(self, name: str, argv: list[str], outputs: list[Path], needle: str) -> None:
         """Exit 1, one stderr line holding `needle`, none of `outputs` left."""
@@ -58,6 +60,7 @@ class Audit:
         self.record(name, ok, f"exit {code}, stderr {lines[-3:]}, left {left}")
 
     def record(self, name: str, ok: bool, detail: str = "") -> None:
+        self.by_class.setdefault(name.split()[0], [0, 0])[0 if ok else 1] += 1
         if ok:
             self.passed += 1
         else:
@@ -290,5 +293,8 @@ if __name__ == "__main__":
     result = run_audit(args.luxc)
     for line in result.failed:
         print("FAIL", line)
+    print(f"{'class':12s} {'cases':>6s} {'pass':>6s} {'FAIL':>6s}")
+    for klass, (good, bad) in result.by_class.items():
+        print(f"{klass:12s} {good + bad:6d} {good:6d} {bad:6d}")
     print(f"{result.passed} of {result.passed + len(result.failed)} cases end cleanly")
     sys.exit(1 if result.failed else 0)

@@ -42,3 +42,15 @@ def test_the_judge_catches_a_traceback_and_a_leftover(audit, tmp_path):
     verdict = audit.judge(case, 1, "rbmflow x: error: bad.npz: no", {}, after, tmp_path, False)
     assert verdict is not None and "left behind" in verdict
     assert audit.judge(case, 0, "", {}, {}, tmp_path, False) == "exit 0 where an error was due"
+
+
+def test_score_and_mutations_accept_the_audit_s_good_inputs(audit, tmp_path):
+    """The baseline: every other class judges refusals against these inputs, so the stages
+    must take them (score's good rows carry a gap: aligned input, no homology check)."""
+    audit.CACHE[:] = [tmp_path / "cache"]
+    audit.CACHE[0].mkdir()
+    good = audit.make_good(tmp_path / "good")
+    cases = {case.name: case for case in audit.baseline_cases(good)}
+    for name in ("score", "mutations"):
+        outcome = audit.run_case(cases[name], tmp_path / name)
+        assert outcome["verdict"] == "pass", outcome

@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from rbmflow import ALPHABET
@@ -440,3 +441,42 @@ def test_sampling_and_checkpoint_warnings_name_their_numbers() -> None:
     assert loglik_warnings({"warnings": [], "warning": None}) == []
     [single] = loglik_warnings({"warning": "reverse: effective sample size 3.1 of 512 chains"})
     assert single.startswith("loglik: reverse: effective sample size 3.1") and "rerun" in single
+
+
+def test_training_figure_draws_sparse_monitor_rows_on_their_own_scale():
+    """The monitor runs at some log rows only: its KS distances are joined through the rows it
+    ran at (the last one drawn), and its passage counts, in the thousands, get a panel of their
+    own instead of flattening the distances."""
+    from rbmflow.report import fig_training
+
+    nan = float("nan")
+    frame = pd.DataFrame({"update": [0, 50, 100, 150, 200, 250, 300],
+                          "pearson_cij_train": [0.03, 0.8, 0.85, 0.88, 0.9, 0.91, 0.92],
+                          "monitor_ks": [nan, 0.07, 0.14, nan, 0.08, nan, 0.05],
+                          "monitor_ks_critical": [nan, 0.0975, 0.0975, nan, 0.0975, nan, 0.0975],
+                          "monitor_passages": [nan, 2845, 1792, nan, 1464, nan, 700],
+                          "monitor_swap_min": [nan, 0.228, 0.244, nan, 0.23, nan, 0.203]})
+    fig = fig_training(frame)
+    panels = {ax.get_ylabel(): ax for ax in fig.axes if ax.get_lines()}
+    distances = panels["chains vs equilibrium"]
+    lines = {line.get_label(): line for line in distances.get_lines()}
+    assert set(lines) == {"monitor_ks", "monitor_ks_critical"}
+    assert list(lines["monitor_ks"].get_xdata()) == [50, 100, 200, 300]
+    assert list(lines["monitor_ks"].get_ydata()) == [0.07, 0.14, 0.08, 0.05]
+    assert distances.get_ylim()[1] < 1.0
+    assert "monitor_passages" in panels and "monitor_swap_min" in panels
+
+
+def test_training_warning_reads_the_last_monitored_row_and_names_every_remedy() -> None:
+    """A failure at update 100 that the monitor no longer sees at 600 is no warning; a failure
+    at the last monitored row is, with the remedies the training log gives."""
+    from rbmflow.report.warnings import training_warnings
+
+    nan = float("nan")
+    passed_at_the_end = pd.DataFrame({"update": [100, 600, 700], "monitor_ks": [0.2, 0.05, nan],
+                                      "monitor_ks_critical": [0.097, 0.097, nan]})
+    assert training_warnings(passed_at_the_end) == []
+    failed_at_the_end = passed_at_the_end.assign(monitor_ks=[0.05, 0.2, nan])
+    [warning] = training_warnings(failed_at_the_end)
+    assert warning.startswith("train: at update 600") and "0.200 > critical 0.097" in warning
+    assert "tempered chains (equilibrium_chains" in warning and "refresh_every" in warning

@@ -238,6 +238,57 @@ def split_sequences(codes: np.ndarray, settings: PrepareSettings, path: Path,
         raise InputError(f"{path}: {err} (test_fraction {settings.test_fraction:g})") from err
 
 
+def _split_summary(settings: PrepareSettings, components: np.ndarray | None,
+                   test_identity: np.ndarray) -> dict[str, Any]:
+    """summary.json's `split`: the method and seed, the clusters (split="cluster") and the test
+    sequences' maximum identity to train."""
+    return {"method": settings.split, "test_fraction": settings.test_fraction,
+            "seed": settings.seed, "generator": "numpy PCG64 permutation",
+            **({} if components is None else {
+                "clusters": int(np.unique(components).size),
+                "largest_cluster": int(np.unique(components, return_counts=True)[1].max())}),
+            "test_max_identity_to_train": identity_distribution(test_identity,
+                                                                settings.identity)}
+
+
+def _alignment_summary(encoded: Any, raw_format: str, removed: dict[str, int],
+                       split: np.ndarray, weights: np.ndarray, settings: PrepareSettings,
+                       split_summary: dict[str, Any], device: torch.device,
+                       timing_s: dict[str, float], prov: dict[str, Any]) -> dict[str, Any]:
+    """summary.json of an alignment: sizes before and after the filters (M, L, M_eff of
+    each part), what was removed and why, the weights, the split, the times in seconds."""
+    num_input, length = encoded.codes.shape
+    parts = {name: split == part for name, part in (("train", TRAIN), ("test", TEST))}
+    return {
+        "input": {"path": prov["inputs"]["alignment"]["path"], "format": raw_format,
+                  "sha256": prov["inputs"]["alignment"]["sha256"],
+                  "sequences": num_input, "columns": encoded.input_columns},
+        "M": int(split.size),
+        "L": length,
+        "q": len(ALPHABET),
+        "alphabet": ALPHABET,
+        "M_eff": float(weights.sum()),
+        "M_train": int(parts["train"].sum()),
+        "M_test": int(parts["test"].sum()),
+        "M_eff_train": float(weights[parts["train"]].sum()),
+        "M_eff_test": float(weights[parts["test"]].sum()),
+        "removed_sequences": {"total": num_input - int(split.size), **removed},
+        "filters": {"max_gap_fraction": settings.max_gap_fraction,
+                    "ambiguous": settings.ambiguous},
+        "removed_columns": {"insert": encoded.insert_columns},
+        "ambiguous_letters": {"rule": settings.ambiguous,
+                              "residues": int(encoded.ambiguous.sum()),
+                              "sequences": int((encoded.ambiguous > 0).sum())},
+        "weights": {"identity_threshold": settings.identity, "gaps_counted": True,
+                    "computed": "within each split part" if settings.test_fraction > 0
+                    else "over all sequences",
+                    "device": str(device)},
+        "split": split_summary,
+        "timing_s": timing_s,
+        "provenance": prov,
+    }
+
+
 def run_stage(
     source: str | Path,
     out: str | Path,
@@ -258,18 +309,14 @@ def run_stage(
     raw = read_alignment(src.alignment, settings.format or src.format)
     encoded = encode_alignment(raw, settings.ambiguous)
     path = src.alignment
-    num_input, length = encoded.codes.shape
-    log.info("%s: %d sequences x %d match columns (%s)", path, num_input, length, raw.format)
+    log.info("%s: %d sequences x %d match columns (%s)", path, *encoded.codes.shape, raw.format)
 
     keep, removed = sequence_filter(encoded, settings, path)
     codes = encoded.codes[keep]
-    names = encoded.names[keep]
-    num_kept = codes.shape[0]
     filtered = time.perf_counter()
     split, components = split_sequences(codes, settings, path, device)
     test_identity = max_identity(codes[split == TEST], codes[split == TRAIN], len(ALPHABET),
                                  device=device)
-
     parsed = time.perf_counter()
     weights = weights_within_parts(codes, split, settings.identity, device)
     weighted = time.perf_counter()
@@ -280,47 +327,14 @@ def run_stage(
         inputs["source"] = src.record
     prov = provenance("prepare", inputs=inputs, settings={**asdict(settings),
                       "format_used": raw.format}, seed=settings.seed)
-    parts = {name: split == part for name, part in (("train", TRAIN), ("test", TEST))}
-    summary: dict[str, Any] = {
-        "input": {"path": str(path), "format": raw.format,
-                  "sha256": prov["inputs"]["alignment"]["sha256"],
-                  "sequences": num_input, "columns": encoded.input_columns},
-        "M": num_kept,
-        "L": length,
-        "q": len(ALPHABET),
-        "alphabet": ALPHABET,
-        "M_eff": float(weights.sum()),
-        "M_train": int(parts["train"].sum()),
-        "M_test": int(parts["test"].sum()),
-        "M_eff_train": float(weights[parts["train"]].sum()),
-        "M_eff_test": float(weights[parts["test"]].sum()),
-        "removed_sequences": {"total": num_input - num_kept, **removed},
-        "filters": {"max_gap_fraction": settings.max_gap_fraction,
-                    "ambiguous": settings.ambiguous},
-        "removed_columns": {"insert": encoded.insert_columns},
-        "ambiguous_letters": {"rule": settings.ambiguous,
-                              "residues": int(encoded.ambiguous.sum()),
-                              "sequences": int((encoded.ambiguous > 0).sum())},
-        "weights": {"identity_threshold": settings.identity, "gaps_counted": True,
-                    "computed": "within each split part" if settings.test_fraction > 0
-                    else "over all sequences",
-                    "device": str(device)},
-        "split": {"method": settings.split, "test_fraction": settings.test_fraction,
-                  "seed": settings.seed, "generator": "numpy PCG64 permutation",
-                  **({} if components is None else {
-                      "clusters": int(np.unique(components).size),
-                      "largest_cluster": int(np.unique(components,
-                                                       return_counts=True)[1].max())}),
-                  "test_max_identity_to_train": identity_distribution(test_identity,
-                                                                      settings.identity)},
-        "timing_s": {"read_encode_filter": round(filtered - started, 3),
-                     "split": round(parsed - filtered, 3),
-                     "weights": round(weighted - parsed, 3)},
-        "provenance": prov,
-    }
+    timing_s = {"read_encode_filter": round(filtered - started, 3),
+                "split": round(parsed - filtered, 3), "weights": round(weighted - parsed, 3)}
+    summary = _alignment_summary(encoded, raw.format, removed, split, weights, settings,
+                                 _split_summary(settings, components, test_identity), device,
+                                 timing_s, prov)
     data = EncodedAlignment(codes=codes, weights=weights.astype(np.float32), split=split,
-                            names=names, columns=encoded.columns, alphabet=ALPHABET,
-                            provenance={**prov, "summary": {
+                            names=encoded.names[keep], columns=encoded.columns,
+                            alphabet=ALPHABET, provenance={**prov, "summary": {
                                 key: summary[key] for key in
                                 ("M", "L", "M_eff", "M_train", "M_test", "M_eff_train",
                                  "M_eff_test", "split")}})

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ from matplotlib.figure import Figure
 from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment, load_encoded
 from rbmflow.device import resolve_device
 from rbmflow.errors import InputError
-from rbmflow.evaluation.metrics import EvaluationSettings, evaluate
+from rbmflow.evaluation.metrics import Evaluation, EvaluationSettings, evaluate
+from rbmflow.model.rbm import PottsRBM
 from rbmflow.provenance import (
     FORMAT_VERSION,
     atomic_path,
@@ -141,22 +142,29 @@ def _side_files(inputs: ReportInputs) -> tuple[dict | None, dict | None, dict | 
                  for path in (inputs.sampling, inputs.loglik, inputs.mutations_summary))
 
 
-def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
-                settings: EvaluationSettings | None = None, device: str = "auto",
-                family: str | None = None, run: str | None = None) -> dict[str, Any]:
-    """Compute the metrics, draw the figures and write metrics.json and report.html in outdir.
+@dataclass(frozen=True)
+class _Run:
+    """One run's inputs, read and checked: the alignment, the generated codes (n, L) and each
+    optional side file (None when not given)."""
 
-    Returns the metrics dictionary that was written.
-    """
-    settings = settings or EvaluationSettings()
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    torch_device = resolve_device(device)
+    data: EncodedAlignment
+    generated: np.ndarray
+    sampling: dict | None
+    loglik: dict | None
+    mutations_summary: dict | None
+    train_log: pd.DataFrame | None
+    trajectory: pd.DataFrame | None
+    model: PottsRBM | None
+    model_meta: dict | None
+
+
+def _read_run(inputs: ReportInputs, torch_device: torch.device) -> _Run:
+    """Every input of the run, in this order, each refused with one InputError naming it."""
     try:
         data: EncodedAlignment = load_encoded(inputs.data)
     except ValueError as err:
         raise InputError(str(err)) from err
-    generated_np = read_samples(inputs.samples, data.alphabet, data.length)
+    generated = read_samples(inputs.samples, data.alphabet, data.length)
     sampling, loglik, mutations_summary = _side_files(inputs)
     train_log = read_csv(inputs.train_log, "training log", ["update"])
     trajectory = read_csv(inputs.trajectory, "log-likelihood trajectory", ["update"])
@@ -166,26 +174,42 @@ def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
         raise InputError(f"{inputs.model}: model has L={model.num_visibles}, "
                          f"q={model.num_states}; {inputs.data} has L={data.length}, "
                          f"q={data.num_states}")
+    return _Run(data, generated, sampling, loglik, mutations_summary, train_log, trajectory,
+                model, model_meta)
 
-    train, test = data.subset(TRAIN), data.subset(TEST)
+
+def _evaluate(run: _Run, settings: EvaluationSettings, torch_device: torch.device) -> Evaluation:
+    """The generated sequences against the natural train and test parts (and the model)."""
+    train, test = run.data.subset(TRAIN), run.data.subset(TEST)
     log.info("report: %d generated, %d train, %d test sequences, L=%d, on %s",
-             generated_np.shape[0], train.num_sequences, test.num_sequences, data.length,
+             run.generated.shape[0], train.num_sequences, test.num_sequences, run.data.length,
              torch_device)
-    ev = evaluate(train.codes_tensor(torch_device), train.weights_tensor(torch_device,
-                                                                         torch.float64),
-                  test.codes_tensor(torch_device), test.weights_tensor(torch_device,
-                                                                       torch.float64),
-                  torch.from_numpy(generated_np.astype(np.int64)).to(torch_device),
-                  data.num_states, settings, model)
+    return evaluate(train.codes_tensor(torch_device),
+                    train.weights_tensor(torch_device, torch.float64),
+                    test.codes_tensor(torch_device),
+                    test.weights_tensor(torch_device, torch.float64),
+                    torch.from_numpy(run.generated.astype(np.int64)).to(torch_device),
+                    run.data.num_states, settings, run.model)
 
-    warnings = (training_warnings(train_log) + checkpoint_warnings(inputs.model, loglik, sampling)
-                + loglik_warnings(loglik) + sampling_warnings(sampling))
+
+def _stage_warnings(inputs: ReportInputs, run: _Run) -> list[str]:
+    """Every warning the stages left (training, checkpoints, log Z, sampling), each logged."""
+    warnings = (training_warnings(run.train_log)
+                + checkpoint_warnings(inputs.model, run.loglik, run.sampling)
+                + loglik_warnings(run.loglik) + sampling_warnings(run.sampling))
     for warning in warnings:
         log.warning("%s\nWARNING: %s\n%s", "!" * 78, warning, "!" * 78)
-    metrics: dict[str, Any] = {
+    return warnings
+
+
+def _run_metrics(run: _Run, ev: Evaluation, warnings: list[str], family: str,
+                 run_name: str) -> dict[str, Any]:
+    """metrics.json's numbers from the evaluation and the side files (figures come later)."""
+    loglik, sampling = run.loglik, run.sampling
+    return {
         "format_version": FORMAT_VERSION,
-        "family": family if family is not None else outdir.parent.parent.name,
-        "run": run if run is not None else outdir.parent.name,
+        "family": family,
+        "run": run_name,
         **ev.metrics,
         "loglik_train": _scalar_or_none(lookup(loglik, "loglik_train")),
         "loglik_test": _scalar_or_none(lookup(loglik, "loglik_test")),
@@ -197,7 +221,7 @@ def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
         "mixing_time": lookup(sampling, "mixing_time"),
         "sampling_sweeps": lookup(sampling, "sweeps"),
         "sampling_mode": lookup(sampling, "mode"),
-        "split": lookup(data.provenance, "summary.split"),
+        "split": lookup(run.data.provenance, "summary.split"),
         "sampling_method": lookup(sampling, "method"),
         "swap_rates": lookup(sampling, "swap_rates"),
         "min_swap_rate": min(lookup(sampling, "swap_rates") or [None],
@@ -207,18 +231,34 @@ def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
         "notes": list(ev.notes),
     }
 
-    figures: dict[str, Path] = {}
-    omitted: dict[str, str] = {}
 
-    def draw(name: str, maker: Callable[[], Figure | None], missing: str | None = None) -> None:
+class _Figures:
+    """The figures saved as outdir/NAME.png, and those omitted with the reason."""
+
+    def __init__(self, outdir: Path) -> None:
+        self.outdir = outdir
+        self.saved: dict[str, Path] = {}
+        self.omitted: dict[str, str] = {}
+
+    def draw(self, name: str, maker: Callable[[], Figure | None],
+             missing: str | None = None) -> None:
+        """Save maker()'s figure (a placeholder when it draws nothing), or record `missing`."""
         if missing is not None:
-            omitted[name] = missing
+            self.omitted[name] = missing
             return
         fig = maker()
         if fig is None:
             fig = placeholder(name, "its input holds nothing to draw")
-        figures[name] = save_figure(fig, outdir / f"{name}.png")
+        self.saved[name] = save_figure(fig, self.outdir / f"{name}.png")
 
+
+def _draw_figures(inputs: ReportInputs, run: _Run, ev: Evaluation, metrics: dict[str, Any],
+                  settings: EvaluationSettings, outdir: Path) -> _Figures:
+    """Every figure of the page; the contact, hidden-unit, mutation and genome numbers go into
+    `metrics` on the way."""
+    figures = _Figures(outdir)
+    draw, data, model = figures.draw, run.data, run.model
+    train, test = data.subset(TRAIN), data.subset(TEST)
     natural_freqs = (ev.arrays["fi_train"] * train.weights.sum()
                      + ev.arrays["fi_reference"] * (test.weights.sum() if test.num_sequences
                                                     else 0.0))
@@ -229,45 +269,78 @@ def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
     draw("hamming", lambda: fig_hamming(ev) if "hamming_generated" in ev.arrays else None)
     draw("energy", lambda: fig_energy(ev), None if model is not None else "no model.h5 given")
     draw("logos", lambda: fig_logos(ev, data.alphabet, natural_freqs))
-    draw("training", lambda: fig_training(train_log),
-         None if train_log is not None else "no train_log.csv given")
-    draw("loglik_trajectory", lambda: fig_loglik_trajectory(trajectory),
-         None if trajectory is not None else "no log-likelihood trajectory CSV given")
-    draw("sampling", lambda: fig_sampling(sampling),
-         None if sampling is not None else "no sampling.json given")
+    draw("training", lambda: fig_training(run.train_log),
+         None if run.train_log is not None else "no train_log.csv given")
+    draw("loglik_trajectory", lambda: fig_loglik_trajectory(run.trajectory),
+         None if run.trajectory is not None else "no log-likelihood trajectory CSV given")
+    draw("sampling", lambda: fig_sampling(run.sampling),
+         None if run.sampling is not None else "no sampling.json given")
     if inputs.mutations_heatmap is not None:
-        figures["mutations"] = copy_figure(inputs.mutations_heatmap, outdir / "mutations.png")
-        metrics["mutations"] = mutations_coverage(mutations_summary)
-    add_model_figures(draw, metrics, model, data, generated_np, inputs.contacts,
+        figures.saved["mutations"] = copy_figure(inputs.mutations_heatmap,
+                                                 outdir / "mutations.png")
+        metrics["mutations"] = mutations_coverage(run.mutations_summary)
+    add_model_figures(draw, metrics, model, data, run.generated, inputs.contacts,
                       inputs.structure, inputs.structure_chain)
-    add_genome_report(draw, metrics, inputs.data, data, generated_np, settings.nn_samples,
+    add_genome_report(draw, metrics, inputs.data, data, run.generated, settings.nn_samples,
                       settings.seed)
-    metrics["training_chains"] = training_chains(model_meta)
-    if loglik is None:
+    return figures
+
+
+def _add_notes(metrics: dict[str, Any], run: _Run) -> None:
+    """The training's chains, and notes on a missing loglik.json or Rdm-k samples."""
+    metrics["training_chains"] = training_chains(run.model_meta)
+    if run.loglik is None:
         metrics["notes"].append("no loglik.json given: log-likelihood rows are empty")
-    if sampling is not None and sampling.get("mode") == "rdm":
+    if run.sampling is not None and run.sampling.get("mode") == "rdm":
         metrics["notes"].append("samples drawn the way the model was trained (Rdm-k: k sweeps "
                                 "from random starts), not at equilibrium: "
-                                + str(sampling.get("mode_reason") or ""))
+                                + str(run.sampling.get("mode_reason") or ""))
 
+
+def _write_report(inputs: ReportInputs, run: _Run, metrics: dict[str, Any], figures: _Figures,
+                  settings: EvaluationSettings, device: str, outdir: Path) -> None:
+    """Add the figure list, settings and provenance to `metrics`; write metrics.json and
+    report.html together (atomically)."""
     present = {role: path for role, path in asdict(inputs).items()
                if path is not None and role != "structure_chain"}
-    metrics["figures"] = {name: path.name for name, path in figures.items()}
-    metrics["omitted_figures"] = omitted
+    metrics["figures"] = {name: path.name for name, path in figures.saved.items()}
+    metrics["omitted_figures"] = figures.omitted
     metrics["settings"] = asdict(settings)
     metrics["provenance"] = provenance("report", inputs=present,
                                        settings={**asdict(settings), "device": device},
                                        seed=settings.seed)
-    page = render_html(metrics, figures, omitted, model_meta, {
+    page = render_html(metrics, figures.saved, figures.omitted, run.model_meta, {
         "report": metrics["provenance"],
-        "alignment (alignment.npz)": data.provenance,
-        "sampling (sampling.json)": lookup(sampling, "provenance"),
-        "log-likelihood (loglik.json)": lookup(loglik, "provenance"),
-        "model (model.h5 metadata)": lookup(model_meta, "provenance"),
+        "alignment (alignment.npz)": run.data.provenance,
+        "sampling (sampling.json)": lookup(run.sampling, "provenance"),
+        "log-likelihood (loglik.json)": lookup(run.loglik, "provenance"),
+        "model (model.h5 metadata)": lookup(run.model_meta, "provenance"),
     })
     with atomic_paths(outdir / "metrics.json", outdir / "report.html") as (metrics_tmp, page_tmp):
         write_json(metrics_tmp, metrics)
         page_tmp.write_text(page, encoding="utf-8")
+
+
+def run_stage(inputs: ReportInputs, outdir: str | os.PathLike[str],
+                settings: EvaluationSettings | None = None, device: str = "auto",
+                family: str | None = None, run: str | None = None) -> dict[str, Any]:
+    """Compute the metrics, draw the figures and write metrics.json and report.html in outdir.
+
+    family and run default to the names of outdir's grandparent and parent folders
+    (results/FAMILY/RUN/report). Returns the metrics dictionary that was written.
+    """
+    settings = settings or EvaluationSettings()
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    torch_device = resolve_device(device)
+    read = _read_run(inputs, torch_device)
+    ev = _evaluate(read, settings, torch_device)
+    metrics = _run_metrics(read, ev, _stage_warnings(inputs, read),
+                           family if family is not None else outdir.parent.parent.name,
+                           run if run is not None else outdir.parent.name)
+    figures = _draw_figures(inputs, read, ev, metrics, settings, outdir)
+    _add_notes(metrics, read)
+    _write_report(inputs, read, metrics, figures, settings, device, outdir)
     log.info("report written to %s (pearson_cij %s, ceiling %s)", outdir / "report.html",
              fmt(metrics["pearson_cij"]), fmt(metrics["pearson_cij_train_vs_test"]))
     return metrics

@@ -244,17 +244,27 @@ def _log_axis(ax: plt.Axes, steps: np.ndarray) -> None:
             ax.set_xscale("log")
 
 
+MONITOR_DISTANCES = ("monitor_ks", "monitor_ks_critical", "monitor_occupancy_tv")
+"""train_log.csv columns drawn together in the "chains vs equilibrium" panel (distances on one
+scale); the monitor's other columns (passages, swap rates) get panels of their own."""
+
+
+def _panel(column: str) -> str:
+    return ("pearson" if column.startswith("pearson") else
+            "energy" if "energy" in column else
+            "chains vs equilibrium" if column in MONITOR_DISTANCES else column)
+
+
 def fig_training(frame: pd.DataFrame) -> Figure | None:
+    """Panels of train_log.csv's numeric columns against the update; a column recorded at some
+    rows only (the monitor's) is drawn through its recorded rows, with markers."""
     if frame.empty:
         return None
     numeric = [c for c in frame.columns if c != "update" and pd.api.types.is_numeric_dtype(frame[c])
                and frame[c].notna().any()]
     groups: dict[str, list[str]] = {}
     for column in numeric:
-        key = ("pearson" if column.startswith("pearson") else
-               "energy" if "energy" in column else
-               "chains vs equilibrium" if column.startswith("monitor") else column)
-        groups.setdefault(key, []).append(column)
+        groups.setdefault(_panel(column), []).append(column)
     panels = list(groups.items())[:9]
     cols = min(3, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / cols))
@@ -262,7 +272,9 @@ def fig_training(frame: pd.DataFrame) -> Figure | None:
     updates = frame["update"].to_numpy()
     for ax, (key, columns) in zip(axes.ravel(), panels, strict=False):
         for column in columns:
-            ax.plot(updates, frame[column], lw=1.4, label=column)
+            kept = frame[column].notna().to_numpy()
+            ax.plot(updates[kept], frame[column].to_numpy()[kept], lw=1.4, label=column,
+                    marker="o" if not kept.all() else None, ms=3)
         last = ", ".join(f"{c} = {fmt(float(frame[c].dropna().iloc[-1]))}" for c in columns)
         ax.set(xlabel="gradient updates", ylabel=key, title=f"last: {last}"
                if len(last) < 60 else key)

@@ -23,8 +23,9 @@ LOGLIK_ADVICE = ("rerun loglik with more chains and temperatures (loglik.chains,
 SAMPLE_ADVICE = ("rerun sample with more sweeps (sample.sweeps) or with tempering "
                  "(sample.method: ptt); the metrics of the generated sequences may not be "
                  "the model's")
-TRAIN_ADVICE = ("the gradient's model term was biased: train longer, with more chains, or "
-                "with chains refreshed by tempering (refresh_every, lr_decay); see the "
+TRAIN_ADVICE = ("the gradient's model term was biased: train longer, with more chains, with "
+                "the model term from tempered chains (equilibrium_chains, docs/training.md), "
+                "or with chains refreshed by tempering (refresh_every, lr_decay); see the "
                 "training curves")
 
 
