@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/train_vs_rbms.py                 # PF00014, 100 updates each
     .venv/bin/python benchmarks/train_vs_rbms.py --updates 1000 --threads 2
 
-One run, one process, one thread setting. Both sides get the same alignment, the same random
-80/20 train/test split (sequence weights computed within each part, identity 0.8), and the
-same settings: hidden units, persistent chains, batch size, Gibbs sweeps per update, learning
-rate, number of updates, PCD with the centred, norm-1 gradient and the zero-sum gauge after
-every update (what both packages do by default).
+One run, one process, one thread setting; idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE,
+as the rbmflow CLI sets it) unless the environment says otherwise. Both sides get the same
+alignment, the same random 80/20 train/test split (sequence weights computed within each
+part, identity 0.8), and the same settings: hidden units, persistent chains, batch size, Gibbs
+sweeps per update, learning rate, number of updates, PCD with the centred, norm-1 gradient and
+the zero-sum gauge after every update (what both packages do by default).
 
 1. Sweeps: `PottsRBM.gibbs` against `rbms`' `PBRBM.sample_state` on the same parameters and
    starting chains, interleaved and repeated (best of the repeats is reported).
@@ -29,8 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# Idle OpenMP threads sleep, as under the rbmflow CLI (both sides): on a shared machine spinning
+# threads burn the CPU seconds this benchmark reports. Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from rbmflow import ALPHABET
 from rbmflow.data.alignment import load_alignment
 from rbmflow.data.dataset import TEST, TRAIN, EncodedAlignment

@@ -188,6 +188,22 @@ def test_frobenius_excludes_the_gap_state():
     assert without[1, 0] == without[0, 1] and without[0, 2] == 0
 
 
+def test_frobenius_row_by_row_equals_the_norm_of_the_gauged_couplings():
+    """Couplings in an arbitrary gauge (L = 11, q = 5): the score of (i, j) is the norm of the
+    double-centred J_ij over the non-gap states, written out pair by pair."""
+    rng = np.random.default_rng(7)
+    L, q = 11, 5
+    J = rng.normal(size=(L, L, q, q))
+    J = J + J.transpose(1, 0, 3, 2)
+    J[np.arange(L), np.arange(L)] = 0
+    scores = C.frobenius_scores(J, exclude_state=0)
+    for i, j in [(0, 1), (3, 9), (10, 2)]:
+        block = J[i, j] - J[i, j].mean(1, keepdims=True) - J[i, j].mean(0) + J[i, j].mean()
+        assert scores[i, j] == pytest.approx(np.sqrt((block[1:, 1:] ** 2).sum()), rel=1e-12)
+    np.testing.assert_allclose(scores, scores.T, rtol=1e-12)
+    assert np.all(np.diag(scores) == 0)
+
+
 def test_ranked_pairs_are_one_based_and_sorted():
     S = np.array([[0, 0.5, 0.9], [0.5, 0, 0.1], [0.9, 0.1, 0]])
     assert C.ranked_pairs(S) == [(1, 3, 0.9), (1, 2, 0.5), (2, 3, 0.1)]

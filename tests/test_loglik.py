@@ -395,5 +395,12 @@ def test_loglik_starts_reverse_ais_from_the_sample_stage(trained, tmp_path):
         how = doc["estimates"]["reverse"]["model_samples"]
         assert ("samples of the sample stage" in how) is used
         assert ("not beta 1" in doc["stage_samples"]) is not used
+        reused = doc["reused"]
+        assert (reused["used_for"] == "reverse AIS starts") is used
+        spent = doc["estimates"]["reverse"]["spent"]
+        assert reused["count"] == (spent["chains_per_repeat"] * spent["repeats"] if used else 0)
+        assert used or "not beta 1" in reused["reason"]
+        assert doc["estimates"]["reverse"]["spent"]["equilibration_sweeps"] == (
+            0 if used else settings.equilibration_sweeps)
     exact = P.log_partition_exact(model.to(dtype=torch.float64))
     assert abs(doc["log_z"] - exact) < 3 * doc["log_z_std"] + 0.1

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from rbmflow.data.dataset import load_encoded
+from rbmflow.model import archive
+from rbmflow.model.partition import log_partition_exact
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -260,3 +263,49 @@ def test_contacts_rule_with_a_distance_table(workflow: Workflow) -> None:
         (workflow.directory / "results/tiny/quick/report/metrics.json").read_text())
     assert set(metrics["contacts"]["ppv_8A"]) == {"L/5", "L/2", "L", "2L"}
     assert metrics["contacts"]["ppv_table_score_8A"]["L/5"] == 1.0  # 1/(j-i) ranks j-i = 5 first
+
+
+def test_loglik_waits_for_the_sample_stage_only_when_it_runs_reverse_ais(
+        workflow: Workflow) -> None:
+    """The tiny run (3 hidden units) gets exact log Z: its loglik job needs no samples. With
+    exact enumeration off, reverse AIS starts from the sample stage's samples, so the sample
+    job joins the loglik target's DAG; at beta != 1 they are not equilibrium samples."""
+    counts = {}
+    for case, loglik, sample in (("exact", {}, {}), ("reverse", {"exact_max_hiddens": 0}, {}),
+                                 ("beta", {"exact_max_hiddens": 0}, {"beta": 0.5})):
+        config = tiny_config()
+        config["loglik"] = loglik
+        config["sample"] |= sample
+        workflow.write_config(config)
+        result = workflow.run("-n", "results/tiny/quick/loglik.json")
+        assert result.returncode == 0, explain(result)
+        counts[case] = job_counts(result)
+        assert ("--samples results/tiny/quick/samples.fasta" in result.stdout) is (
+            case == "reverse"), case
+    assert "sample" not in counts["exact"] and "sample" not in counts["beta"]
+    assert counts["reverse"]["sample"] == 1 and counts["reverse"]["loglik"] == 1
+
+
+@pytest.mark.slow
+def test_loglik_reuses_the_sample_stage_samples(workflow: Workflow) -> None:
+    """Reverse AIS of the tiny run starts from the 101 equilibrated samples of the sample
+    stage; loglik.json says so, records their sha256, and agrees with exact log Z."""
+    config = tiny_config()
+    config["loglik"] = {"exact_max_hiddens": 0}
+    config["sample"] |= {"chains": 101, "data_chains": 101}
+    workflow.write_config(config)
+    result = workflow.run("results/tiny/quick/loglik.json")
+    assert result.returncode == 0, explain(result)
+    run = workflow.directory / "results/tiny/quick"
+    sampling = json.loads((run / "sampling.json").read_text())
+    loglik = json.loads((run / "loglik.json").read_text())
+    reused = loglik["reused"]
+    assert sampling["equilibrated"] is True
+    assert reused["samples"] == "results/tiny/quick/samples.fasta"
+    assert reused["used_for"] == "reverse AIS starts" and reused["count"] == 100
+    assert loglik["estimates"]["reverse"]["spent"]["equilibration_sweeps"] == 0
+    assert set(loglik["provenance"]["inputs"]) == {"model", "alignment", "samples",
+                                                   "samples_info"}
+    exact = log_partition_exact(archive.load_rbm(run / "model.h5").to(dtype=torch.float64))
+    reverse = loglik["estimates"]["reverse"]
+    assert abs(reverse["log_z"] - exact) < 4 * reverse["log_z_std"] + 0.05

@@ -421,7 +421,8 @@ class _Annealing:
                                            samples[:chains * s.repeats], betas, s.schedule,
                                            s.sweeps, s.repeats, self.generator)
         spent = _spent_on(size, betas, chains, s.repeats, time.perf_counter() - t0)
-        spent["equilibration_sweeps"] = 0 if self.samples is not None else s.equilibration_sweeps
+        reused = how.get("method") == "sample stage"
+        spent["equilibration_sweeps"] = 0 if reused else s.equilibration_sweeps
         return _ais_summary(result) | {"model_samples": how.pop("how"),
                                        "model_samples_detail": how, "spent": spent,
                                        "time_s": time.perf_counter() - t0}
@@ -434,7 +435,8 @@ class _Annealing:
         if given is not None and given.shape[0] >= s.repeats * MIN_CHAINS_PER_REPEAT:
             n = min(given.shape[0] // s.repeats, chains) * s.repeats
             return given[:n].to(self.model.device).long(), {
-                "how": f"{n} samples of the sample stage", "method": "sample stage"}
+                "how": f"{n} samples of the sample stage", "method": "sample stage",
+                "count": n}
         num = chains * s.repeats
         picks = torch.multinomial(self.train_weights.double().cpu(), num, replacement=True,
                                   generator=cpu_generator(self.generator))
@@ -675,6 +677,35 @@ def stage_samples(samples_path: str | os.PathLike[str] | None,
     return codes, f"{codes.shape[0]} samples from {samples_path}"
 
 
+def reused_samples(summary: dict[str, Any], samples: str | os.PathLike[str] | None,
+                   samples_info: str | os.PathLike[str] | None, note: str,
+                   settings: LoglikSettings) -> dict[str, Any]:
+    """loglik.json's `reused`: whether the sample stage's samples were the starts of reverse
+    AIS, how many, and the tempering they replaced (`equilibration_sweeps` per repeat); else
+    why not (`reason`)."""
+    reverse = summary.get("estimates", {}).get("reverse")
+    detail = reverse.get("model_samples_detail", {}) if reverse else {}
+    used = detail.get("method") == "sample stage"
+    record: dict[str, Any] = {
+        "samples": None if samples is None else str(samples),
+        "samples_info": None if samples_info is None else str(samples_info),
+        "used_for": "reverse AIS starts" if used else None,
+        "count": int(detail["count"]) if used else 0,
+        "equilibration_sweeps_saved": settings.equilibration_sweeps if used else 0,
+    }
+    if not used:
+        if samples is None or " not used: " in note:
+            record["reason"] = note
+        elif reverse is None:
+            record["reason"] = "no reverse AIS in this run's methods"
+        elif reverse.get("model_samples") == "exact":
+            record["reason"] = "exact samples drawn instead (hidden layer enumerable)"
+        else:
+            record["reason"] = (f"fewer than {settings.repeats} x {MIN_CHAINS_PER_REPEAT} "
+                                "samples")
+    return record
+
+
 def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str],
               out: str | os.PathLike[str], settings: LoglikSettings,
               device: torch.device | str = "cpu",
@@ -703,12 +734,16 @@ def run_stage(model_path: str | os.PathLike[str], data_path: str | os.PathLike[s
     result = estimate(checkpoints, data, settings, device,
                       trajectory_table=trajectory_csv is not None, model_samples_given=given)
     result.summary["stage_samples"] = samples_note
+    result.summary["reused"] = reused_samples(result.summary, samples, samples_info,
+                                              samples_note, settings)
     settings_record = asdict(settings) | {"methods": list(settings.methods),
                                           "device": str(device)}
+    inputs = {"model": model_path, "alignment": data_path}
+    if samples is not None and samples_info is not None:
+        inputs |= {"samples": samples, "samples_info": samples_info}
     document = {"format_version": FORMAT_VERSION} | result.summary | {
         "model": str(model_path), "data": str(data_path),
-        "provenance": provenance("loglik", {"model": model_path, "alignment": data_path},
-                                 settings_record, settings.seed),
+        "provenance": provenance("loglik", inputs, settings_record, settings.seed),
     }
     with atomic_paths(out, *([trajectory_csv] if trajectory_csv is not None else [])) as tmps:
         write_json(tmps[0], json_safe(document))

@@ -254,8 +254,9 @@ def effective_fields(model: PottsRBM, backgrounds: Tensor, weights: Tensor | Non
         h[i] = (w[:, None] * table).sum(0) + model.vbias[i]
     h -= h.mean(1, keepdim=True)
     freqs = torch.einsum("n,nla->la", w, F.one_hot(backgrounds.long(), q).to(torch.float64))
-    J = torch.as_tensor(couplings, dtype=torch.float64, device=W.device)
-    h -= torch.einsum("ijab,jb->ia", J, freqs)  # J_ii = 0
+    for i in range(L):  # J_ii = 0; one row of J at a time, no permuted copy of J
+        J_i = torch.as_tensor(couplings[i], dtype=torch.float64, device=W.device)
+        h[i] -= torch.einsum("jab,jb->a", J_i, freqs)
     h -= h.mean(1, keepdim=True)
     return h.cpu().numpy()
 
@@ -266,11 +267,15 @@ def effective_fields(model: PottsRBM, backgrounds: Tensor, weights: Tensor | Non
 def frobenius_scores(couplings: np.ndarray, exclude_state: int | None = 0) -> np.ndarray:
     """||J_ij|| (L, L) over the states, gauge-fixed to zero sum first, `exclude_state` (the
     gap, code 0) left out of the norm; zero diagonal."""
-    J, _ = zero_sum_gauge(couplings)
-    if exclude_state is not None:
-        keep = [a for a in range(J.shape[2]) if a != exclude_state]
-        J = J[:, :, keep][:, :, :, keep]
-    scores = np.sqrt((J ** 2).sum((2, 3)))
+    couplings = np.asarray(couplings)
+    L, _, q, _ = couplings.shape
+    keep = [a for a in range(q) if a != exclude_state]
+    scores = np.empty((L, L), dtype=np.float64)
+    for i in range(L):  # one row of pairs at a time: no temporary of the size of J
+        J, _ = zero_sum_gauge(couplings[i:i + 1])
+        if exclude_state is not None:
+            J = J[:, :, keep][:, :, :, keep]
+        scores[i] = np.sqrt((J ** 2).sum((2, 3)))[0]
     np.fill_diagonal(scores, 0.0)
     return scores
 
