@@ -184,11 +184,16 @@ _ROWS = (
 )
 
 
+def _indent(label: str) -> str:
+    """A sub-row's cell attribute (labels that start with spaces), else nothing."""
+    return " style='padding-left:2em'" if label.startswith(" ") else ""
+
+
 def genomes_html(metrics: dict[str, Any]) -> str:
     """The genome section of report.html (empty for a protein family)."""
     if "pearson_allele_freq" not in metrics:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(label)}</td>"
+    rows = "".join(f"<tr><td{_indent(label)}>{html.escape(label.strip())}</td>"
                    f"<td class='num'>{html.escape(fmt(lookup(metrics, key)))}</td>"
                    f"<td class='num'>{html.escape(fmt(lookup(metrics, ceiling)))}</td>"
                    f"<td>{html.escape(meaning)}</td></tr>"
