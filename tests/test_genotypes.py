@@ -438,4 +438,5 @@ def test_genome_report_section_draws_every_figure(tmp_path: Path) -> None:
     assert metrics["population_shares"]["gap"] == pytest.approx(0.0)
     page = genomes_html(metrics)
     assert "<h2>Genomes</h2>" in page and "POP1" in page and "AATS" in page
+    assert "<td style='padding-left:2em'>AA_TS (real rows)</td>" in page
     assert genomes_html({"pearson_fi": 0.9}) == ""
