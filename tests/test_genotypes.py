@@ -215,6 +215,13 @@ def test_ld_r2_known_answers() -> None:
         (0, 1, 30), (0, 3, 90), (1, 3, 60)]
 
 
+def test_ld_r2_of_independent_snps_averages_one_over_rows_minus_one() -> None:
+    # the noise floor drawn in the LD-decay figure: E[r^2] = 1/(n - 1) for independent SNPs
+    rows = np.random.default_rng(7).integers(0, 2, size=(211, 61))
+    first, second = np.triu_indices(61, k=1)
+    assert np.nanmean(ld_r2(rows, first, second)) == pytest.approx(1 / 210, rel=0.15)
+
+
 def test_aats_known_answers() -> None:
     truth = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 1, 1]])
     assert aats(truth, truth.copy())["AATS"] == 0.0  # copies: every d_TS = 0 < d_TT
@@ -438,4 +445,5 @@ def test_genome_report_section_draws_every_figure(tmp_path: Path) -> None:
     assert metrics["population_shares"]["gap"] == pytest.approx(0.0)
     page = genomes_html(metrics)
     assert "<h2>Genomes</h2>" in page and "POP1" in page and "AATS" in page
+    assert "<td style='padding-left:2em'>AA_TS (real rows)</td>" in page
     assert genomes_html({"pearson_fi": 0.9}) == ""

@@ -167,7 +167,9 @@ def frequency_and_ld_metrics(s: GenomeSets, seed: int) -> dict[str, Any]:
     first, second, dist = same_chromosome_pairs(s.chrom, s.pos, seed=seed)
     ld = {name: ld_r2(rows, first, second)
           for name, rows in (("train", s.train), ("test", s.test), ("generated", s.generated))}
-    s.arrays.update({"freq": freq, "ld": ld, "ld_distance": dist})
+    rows = {name: int(codes.shape[0]) for name, codes in
+            (("train", s.train), ("test", s.test), ("generated", s.generated))}
+    s.arrays.update({"freq": freq, "ld": ld, "ld_distance": dist, "rows": rows})
     return {
         "pearson_allele_freq": pearson_finite(freq["generated"], freq["test"]),
         "pearson_allele_freq_train_vs_test": pearson_finite(freq["train"], freq["test"]),

@@ -49,10 +49,14 @@ def fig_ld(m: dict[str, Any], a: dict[str, Any]) -> Figure | None:
         which = np.digitize(dist, edges) - 1
         means = [np.nanmean(ld[name][which == b]) if np.isfinite(ld[name][which == b]).sum() >= 5
                  else np.nan for b in range(centres.size)]  # bins of at least 5 pairs
-        left.plot(centres, means, "o-", color=colour, ms=3, label=f"natural {name}"
-                  if name != "generated" else "generated")
+        rows = a.get("rows", {}).get(name)
+        label = (f"natural {name}" if name != "generated" else "generated") + (
+            f" ({rows} rows)" if rows else "")
+        left.plot(centres, means, "o-", color=colour, ms=3, label=label)
+        if rows and rows > 1:  # E[r^2] of two independent SNPs over `rows` rows
+            left.axhline(1.0 / (rows - 1), color=colour, lw=0.8, ls=":")
     left.set(xscale="log", xlabel="distance between the two SNPs (bp, same chromosome)",
-             ylabel="mean r^2 (bins of >= 5 pairs)", title="LD decay")
+             ylabel="mean r^2 (bins of >= 5 pairs)", title="LD decay (dotted: 1/(rows-1))")
     left.legend(fontsize=8)
     right.scatter(ld["test"], ld["train"], s=6, c=TRAIN_COLOUR, alpha=0.4,
                   label=f"natural train (Pearson {fmt(m['pearson_ld_r2_train_vs_test'])})")
@@ -123,9 +127,12 @@ def fig_populations(shares: dict[str, Any]) -> Figure:
         ax.bar(x + (k - 1) * 0.27, [shares[key][n] for n in names], 0.27, color=colour,
                label=label)
     ax.set_xticks(x, names)
+    top = max(max(shares[key].values(), default=0.0) for key in
+              ("real_labels", "real", "generated"))
+    ax.set_ylim(0, 1.45 * top if top > 0 else 1.0)  # headroom for the legend
     ax.set(ylabel="share", title=f"Population shares (gap {fmt(shares['gap'])}, natural "
                                  f"{fmt(shares['gap_train_vs_test'])})")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return fig
 
 
@@ -184,11 +191,16 @@ _ROWS = (
 )
 
 
+def _indent(label: str) -> str:
+    """A sub-row's cell attribute (labels that start with spaces), else nothing."""
+    return " style='padding-left:2em'" if label.startswith(" ") else ""
+
+
 def genomes_html(metrics: dict[str, Any]) -> str:
     """The genome section of report.html (empty for a protein family)."""
     if "pearson_allele_freq" not in metrics:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(label)}</td>"
+    rows = "".join(f"<tr><td{_indent(label)}>{html.escape(label.strip())}</td>"
                    f"<td class='num'>{html.escape(fmt(lookup(metrics, key)))}</td>"
                    f"<td class='num'>{html.escape(fmt(lookup(metrics, ceiling)))}</td>"
                    f"<td>{html.escape(meaning)}</td></tr>"
