@@ -23,6 +23,7 @@ import h5py
 import torch
 from torch import Tensor
 
+from rbmflow.model import archive
 from rbmflow.provenance import atomic_path
 from rbmflow.training import checkpoints
 
@@ -87,7 +88,7 @@ class AdamStep(StepRule):
             p.addcdiv_(m, denominator, value=learning_rate / correction1)
 
     def save_state(self, out: Path, update: int) -> None:
-        with atomic_path(state_path(out)) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_path(state_path(out)) as tmp, archive._via_memory(tmp, None) as f:
             f.attrs["update"], f.attrs["count"] = update, self.count
             for k, (m, v) in enumerate(zip(self.first, self.second, strict=True)):
                 f[f"first_{k}"], f[f"second_{k}"] = m.cpu().numpy(), v.cpu().numpy()
