@@ -55,7 +55,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path, EncodedAlignment]:
     data = _alignment(P.sample_exact(teacher, 1500, g), ALPHABET[:5])
     save_encoded(root / "alignment.npz", data)
     settings = TrainSettings(hidden=7, updates=200, chains=300, batch_size=300, gibbs_steps=5,
-                             learning_rate=0.3, checkpoints=7, log_every=40, seed=3)
+                             learning_rate=0.3, checkpoints=7, log_every=40, seed=3,
+                             equilibrium_chains="never", optimizer="sgd")
     train(data.subset(0), root / "model.h5", root / "train_log.csv", settings,
           progress=False)
     return root / "model.h5", root / "alignment.npz", data
