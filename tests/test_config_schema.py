@@ -49,7 +49,8 @@ def test_seeds_and_sizes_are_bounded():
 
 SHELL_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)(:q)?\}")
 COMPOSED = {"params.flags", "params.pfam", "params.trajectory",  # built with shlex.quote
-            "params.wildtype", "params.mutations", "params.structure", "params.genotypes"}
+            "params.wildtype", "params.mutations", "params.structure", "params.genotypes",
+            "params.samples"}
 
 
 def test_every_value_reaching_a_shell_is_quoted():
