@@ -217,6 +217,15 @@ def read_ladder(path: Path, device: torch.device | str, dtype: torch.dtype
         return int(f.attrs["update"]), levels
 
 
+def write_state(path: Path, attributes: dict[str, int], arrays: dict[str, Tensor]) -> None:
+    """Write a small HDF5 file of `attributes` and `arrays` to `path` (not atomic: give a
+    temporary path), built in memory as the archive is."""
+    with _via_memory(path, None) as f:
+        f.attrs.update(attributes)
+        for name, value in arrays.items():
+            f[name] = value.detach().cpu().numpy()
+
+
 @contextmanager
 def _via_memory(target: Path, initial: Path | None) -> Iterator[h5py.File]:
     """An HDF5 file built in memory (from a copy of `initial`, or empty), then written to

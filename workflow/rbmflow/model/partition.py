@@ -102,6 +102,15 @@ def log_partition_exact_visible(model: PottsRBM, batch_size: int = 65536) -> flo
     return float(torch.logsumexp(torch.cat(terms), dim=0))
 
 
+def hidden_distribution(model: PottsRBM, batch_size: int = 4096) -> tuple[Tensor, Tensor]:
+    """All 2^Nh hidden configurations (2^Nh, Nh) and their exact marginal probabilities
+    p(h) (2^Nh,), in the model's dtype."""
+    hiddens = hidden_configurations(model.num_hiddens, model.device, model.dtype)
+    log_p = torch.cat([hidden_log_marginals(model, hiddens[s:s + batch_size])
+                       for s in range(0, hiddens.shape[0], batch_size)])
+    return hiddens, torch.softmax(log_p, dim=0)
+
+
 def sample_exact(model: PottsRBM, num_samples: int,
                  generator: torch.Generator | None = None) -> Tensor:
     """Independent exact draws v ~ p(v) by enumerating the hiddens (Nh <= 20 or so).
@@ -112,10 +121,7 @@ def sample_exact(model: PottsRBM, num_samples: int,
     if model.num_hiddens > 22:
         raise ValueError(f"2^{model.num_hiddens} hidden configurations is too many to enumerate")
     m = model.to(dtype=torch.float64)
-    hiddens = hidden_configurations(m.num_hiddens, m.device)
-    log_p = torch.cat([hidden_log_marginals(m, hiddens[s:s + 4096])
-                       for s in range(0, hiddens.shape[0], 4096)])
-    probs = torch.softmax(log_p, dim=0)
+    hiddens, probs = hidden_distribution(m)
     picks = torch.multinomial(probs.cpu(), num_samples, replacement=True,
                               generator=cpu_generator(generator)).to(m.device)
     return sample_categorical(m.visible_logits(hiddens[picks]), generator)
@@ -130,10 +136,7 @@ def exact_moments(model: PottsRBM, batch_size: int = 4096) -> tuple[Tensor, Tens
     if model.num_hiddens > 22:
         raise ValueError(f"2^{model.num_hiddens} hidden configurations is too many to enumerate")
     m = model.to(dtype=torch.float64)
-    hiddens = hidden_configurations(m.num_hiddens, m.device)
-    log_p = torch.cat([hidden_log_marginals(m, hiddens[s:s + batch_size])
-                       for s in range(0, hiddens.shape[0], batch_size)])
-    probs = torch.softmax(log_p, dim=0)
+    hiddens, probs = hidden_distribution(m, batch_size)
     L, q, nh = m.weight_matrix.shape
     v = torch.zeros(L * q, dtype=torch.float64, device=m.device)
     vh = torch.zeros(L * q, nh, dtype=torch.float64, device=m.device)

@@ -39,8 +39,6 @@ Gradient = tuple[Tensor, Tensor, Tensor]
 class StepRule:
     """sgd: steps = learning_rate x gradient (/ its norm when `normalize`)."""
 
-    name = "sgd"
-
     def __init__(self, normalize: bool = True) -> None:
         self.normalize = normalize
 
@@ -64,7 +62,6 @@ class StepRule:
 class AdamStep(StepRule):
     """Adam on the ascent direction (see the module docstring)."""
 
-    name = "adam"
     beta1, beta2, eps = 0.9, 0.999, 1e-8
 
     def __init__(self) -> None:
@@ -88,10 +85,11 @@ class AdamStep(StepRule):
             p.addcdiv_(m, denominator, value=learning_rate / correction1)
 
     def save_state(self, out: Path, update: int) -> None:
-        with atomic_path(state_path(out)) as tmp, archive._via_memory(tmp, None) as f:
-            f.attrs["update"], f.attrs["count"] = update, self.count
-            for k, (m, v) in enumerate(zip(self.first, self.second, strict=True)):
-                f[f"first_{k}"], f[f"second_{k}"] = m.cpu().numpy(), v.cpu().numpy()
+        arrays = {f"{kind}_{k}": t for kind, moments in (("first", self.first),
+                                                           ("second", self.second))
+                  for k, t in enumerate(moments)}
+        with atomic_path(state_path(out)) as tmp:
+            archive.write_state(tmp, {"update": update, "count": self.count}, arrays)
 
     def restore_state(self, out: Path, update: int, device: torch.device) -> None:
         path = state_path(out)
