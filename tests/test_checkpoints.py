@@ -42,7 +42,7 @@ def _alignment(seed: int, num: int = 61) -> EncodedAlignment:
 
 def _signal_at_update(monkeypatch, update: int) -> None:
     """SIGTERM to ourselves during gradient update `update` (1-based)."""
-    real = training.gradient
+    real = training.ascent_direction
     calls = {"n": 0}
 
     def gradient_then_signal(*args, **kwargs):
@@ -51,7 +51,7 @@ def _signal_at_update(monkeypatch, update: int) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "gradient", gradient_then_signal)
+    monkeypatch.setattr(training, "ascent_direction", gradient_then_signal)
 
 
 def _same_archives(a: Path, b: Path) -> None:

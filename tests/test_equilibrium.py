@@ -167,6 +167,7 @@ def test_three_clusters_default_training_is_exact_and_gets_the_cluster_weights(
     decided = read_metadata(tmp_path / "auto.h5")["training_chains"]
     assert decided["source"] == "exact" and "2^8 hidden configurations" in decided["why"]
     assert read_metadata(tmp_path / "auto.h5")["settings"]["optimizer"] == "adam"
+    assert read_metadata(tmp_path / "auto.h5")["settings"]["batch_size"] == "all"
     assert float(rows[-1]["monitor_ks"]) <= float(rows[-1]["monitor_ks_critical"])
     assert gap < 0.05, gap
     with caplog.at_level(logging.INFO, logger="rbmflow.training.train"):

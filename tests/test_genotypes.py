@@ -447,3 +447,18 @@ def test_genome_report_section_draws_every_figure(tmp_path: Path) -> None:
     assert "<h2>Genomes</h2>" in page and "POP1" in page and "AATS" in page
     assert "<td style='padding-left:2em'>AA_TS (real rows)</td>" in page
     assert genomes_html({"pearson_fi": 0.9}) == ""
+
+
+def test_report_pages_of_genotype_families_speak_of_haplotypes_and_genotypes() -> None:
+    from rbmflow.report.html import _metrics_table, _split_note, row_noun
+
+    assert row_noun({}) == "sequence"
+    assert row_noun({"genome_encoding": "haplotypes"}) == "haplotype"
+    assert row_noun({"genome_encoding": "counts"}) == "genotype"
+    protein = _metrics_table({"pearson_cij_aa": 0.5})
+    assert "amino acids only" in protein and "training sequences" in protein
+    phased = _metrics_table({"genome_encoding": "haplotypes", "pearson_cij_aa": 0.5})
+    assert "amino acids" not in phased and "sequence" not in phased
+    assert "Fraction of exact copies of training haplotypes" in phased
+    split = {"method": "random", "test_max_identity_to_train": {"n": 3, "quantiles": {}}}
+    assert "Test genotypes' maximum identity" in _split_note(split, "genotype")

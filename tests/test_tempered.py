@@ -40,7 +40,7 @@ def test_tempered_chains_resume_bit_for_bit_after_sigterm(tmp_path, monkeypatch)
                              checkpoints=5, log_every=4, seed=7, equilibrium_chains="always")
     direct = train(data, tmp_path / "direct.h5", tmp_path / "direct.csv", settings,
                    progress=False)
-    real, calls = training.gradient, {"n": 0}
+    real, calls = training.ascent_direction, {"n": 0}
 
     def gradient_then_signal(*args, **kwargs):
         calls["n"] += 1
@@ -48,7 +48,7 @@ def test_tempered_chains_resume_bit_for_bit_after_sigterm(tmp_path, monkeypatch)
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "gradient", gradient_then_signal)
+    monkeypatch.setattr(training, "ascent_direction", gradient_then_signal)
     with pytest.raises(RbmflowError, match="interrupted"):
         train(data, tmp_path / "cut.h5", tmp_path / "cut.csv", settings, progress=False)
     monkeypatch.undo()

@@ -20,6 +20,7 @@ from rbmflow.model import archive
 from rbmflow.model.partition import log_partition_exact
 from rbmflow.model.rbm import PottsRBM
 from rbmflow.training import train as training
+from rbmflow.training.steps import Direction
 from rbmflow.training.train import (
     TrainSettings,
     checkpoint_schedule,
@@ -227,18 +228,19 @@ def test_divergence_names_the_update_and_keeps_a_loadable_archive(tmp_path, monk
     data = _alignment(_teacher_data(101, seed=10))
     settings = TrainSettings(hidden=7, updates=30, chains=29, batch_size=101, gibbs_steps=1,
                              learning_rate=0.05, checkpoints=30, log_every=5)
-    real = training.gradient
+    real = training.ascent_direction
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
-        d_w, d_v, d_h = real(*args, **kwargs)
+        direction = real(*args, **kwargs)
         if calls["n"] == 13:
-            d_w = d_w.clone()
+            d_w = direction.components[0].clone()
             d_w[0, 0, 0] = float("nan")
-        return d_w, d_v, d_h
+            direction = Direction((d_w, *direction.components[1:]), direction.centres)
+        return direction
 
-    monkeypatch.setattr(training, "gradient", poisoned)
+    monkeypatch.setattr(training, "ascent_direction", poisoned)
     out = tmp_path / "model.h5"
     with pytest.raises(RbmflowError, match="diverged at update 13.*update_12"):
         train(data, out, tmp_path / "log.csv", settings, progress=False)
@@ -433,20 +435,23 @@ def test_learning_rate_is_constant_until_the_decay_starts():
         TrainSettings(refresh_every=0, lr_decay_from=1.0)
 
 
-def test_l2_training_converges_to_the_regularised_ml_condition(tmp_path):
+@pytest.mark.parametrize("step", [
+    {"optimizer": "sgd", "learning_rate": 0.5, "normalize_gradient": False, "batch_size": 307},
+    {"optimizer": "adam", "learning_rate": 0.02, "lr_decay": 0.01}])
+def test_l2_training_converges_to_the_regularised_ml_condition(tmp_path, step):
     """With the exact model term (`equilibrium_chains: exact`, hidden configurations
     enumerated), the centred ascent's fixed point satisfies the regularised maximum-likelihood
     condition of the plain parametrisation, checked here by enumerating every visible
     configuration: f_data - f_model = l2 W for the weights, f_data = f_model for both
-    biases."""
+    biases. Plain sgd, and Adam with its steps taken in the centred coordinates on every
+    sequence (`batch_size: auto`), with a decaying rate."""
     allv = _all_codes()
     real_moments = training.moments
     codes = _teacher_data(307, seed=8)
     l2 = 0.05
-    settings = TrainSettings(hidden=2, updates=2000, chains=3, batch_size=307, gibbs_steps=1,
-                             learning_rate=0.5, normalize_gradient=False, l2=l2,
+    settings = TrainSettings(hidden=2, updates=2000, chains=3, gibbs_steps=1, l2=l2,
                              checkpoints=1, log_every=2000, seed=1, init_std=0.5,
-                             equilibrium_chains="exact", optimizer="sgd")
+                             equilibrium_chains="exact", **step)
     model = train(_alignment(codes), tmp_path / "m.h5", tmp_path / "log.csv", settings,
                   progress=False).to(dtype=torch.float64)
     # rbms reads hyperparameters/L2 as lambda in lambda sum theta^2: l2 / 2 for our penalty

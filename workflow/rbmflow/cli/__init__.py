@@ -50,17 +50,20 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def number_or_auto(cast: type) -> Callable[[str], int | float | str]:
-    """argparse type for settings that take a number (int or float) or "auto"."""
+def number_or_auto(cast: type, *words: str) -> Callable[[str], int | float | str]:
+    """argparse type for settings that take a number (int or float), "auto" or one of
+    `words`."""
+    accepted = ("auto", *words)
+
     def parse(text: str) -> int | float | str:
-        if text.strip().lower() == "auto":
-            return "auto"
+        if text.strip().lower() in accepted:
+            return text.strip().lower()
         try:
             return cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a number or auto, got {text!r}") from None
-    parse.__name__ = f"{cast.__name__} or auto"
+                f"expected a number or {' or '.join(accepted)}, got {text!r}") from None
+    parse.__name__ = f"{cast.__name__} or {' or '.join(accepted)}"
     return parse
 
 

@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=d.hidden, help="number of hidden units")
     parser.add_argument("--updates", type=int, default=d.updates, help="gradient updates")
     parser.add_argument("--chains", type=int, default=d.chains, help="Markov chains (pcd, rdm)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size,
-                        help="training sequences per update (all of them if larger)")
+    parser.add_argument("--batch-size", type=number_or_auto(int, "all"), default=d.batch_size,
+                        help="training sequences per update (all of them if larger, or all; "
+                             "auto: all when the model term is exact, else 2000)")
     parser.add_argument("--gibbs-steps", type=int, default=d.gibbs_steps,
                         help="Gibbs sweeps per update")
     parser.add_argument("--learning-rate", type=number_or_auto(float), default=d.learning_rate,

@@ -115,12 +115,30 @@ _METRIC_ROWS = [
 ]
 
 
+_PROTEIN_ONLY = ("pearson_cij_aa",)
+"""Rows that mean nothing for genotype data (no gap state)."""
+
+
+def row_noun(metrics: dict[str, Any]) -> str:
+    """What one row of the data is called on the page: "sequence" for alignments,
+    "haplotype" or "genotype" for genotype families (phased rows or alt-allele counts)."""
+    encoding = metrics.get("genome_encoding")
+    if encoding is None:
+        return "sequence"
+    return "genotype" if encoding == "counts" else "haplotype"
+
+
 def _metrics_table(metrics: dict[str, Any]) -> str:
     ref = metrics.get("reference", "test")
+    noun = row_noun(metrics)
     head = (f"<tr><th>metric</th><th>generated vs natural {ref}</th>"
             "<th>natural train vs test</th><th>how to read</th></tr>")
     rows = []
     for label, key, ceiling, meaning in _METRIC_ROWS:
+        if noun != "sequence":
+            if key in _PROTEIN_ONLY:
+                continue
+            label, meaning = label.replace("sequence", noun), meaning.replace("sequence", noun)
         rows.append(f"<tr><td>{html.escape(label)}</td>"
                     f"<td class='num'>{html.escape(fmt(lookup(metrics, key)))}</td>"
                     f"<td class='num'>{html.escape(fmt(lookup(metrics, ceiling)))}</td>"
@@ -128,20 +146,21 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _split_note(split: dict[str, Any] | None) -> str:
-    """Which train/test split was used, and how close the test sequences are to train."""
+def _split_note(split: dict[str, Any] | None, noun: str = "sequence") -> str:
+    """Which train/test split was used, and how close the test rows (`noun`s) are to
+    train."""
     if not isinstance(split, dict):
         return "<p>Train/test split: not recorded in alignment.npz.</p>"
     method = split.get("method", "random")
     text = (f"Train/test split: <b>{html.escape(str(method))}</b>"
-            + (" (the default, as in the literature: test sequences may keep near-copies in "
+            + (f" (the default, as in the literature: test {noun}s may keep near-copies in "
                "train)" if method == "random" else
                " (whole clusters of the identity graph on one side)") + ".")
     dist = split.get("test_max_identity_to_train") or {}
     quantiles = dist.get("quantiles") or {}
     if dist.get("n"):
         above = dist.get("fraction_at_or_above_threshold")
-        text += (f" Test sequences' maximum identity to train: median "
+        text += (f" Test {noun}s' maximum identity to train: median "
                  f"{fmt(quantiles.get('0.5'))}, 5-95 % {fmt(quantiles.get('0.05'))}-"
                  f"{fmt(quantiles.get('0.95'))}; {fmt(above)}"
                  f" of them at or above {fmt(dist.get('threshold'))}.")
@@ -168,27 +187,28 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
     """The self-contained report page: figures embedded as base64 PNG, no external resource."""
     family, run = metrics.get("family", "?"), metrics.get("run", "?")
     title = f"rbmflow report: {family} / {run}"
+    noun = row_noun(metrics)
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1><p class='sub'>created {html.escape(now_utc())}; "
-             f"{metrics['n_generated']} generated sequences vs {metrics['n_train']} natural "
-             f"train and {metrics['n_test']} natural test sequences, L = {metrics['length']}, "
+             f"{metrics['n_generated']} generated {noun}s vs {metrics['n_train']} natural "
+             f"train and {metrics['n_test']} natural test {noun}s, L = {metrics['length']}, "
              f"q = {metrics['num_states']}</p>"]
     for warning in metrics.get("warnings", []):
         parts.append(f"<div class='warning'>&#9888; {html.escape(warning)}</div>")
     for note in metrics.get("notes", []):
         parts.append(f"<div class='note'>{html.escape(note)}</div>")
     parts.append("<h2>Metrics</h2>")
-    parts.append("<p>Natural statistics are weighted by the sequence weights, generated ones "
+    parts.append(f"<p>Natural statistics are weighted by the {noun} weights, generated ones "
                  "unweighted, no pseudocount; correlations over all pairs i&lt;j and all q^2 "
-                 "states including gaps. The natural column is what a perfect model would "
-                 "score given the finite test set.</p>")
+                 f"states{' including gaps' if noun == 'sequence' else ''}. The natural column "
+                 "is what a perfect model would score given the finite test set.</p>")
     parts.append(_metrics_table(metrics))
-    parts.append(_split_note(metrics.get("split")))
+    parts.append(_split_note(metrics.get("split"), noun))
     parts.append("<h3>Likelihood and sampling</h3>")
     parts.append(_kv_table([
-        ("log-likelihood train (nats/sequence)", metrics.get("loglik_train")),
-        ("log-likelihood test (nats/sequence)", metrics.get("loglik_test")),
+        (f"log-likelihood train (nats/{noun})", metrics.get("loglik_train")),
+        (f"log-likelihood test (nats/{noun})", metrics.get("loglik_test")),
         ("log Z", metrics.get("log_z")), ("log Z std", metrics.get("log_z_std")),
         ("log Z method", metrics.get("loglik_method")),
         ("training chains", metrics.get("training_chains")),
@@ -202,7 +222,7 @@ def render_html(metrics: dict[str, Any], figures: dict[str, Path], omitted: dict
         ("sweeps", metrics.get("sampling_sweeps")),
         ("mixing time (sweeps)", metrics.get("mixing_time")),
         ("equilibrated", metrics.get("equilibrated")),
-        ("generated sequences", metrics.get("n_generated")),
+        (f"generated {noun}s", metrics.get("n_generated")),
     ]))
     if metrics.get("mutations"):
         coverage = metrics["mutations"]

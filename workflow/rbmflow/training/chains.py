@@ -222,7 +222,7 @@ def initial_chains(model: PottsRBM, s: TrainSettings, codes: Tensor,
                    generator: torch.Generator) -> Tensor:
     """PCD/Rdm: draws from the independent-site model of vbias; CD: the first data rows."""
     if s.method == "cd":
-        return codes[:min(s.batch_size, codes.shape[0])].clone()
+        return codes[:s.batch_for(codes.shape[0])].clone()
     logits = model.vbias.expand(s.chains, -1, -1)
     return sample_categorical(logits, generator)
 

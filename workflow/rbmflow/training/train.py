@@ -69,7 +69,13 @@ from rbmflow.training.observers import (  # noqa: F401 (LOG_COLUMNS: public here
     checkpoint_schedule,
     log_text,
 )
-from rbmflow.training.steps import DEFAULT_LEARNING_RATE, OPTIMIZERS, StepRule, step_rule
+from rbmflow.training.steps import (
+    DEFAULT_LEARNING_RATE,
+    OPTIMIZERS,
+    Direction,
+    StepRule,
+    step_rule,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,9 @@ AUTO_REFRESH_EVERY = 5
 """refresh_every chosen by "auto" on separated subfamilies ..."""
 AUTO_LR_DECAY = 0.05
 """... and the lr_decay that goes with it (a constant step outruns the refreshes)."""
+ALL = "all"
+DEFAULT_BATCH_SIZE = 2000
+"""batch_size chosen by "auto" when the model term comes from chains."""
 REFRESH_HINT = ("; train with equilibrium_chains: monitor (the model term then comes from "
                 "tempered chains once this happens; docs/training.md)")
 
@@ -88,8 +97,11 @@ class TrainSettings:
 
     normalize_gradient (sgd): divide the gradient by its Euclidean norm over all parameters
     before the step, as the `rbms` package does, so that `learning_rate` is the length of a
-    step in parameter space. optimizer: "sgd" or "adam" (`steps`); "auto" is Adam when the
-    model term is exact (equilibrium_chains), else sgd; learning_rate "auto" is
+    step in parameter space. batch_size: training sequences in the data term of each update,
+    a random batch drawn anew each time, or "all" of them; "auto" is "all" when the model
+    term is exact (the gradient is then exact, with no noise left to stop a step rule from
+    converging), else `DEFAULT_BATCH_SIZE`. optimizer: "sgd" or "adam" (`steps`); "auto" is
+    Adam when the model term is exact (equilibrium_chains), else sgd; learning_rate "auto" is
     `steps.DEFAULT_LEARNING_RATE` of the optimizer. lr_decay: ratio of the final to the
     initial learning rate, reached by exponential decay (1.0: constant) that starts after
     the fraction `lr_decay_from` of the updates (0: at once). Without a decay unit-norm
@@ -122,7 +134,7 @@ class TrainSettings:
     hidden: int = 100
     updates: int = 600
     chains: int = 2000
-    batch_size: int = 2000
+    batch_size: int | str = AUTO
     gibbs_steps: int = 10
     learning_rate: float | str = AUTO
     lr_decay: float | str = AUTO
@@ -147,8 +159,11 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise RbmflowError(f"method must be one of {METHODS}, got {self.method!r}")
-        for key in ("hidden", "updates", "chains", "batch_size", "gibbs_steps", "checkpoints",
-                    "log_every"):
+        if self.batch_size not in (AUTO, ALL) and (isinstance(self.batch_size, str)
+                                                   or self.batch_size < 1):
+            raise RbmflowError(f"batch_size must be at least 1, {ALL!r} or {AUTO!r}, got "
+                               f"{self.batch_size!r}")
+        for key in ("hidden", "updates", "chains", "gibbs_steps", "checkpoints", "log_every"):
             if getattr(self, key) < 1:
                 raise RbmflowError(f"{key} must be at least 1, got {getattr(self, key)}")
         autos = (self.refresh_every, self.lr_decay, self.learning_rate)
@@ -188,7 +203,7 @@ class TrainSettings:
     def automatic(self) -> bool:
         """Whether some setting is still "auto" (see `resolved`)."""
         return AUTO in (self.refresh_every, self.lr_decay, self.learning_rate,
-                        self.equilibrium_chains, self.optimizer)
+                        self.equilibrium_chains, self.optimizer, self.batch_size)
 
     @property
     def needs_separation(self) -> bool:
@@ -222,9 +237,12 @@ class TrainSettings:
 
     def with_model_term(self) -> TrainSettings:
         """These settings with the "auto" that does not depend on the data decided: the
-        model term (`exact_chains`), the optimizer (Adam for an exact model term, else
-        sgd) and its learning rate."""
+        model term (`exact_chains`), the data batch (all sequences for an exact model term),
+        the optimizer (Adam for an exact model term, else sgd) and its learning rate."""
         s = replace(self, equilibrium_chains=self.exact_chains)
+        if s.batch_size == AUTO:
+            exact = s.equilibrium_chains == "exact"
+            s = replace(s, batch_size=ALL if exact else DEFAULT_BATCH_SIZE)
         if s.optimizer == AUTO:
             s = replace(s, optimizer="adam" if s.equilibrium_chains == "exact" else "sgd")
         if s.learning_rate == AUTO:
@@ -233,7 +251,7 @@ class TrainSettings:
 
     def _check_resolved(self, *keys: str) -> None:
         for key in keys or ("refresh_every", "lr_decay", "learning_rate", "equilibrium_chains",
-                            "optimizer"):
+                            "optimizer", "batch_size"):
             if getattr(self, key) == AUTO:
                 raise RbmflowError(f"{key} is still {AUTO!r}: use resolved()")
 
@@ -242,6 +260,13 @@ class TrainSettings:
         """Persistent chains refreshed by trajectory tempering (`refresh_every`)."""
         self._check_resolved("refresh_every")
         return self.method == "pcd" and self.refresh_every > 0
+
+    def batch_for(self, num_sequences: int) -> int:
+        """Sequences in each update's data term, out of `num_sequences`."""
+        self._check_resolved("batch_size")
+        if self.batch_size == ALL:
+            return num_sequences
+        return min(int(self.batch_size), num_sequences)
 
     def refresh_due(self, update: int) -> bool:
         """Whether the chains are refreshed after update number `update` (1-based)."""
@@ -299,10 +324,20 @@ def gradient(data: Moments, chains: Moments, centered: bool = True,
              weight_matrix: Tensor | None = None, l1: float = 0.0, l2: float = 0.0
              ) -> tuple[Tensor, Tensor, Tensor]:
     """Ascent direction (dW, dvbias, dhbias) of the penalised log-likelihood
-    LL - l1 sum|W| - (l2 / 2) sum W^2 from data and model moments.
+    LL - l1 sum|W| - (l2 / 2) sum W^2 from data and model moments, as a change of
+    (W, vbias, hbias): `ascent_direction(...).in_parameters()`."""
+    return ascent_direction(data, chains, centered, weight_matrix, l1, l2).in_parameters()
 
-    The penalty's gradient is added to the plain dW before the centring map, so the fixed
-    point is the regularised maximum-likelihood solution in either parametrisation.
+
+def ascent_direction(data: Moments, chains: Moments, centered: bool = True,
+                     weight_matrix: Tensor | None = None, l1: float = 0.0, l2: float = 0.0
+                     ) -> Direction:
+    """The gradient of the penalised log-likelihood in the coordinates the step is taken in:
+    the centred parametrisation with centres (<v>_data, <m>_data) when `centered`, else
+    (W, vbias, hbias) themselves.
+
+    The penalty's gradient is added to the plain dW before the centring, so the fixed point
+    is the regularised maximum-likelihood solution in either parametrisation.
     `weight_matrix` (L, q, Nh) is needed only when l1 or l2 is non-zero.
     """
     d_w = data.vh - chains.vh
@@ -315,12 +350,11 @@ def gradient(data: Moments, chains: Moments, centered: bool = True,
             d_w = d_w - l1 * torch.sign(weight_matrix)
     d_v = data.v - chains.v
     d_h = data.h - chains.h
-    if centered:
-        v_bar, h_bar = data.v, data.h
-        d_w = d_w - v_bar[:, :, None] * d_h - d_v[:, :, None] * h_bar
-        d_v = d_v - d_w @ h_bar
-        d_h = d_h - torch.einsum("ia,iam->m", v_bar, d_w)
-    return d_w, d_v, d_h
+    if not centered:
+        return Direction((d_w, d_v, d_h))
+    v_bar, h_bar = data.v, data.h
+    d_w = d_w - v_bar[:, :, None] * d_h - d_v[:, :, None] * h_bar
+    return Direction((d_w, d_v, d_h), (v_bar, h_bar))
 
 
 # -- the training loop ----------------------------------------------------------------------
@@ -459,13 +493,12 @@ def update_step(model: PottsRBM, source: ChainSource, rule: StepRule,
     finite."""
     model_moments = source.model_moments(model, batch[0], generator)
     data_moments = moments(model, *batch)
-    d_w, d_v, d_h = gradient(data_moments, model_moments, s.centered, model.weight_matrix,
-                             s.l1, s.l2)
-    grad_sq = float(sum((g * g).sum() for g in (d_w, d_v, d_h)))  # the one host sync
+    direction = ascent_direction(data_moments, model_moments, s.centered, model.weight_matrix,
+                                 s.l1, s.l2)
+    grad_sq = direction.norm_sq  # the one host sync
     if not math.isfinite(grad_sq):
         return None
-    rule.apply((model.weight_matrix, model.vbias, model.hbias), (d_w, d_v, d_h), grad_sq,
-               learning_rate)
+    rule.apply((model.weight_matrix, model.vbias, model.hbias), direction, learning_rate)
     model.apply_zero_sum_gauge_()
     return grad_sq
 
@@ -583,8 +616,9 @@ def _train_locked(data: EncodedAlignment, out: Path, log_path: Path, s: TrainSet
     rule = step_rule(s.optimizer, s.normalize_gradient)
     if resumed is not None:
         rule.restore_state(out, resumed.update, device)
-    run = Training(s, model, source, rule, generator, Batches(codes, weights, s.batch_size),
-                   train_log, saver, 0 if resumed is None else resumed.update,
+    batches = Batches(codes, weights, s.batch_for(codes.shape[0]))
+    run = Training(s, model, source, rule, generator, batches, train_log, saver,
+                   0 if resumed is None else resumed.update,
                    0.0 if resumed is None else resumed.time_s, decision, decay_on_switch)
     run.run(out, log_path, sys.stderr.isatty() if progress is None else progress)
     if rows:
@@ -630,11 +664,12 @@ def _metadata(metadata: dict[str, Any] | None, data: EncodedAlignment, s: TrainS
 def _hyperparameters(s: TrainSettings, data: EncodedAlignment) -> dict[str, Any]:
     """The hyperparameters of the `rbms` archive layout."""
     return {
-        "batch_size": s.batch_size, "gibbs_steps": s.gibbs_steps,
+        "batch_size": s.batch_for(data.num_sequences) if s.batch_size == ALL else s.batch_size,
+        "gibbs_steps": s.gibbs_steps,
         "learning_rate": s.learning_rate, "optimizer": s.optimizer, "seed": s.seed,
         # rbms' convention: penalty L1 sum|theta| + L2 sum theta^2 (ours: l2/2, weights only)
         "L1": s.l1, "L2": s.l2 / 2, "weight_l1": s.l1, "weight_l2": s.l2,
         "num_hiddens": s.hidden, "num_visibles": data.length,
-        "num_chains": s.chains if s.method != "cd" else min(s.batch_size, data.num_sequences),
+        "num_chains": s.chains if s.method != "cd" else s.batch_for(data.num_sequences),
         "num_states": data.num_states, "updates": s.updates, "method": s.method,
     }
