@@ -86,7 +86,7 @@ def test_refresh_keys_round_trip_cli_and_settings() -> None:
     args = build_parser().parse_args(["train", "a.npz", "--out", "m.h5", "--log", "l.csv",
                                       "--refresh-every", "13", "--refresh-sweeps", "7"])
     assert (args.refresh_every, args.refresh_sweeps, args.lr_decay) == (13, 7, "auto")
-    plain = TrainSettings(refresh_every=0, lr_decay=1.0, learning_rate=0.2)
+    plain = TrainSettings(refresh_every=0, lr_decay=1.0, lr_decay_from=0.0, learning_rate=0.2)
     settings = replace(plain, refresh_every=13, refresh_sweeps=7)
     assert settings.refreshed and not plain.refreshed
     assert not replace(settings, method="cd").refreshed

@@ -95,11 +95,17 @@ def test_the_optimizer_key_picks_the_rule_and_its_learning_rate():
         TrainSettings(optimizer="rmsprop")
 
 
-def test_batch_size_auto_takes_every_sequence_when_the_model_term_is_exact():
+def test_exact_model_term_takes_every_sequence_and_a_late_decay():
     exact = TrainSettings(hidden=13).resolved(False)
     assert exact.batch_size == "all" and exact.batch_for(4099) == 4099
+    assert (exact.lr_decay, exact.lr_decay_from) == (0.1, 0.5)
+    assert exact.learning_rate_at(300) == 0.01 and exact.learning_rate_at(600) == \
+        pytest.approx(0.001)
     chains = TrainSettings(hidden=17).resolved(False)
     assert chains.batch_size == 2000 and chains.batch_for(1999) == 1999
+    assert (chains.lr_decay, chains.lr_decay_from) == (1.0, 0.0)
+    refreshed = TrainSettings(hidden=17).resolved(True)
+    assert (refreshed.lr_decay, refreshed.lr_decay_from) == (0.05, 0.0)
     assert chains.resume_key() == TrainSettings(hidden=17, batch_size=2000).resolved(
         False).resume_key()  # runs made before "auto" keep their key
     assert exact.resume_key() != TrainSettings(hidden=13, batch_size=2000).resolved(

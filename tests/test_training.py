@@ -429,8 +429,8 @@ def test_learning_rate_is_constant_until_the_decay_starts():
     assert np.all(rates[:11] == 0.3)
     assert np.allclose(np.diff(np.log(rates[10:])), np.log(0.05) / 30)
     assert rates[40] == pytest.approx(0.015)
-    assert settings.resume_key() != TrainSettings(refresh_every=0, updates=40, learning_rate=0.3,
-                                                  lr_decay=0.05).resume_key()
+    assert settings.resolved(False).resume_key() != TrainSettings(
+        refresh_every=0, updates=40, learning_rate=0.3, lr_decay=0.05).resolved(False).resume_key()
     with pytest.raises(RbmflowError, match="lr_decay_from"):
         TrainSettings(refresh_every=0, lr_decay_from=1.0)
 

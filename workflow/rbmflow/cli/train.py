@@ -42,9 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "is exact, else sgd")
     parser.add_argument("--lr-decay", type=number_or_auto(float), default=d.lr_decay,
                         help="final / initial learning rate, exponential decay (1: constant; "
-                             "auto: 0.05 when the chains are refreshed, else 1)")
-    parser.add_argument("--lr-decay-from", type=float, default=d.lr_decay_from,
-                        help="fraction of the updates after which the decay starts")
+                             "auto: 0.05 when the chains are refreshed, 0.1 with the exact "
+                             "model term, else 1)")
+    parser.add_argument("--lr-decay-from", type=number_or_auto(float), default=d.lr_decay_from,
+                        help="fraction of the updates after which the decay starts (auto: "
+                             "0.5 with the exact model term, else 0)")
     parser.add_argument("--method", choices=METHODS, default=d.method,
                         help="pcd: persistent chains; cd: CD-k from the batch; "
                              "rdm: chains restarted from random each update")
