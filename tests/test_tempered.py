@@ -88,6 +88,12 @@ def test_a_disagreeing_monitor_switches_to_tempered_chains_and_the_record_says_w
     entry = decision.as_dict(100, 14.0)
     assert entry["switched_at"] == 40 and "KS 0.300 > 0.100" in entry["why"]
     assert entry["seconds_per_update"] == {"before": 0.05, "after": 0.2}
+    exact = {"source": "exact", "why": "equilibrium_chains: exact (5 hidden units)"}
+    said = training_chains({"method": "pcd", "training_chains": exact, "settings": {
+        "refresh_every": 0, "optimizer": "adam", "batch_size": "all", "lr_decay": 0.1,
+        "lr_decay_from": 0.5, "updates": 600}})
+    assert said == ("no chains: equilibrium_chains: exact (5 hidden units); adam steps on "
+                    "every training sequence, decaying to 0.1 x after update 300")
     said = training_chains({"method": "pcd", "settings": {"refresh_every": 0},
                             "training_chains": entry})
     assert said.startswith("plain PCD until update 40, then tempered chains over a ladder")

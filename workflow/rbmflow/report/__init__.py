@@ -105,7 +105,7 @@ def training_chains(model_meta: dict[str, Any] | None) -> str | None:
     if model_meta.get("method") != "pcd" or "refresh_every" not in settings:
         return None
     if decided and decided.get("source") == "exact":
-        return f"no chains: {decided['why']}; {settings.get('optimizer', 'sgd')} steps"
+        return f"no chains: {decided['why']}; {_steps_text(settings)}"
     every = settings["refresh_every"]
     text = (f"refreshed by trajectory tempering every {every} updates, step decaying to "
             f"{settings.get('lr_decay')} x" if every else "plain PCD")
@@ -123,6 +123,21 @@ def training_chains(model_meta: dict[str, Any] | None) -> str | None:
             f"of {decided.get('ladder_levels')} levels ({decided['why']})"
             + (f"; {cost['before']:.3g} s per update before, {cost['after']:.3g} s after"
                if cost else ""))
+
+
+def _steps_text(settings: dict[str, Any]) -> str:
+    """How the steps were taken: optimizer, data batch and the step's decay (settings of
+    model.h5's metadata; keys that older archives lack are left out)."""
+    text = f"{settings.get('optimizer', 'sgd')} steps"
+    batch = settings.get("batch_size")
+    if batch is not None:
+        text += " on every training sequence" if batch == "all" else f" on batches of {batch}"
+    decay, start = settings.get("lr_decay"), settings.get("lr_decay_from")
+    if isinstance(decay, int | float) and decay != 1:
+        at = (f" after update {round(start * settings['updates'])}"
+              if isinstance(start, int | float) and start and "updates" in settings else "")
+        text += f", decaying to {decay:g} x{at}"
+    return text
 
 
 def _side_files(inputs: ReportInputs) -> tuple[dict | None, dict | None, dict | None]:
