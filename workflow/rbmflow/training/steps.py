@@ -127,7 +127,7 @@ class AdamStep(StepRule):
             m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
             v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
             denominator = (v / correction2).sqrt_().add_(self.eps)
-            steps.append(m * (learning_rate / correction1) / denominator)
+            steps.append((m * (learning_rate / correction1)).div_(denominator))
         for p, step in zip(parameters, direction.to_parameters(tuple(steps)), strict=True):
             p.add_(step)
 

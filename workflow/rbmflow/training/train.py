@@ -253,11 +253,11 @@ class TrainSettings:
         model term (`exact_chains`), the data batch (all sequences for an exact model term),
         the optimizer (Adam for an exact model term, else sgd) and its learning rate."""
         s = replace(self, equilibrium_chains=self.exact_chains)
+        exact = s.equilibrium_chains == "exact"
         if s.batch_size == AUTO:
-            exact = s.equilibrium_chains == "exact"
             s = replace(s, batch_size=ALL if exact else DEFAULT_BATCH_SIZE)
         if s.optimizer == AUTO:
-            s = replace(s, optimizer="adam" if s.equilibrium_chains == "exact" else "sgd")
+            s = replace(s, optimizer="adam" if exact else "sgd")
         if s.learning_rate == AUTO:
             s = replace(s, learning_rate=DEFAULT_LEARNING_RATE[s.optimizer])
         return s
