@@ -249,6 +249,32 @@ def test_aats_near_half_for_fresh_draws_and_privacy_loss_of_copies() -> None:
     assert loss > 0.2 and abs(fresh_loss) < 0.08
 
 
+def test_privacy_metrics_average_over_draws_of_the_subsets() -> None:
+    """Sets of exactly n rows: every draw is the same, so the mean is the single AATS and
+    the spread 0. A larger generated set: draws differ, the mean lies among them."""
+    from rbmflow.evaluation.genomes import GenomeSets, privacy_metrics
+
+    genomes = founder_genomes(num_individuals=450, num_snps=37, seed=5)
+    rows = genomes.haplotypes
+
+    def sets(generated: np.ndarray) -> GenomeSets:
+        return GenomeSets(train=rows[:101], test=rows[101:202], generated=generated,
+                          encoding="haplotypes", chrom=genomes.chrom, pos=genomes.pos,
+                          train_individuals=np.arange(101))
+
+    exact = privacy_metrics(sets(rows[202:303]), size=101, seed=3, repeats=7)
+    loss = (aats(rows[101:202], rows[202:303])["AATS"]
+            - aats(rows[:101], rows[202:303])["AATS"])
+    assert exact["privacy_loss"]["value"] == pytest.approx(loss, abs=1e-12)
+    assert exact["privacy_loss"]["spread"] == 0.0 and exact["aats_spread"] == 0.0
+    assert exact["aats_detail"]["repeats"] == 7 and exact["aats_detail"]["n"] == 101
+    averaged = privacy_metrics(sets(rows[202:900]), size=101, seed=3, repeats=7)
+    single = [privacy_metrics(sets(rows[202:900]), size=101, seed=k, repeats=1)["aats"]
+              for k in range(7)]
+    assert averaged["aats_spread"] > 0
+    assert min(single) < averaged["aats"] < max(single)
+
+
 def test_nearest_labels_vote_and_leave_own_individual_out() -> None:
     reference = np.array([[0, 0, 0], [0, 0, 1], [1, 1, 1], [1, 1, 0], [1, 1, 1]])
     labels = np.array(["A", "A", "B", "B", "C"])

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 CHUNK = 2048
+PRIVACY_REPEATS = 20
+"""Draws of the equal-size subsets that AATS and the privacy loss are averaged over."""
 
 
 def allele_frequencies(codes: np.ndarray, encoding: str) -> np.ndarray:
@@ -179,32 +181,56 @@ def frequency_and_ld_metrics(s: GenomeSets, seed: int) -> dict[str, Any]:
     }
 
 
-def privacy_metrics(s: GenomeSets, size: int, seed: int) -> dict[str, Any]:
+def privacy_metrics(s: GenomeSets, size: int, seed: int,
+                    repeats: int = PRIVACY_REPEATS) -> dict[str, Any]:
     """AATS of generated vs test and of natural train vs test; privacy loss of the generated
-    rows and of an unseen natural set (half the test rows against the other half)."""
+    rows and of an unseen natural set (half the test rows against the other half).
+
+    Each score is the mean over `repeats` draws of the equal-size subsets (generated, train
+    and test rows, and the split of the test rows in halves); `*_spread` is the standard
+    error of that mean over the draws, which is the subsampling noise only: the test rows
+    themselves are one draw of the population."""
     rng = np.random.default_rng(seed)
     n = min(size, s.test.shape[0], s.generated.shape[0])
-    test, gen = _subsample(s.test, n, rng), _subsample(s.generated, n, rng)
-    train = _subsample(s.train, n, rng)
-    on_test, on_train = aats(test, gen), aats(train, gen)
-    natural = aats(train, test)
-    order = rng.permutation(s.test.shape[0])
     half = s.test.shape[0] // 2
-    fresh, held = s.test[order[:half]], s.test[order[half:2 * half]]
-    natural_loss = None
-    if half >= 2:
-        natural_loss = (aats(held, fresh)["AATS"]
-                        - aats(_subsample(s.train, half, rng), fresh)["AATS"])
+    detail: dict[str, list[dict[str, float]]] = {
+        "generated_vs_test": [], "generated_vs_train": [], "train_vs_test": []}
+    natural_losses = []
+    for _ in range(repeats):
+        test, gen = _subsample(s.test, n, rng), _subsample(s.generated, n, rng)
+        train = _subsample(s.train, n, rng)
+        detail["generated_vs_test"].append(aats(test, gen))
+        detail["generated_vs_train"].append(aats(train, gen))
+        detail["train_vs_test"].append(aats(train, test))
+        if half >= 2:
+            order = rng.permutation(s.test.shape[0])
+            fresh, held = s.test[order[:half]], s.test[order[half:2 * half]]
+            natural_losses.append(aats(held, fresh)["AATS"]
+                                  - aats(_subsample(s.train, half, rng), fresh)["AATS"])
+    mean = {name: {k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
+            for name, draws in detail.items()}
+    losses = [t["AATS"] - r["AATS"] for t, r in
+              zip(detail["generated_vs_test"], detail["generated_vs_train"], strict=True)]
     return {
-        "aats": on_test["AATS"], "aats_train_vs_test": natural["AATS"],
-        "aats_detail": {"generated_vs_test": on_test, "generated_vs_train": on_train,
-                        "train_vs_test": natural, "n": int(n)},
-        "privacy_loss": {"value": on_test["AATS"] - on_train["AATS"],
-                         "train_vs_test": natural_loss,
+        "aats": mean["generated_vs_test"]["AATS"],
+        "aats_spread": _spread([d["AATS"] for d in detail["generated_vs_test"]]),
+        "aats_train_vs_test": mean["train_vs_test"]["AATS"],
+        "aats_detail": {**mean, "n": int(n), "repeats": repeats},
+        "privacy_loss": {"value": float(np.mean(losses)), "spread": _spread(losses),
+                         "train_vs_test": (float(np.mean(natural_losses))
+                                           if natural_losses else None),
                          "definition": "AATS(generated vs test) - AATS(generated vs train); "
-                                       "beside it, half the test rows as the generated set",
-                         "n": int(n)},
+                                       "beside it, half the test rows as the generated set; "
+                                       f"means over {repeats} draws of the subsets",
+                         "n": int(n), "repeats": repeats},
     }
+
+
+def _spread(values: list[float]) -> float:
+    """Standard error of the mean of `values` (0 for one value)."""
+    if len(values) < 2:
+        return 0.0
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
 def population_metrics(s: GenomeSets) -> dict[str, Any] | None:

@@ -175,20 +175,22 @@ def add_genome_report(draw: Callable[..., None], metrics: dict[str, Any],
 
 _ROWS = (
     ("Pearson of ALT allele frequencies", "pearson_allele_freq",
-     "pearson_allele_freq_train_vs_test", "1 is perfect"),
+     "pearson_allele_freq_train_vs_test", "1 is perfect", ""),
     ("Pearson of LD r^2 (same-chromosome SNP pairs)", "pearson_ld_r2",
-     "pearson_ld_r2_train_vs_test", "linkage disequilibrium reproduced"),
+     "pearson_ld_r2_train_vs_test", "linkage disequilibrium reproduced", ""),
     ("AATS (nearest-neighbour adversarial accuracy)", "aats", "aats_train_vs_test",
-     "0.5 ideal; below: too close to the real rows (copies); above: too far"),
+     "0.5 ideal; below: too close to the real rows (copies); above: too far", "aats_spread"),
     ("  AA_TS (real rows)", "aats_detail.generated_vs_test.AA_TS",
-     "aats_detail.train_vs_test.AA_TS", ""),
+     "aats_detail.train_vs_test.AA_TS", "", ""),
     ("  AA_ST (generated rows)", "aats_detail.generated_vs_test.AA_ST",
-     "aats_detail.train_vs_test.AA_ST", ""),
+     "aats_detail.train_vs_test.AA_ST", "", ""),
     ("Privacy loss AATS(vs test) - AATS(vs train)", "privacy_loss.value",
-     "privacy_loss.train_vs_test", "near 0 is good; positive: training rows memorised"),
+     "privacy_loss.train_vs_test", "near 0 is good; positive: training rows memorised",
+     "privacy_loss.spread"),
     ("Population-share gap (largest difference)", "population_shares.gap",
-     "population_shares.gap_train_vs_test", "generated vs test, both by the same vote"),
+     "population_shares.gap_train_vs_test", "generated vs test, both by the same vote", ""),
 )
+"""(label, metrics key, natural key, how to read, key of the value's standard error)"""
 
 
 def _indent(label: str) -> str:
@@ -196,19 +198,31 @@ def _indent(label: str) -> str:
     return " style='padding-left:2em'" if label.startswith(" ") else ""
 
 
+def _value(metrics: dict[str, Any], key: str, spread: str) -> str:
+    """The formatted value at `key`, with ± its standard error where `spread` names one."""
+    error = lookup(metrics, spread) if spread else None
+    value = fmt(lookup(metrics, key))
+    return value if error is None else f"{value} ± {fmt(error)}"
+
+
 def genomes_html(metrics: dict[str, Any]) -> str:
     """The genome section of report.html (empty for a protein family)."""
     if "pearson_allele_freq" not in metrics:
         return ""
     rows = "".join(f"<tr><td{_indent(label)}>{html.escape(label.strip())}</td>"
-                   f"<td class='num'>{html.escape(fmt(lookup(metrics, key)))}</td>"
+                   f"<td class='num'>{html.escape(_value(metrics, key, spread))}</td>"
                    f"<td class='num'>{html.escape(fmt(lookup(metrics, ceiling)))}</td>"
                    f"<td>{html.escape(meaning)}</td></tr>"
-                   for label, key, ceiling, meaning in _ROWS)
+                   for label, key, ceiling, meaning, spread in _ROWS)
+    detail = metrics.get("aats_detail") or {}
+    draws = (f" AATS and the privacy loss are means over {detail['repeats']} draws of "
+             f"{detail['n']} rows from each set (± their standard error over the draws)."
+             if "repeats" in detail else "")
     parts = ["<h2>Genomes</h2>",
              f"<p>Rows are {html.escape(str(metrics.get('genome_encoding')))}; distances count "
              "differing alleles. The natural column compares the real train and test rows "
-             "(for the privacy loss: half the test rows standing in for a generated set).</p>",
+             f"(for the privacy loss: half the test rows standing in for a generated set).{draws}"
+             "</p>",
              "<table><tr><th>score</th><th>generated vs natural test</th><th>natural train "
              f"vs test</th><th>how to read</th></tr>{rows}</table>"]
     shares = metrics.get("population_shares")
