@@ -79,7 +79,7 @@ def test_the_optimizer_key_picks_the_rule_and_its_learning_rate():
     assert isinstance(step_rule("adam", True), AdamStep)
     assert type(step_rule("sgd", False)) is StepRule and not step_rule("sgd", False).normalize
     assert TrainSettings(optimizer="adam").resolved(False).learning_rate == 0.01
-    assert TrainSettings().resolved(False).learning_rate == 0.2
+    assert TrainSettings().resolved(False).learning_rate == 0.4
     small = TrainSettings(hidden=13).resolved(False)
     assert (small.equilibrium_chains, small.optimizer, small.learning_rate) == ("exact", "adam",
                                                                                  0.01)
@@ -88,9 +88,9 @@ def test_the_optimizer_key_picks_the_rule_and_its_learning_rate():
         == 0.003
     sgd = TrainSettings(refresh_every=0, lr_decay=1.0, optimizer="sgd").resolved(False)
     assert sgd.resume_key() == TrainSettings(refresh_every=0, lr_decay=1.0,
-                                             learning_rate=0.2).resolved(False).resume_key()
+                                             learning_rate=0.4).resolved(False).resume_key()
     assert sgd.resume_key() != TrainSettings(refresh_every=0, lr_decay=1.0, optimizer="adam",
-                                             learning_rate=0.2).resolved(False).resume_key()
+                                             learning_rate=0.4).resolved(False).resume_key()
     with pytest.raises(Exception, match="optimizer"):
         TrainSettings(optimizer="rmsprop")
 

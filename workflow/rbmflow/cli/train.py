@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Gibbs sweeps per update")
     parser.add_argument("--learning-rate", type=number_or_auto(float), default=d.learning_rate,
                         help="step length (sgd with unit-norm steps) or Adam's elementwise "
-                             "rate (auto: 0.2 for sgd, 0.01 for adam)")
+                             "rate (auto: 0.4 for sgd, 0.01 for adam)")
     parser.add_argument("--optimizer", choices=(*OPTIMIZERS, "auto"), default=d.optimizer,
                         help="sgd: learning rate x gradient (unit-norm: --normalize-gradient); "
                              "adam: Adam on the same gradient; auto: adam when the model term "

@@ -35,8 +35,8 @@ from rbmflow.training import checkpoints
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam")
-DEFAULT_LEARNING_RATE = {"sgd": 0.2, "adam": 0.01}
-"""learning_rate chosen by "auto": a unit-norm step of 0.2, or Adam's elementwise 0.01."""
+DEFAULT_LEARNING_RATE = {"sgd": 0.4, "adam": 0.01}
+"""learning_rate chosen by "auto": a unit-norm step of 0.4, or Adam's elementwise 0.01."""
 
 Gradient = tuple[Tensor, Tensor, Tensor]
 

@@ -142,7 +142,7 @@ class TrainSettings:
     updates: int = 600
     chains: int = 2000
     batch_size: int | str = AUTO
-    gibbs_steps: int = 10
+    gibbs_steps: int = 5
     learning_rate: float | str = AUTO
     lr_decay: float | str = AUTO
     lr_decay_from: float | str = AUTO
