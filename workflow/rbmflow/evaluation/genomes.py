@@ -187,9 +187,9 @@ def privacy_metrics(s: GenomeSets, size: int, seed: int,
     rows and of an unseen natural set (half the test rows against the other half).
 
     Each score is the mean over `repeats` draws of the equal-size subsets (generated, train
-    and test rows, and the split of the test rows in halves); `*_spread` is the standard
-    error of that mean over the draws, which is the subsampling noise only: the test rows
-    themselves are one draw of the population."""
+    and test rows, and the split of the test rows in halves); `aats_spread` and
+    `privacy_loss["spread"]` are standard errors of those means over the draws: subsampling
+    noise only, since the test rows themselves are one draw of the population."""
     rng = np.random.default_rng(seed)
     n = min(size, s.test.shape[0], s.generated.shape[0])
     half = s.test.shape[0] // 2
