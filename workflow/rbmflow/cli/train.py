@@ -14,8 +14,16 @@ from types import SimpleNamespace
 from rbmflow.cli import number_or_auto, parse_bool
 from rbmflow.data.dataset import load_training
 from rbmflow.training.decision import CHOICES
-from rbmflow.training.steps import OPTIMIZERS
-from rbmflow.training.train import METHODS, TrainSettings, run_stage
+from rbmflow.training.steps import DEFAULT_LEARNING_RATE, OPTIMIZERS
+from rbmflow.training.train import (
+    AUTO_LR_DECAY,
+    DEFAULT_BATCH_SIZE,
+    EXACT_LR_DECAY,
+    EXACT_LR_DECAY_FROM,
+    METHODS,
+    TrainSettings,
+    run_stage,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,23 +38,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chains", type=int, default=d.chains, help="Markov chains (pcd, rdm)")
     parser.add_argument("--batch-size", type=number_or_auto(int, "all"), default=d.batch_size,
                         help="training sequences per update (all of them if larger, or all; "
-                             "auto: all when the model term is exact, else 2000)")
+                             f"auto: all when the model term is exact, else {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--gibbs-steps", type=int, default=d.gibbs_steps,
                         help="Gibbs sweeps per update")
     parser.add_argument("--learning-rate", type=number_or_auto(float), default=d.learning_rate,
                         help="step length (sgd with unit-norm steps) or Adam's elementwise "
-                             "rate (auto: 0.4 for sgd, 0.01 for adam)")
+                             f"rate (auto: {DEFAULT_LEARNING_RATE['sgd']} for sgd, "
+                             f"{DEFAULT_LEARNING_RATE['adam']} for adam)")
     parser.add_argument("--optimizer", choices=(*OPTIMIZERS, "auto"), default=d.optimizer,
                         help="sgd: learning rate x gradient (unit-norm: --normalize-gradient); "
                              "adam: Adam on the same gradient; auto: adam when the model term "
                              "is exact, else sgd")
     parser.add_argument("--lr-decay", type=number_or_auto(float), default=d.lr_decay,
                         help="final / initial learning rate, exponential decay (1: constant; "
-                             "auto: 0.05 when the chains are refreshed, 0.1 with the exact "
-                             "model term, else 1)")
+                             f"auto: {AUTO_LR_DECAY} when the chains are refreshed, "
+                             f"{EXACT_LR_DECAY} with the exact model term, else 1)")
     parser.add_argument("--lr-decay-from", type=number_or_auto(float), default=d.lr_decay_from,
                         help="fraction of the updates after which the decay starts (auto: "
-                             "0.5 with the exact model term, else 0)")
+                             f"{EXACT_LR_DECAY_FROM} with the exact model term, else 0)")
     parser.add_argument("--method", choices=METHODS, default=d.method,
                         help="pcd: persistent chains; cd: CD-k from the batch; "
                              "rdm: chains restarted from random each update")
