@@ -232,3 +232,21 @@ def test_exact_moments_match_the_sum_over_every_visible_configuration():
     torch.testing.assert_close(v, reference.v, rtol=0, atol=1e-12)
     torch.testing.assert_close(h, reference.h, rtol=0, atol=1e-12)
     torch.testing.assert_close(vh, reference.vh, rtol=0, atol=1e-12)
+
+
+def test_ais_final_chains_with_their_weights_give_the_exact_mode_weights():
+    """The final chains of forward AIS, weighted, are draws of the model even where Gibbs
+    chains cannot cross between its modes: on the two-mode model of test_refresh the
+    weighted share of the second mode is the exact 0.69, the unweighted one is not."""
+    from test_refresh import L, Q, exact_second_mode_weight, in_second_mode, two_mode_model
+
+    model = two_mode_model()
+    exact = exact_second_mode_weight(model)
+    g = torch.Generator().manual_seed(5)
+    result = P.ais_log_partition(model, P.IndependentSites.uniform(L, Q, "cpu"),
+                                 n_chains=1009, n_betas=300, generator=g)
+    second = in_second_mode(result.final_codes).double()
+    weights = torch.softmax(result.log_weights, 0)
+    tolerance = 4 * (exact * (1 - exact) / result.ess) ** 0.5 + 0.02
+    assert abs(float((weights * second).sum()) - exact) < tolerance
+    assert abs(float(second.mean()) - exact) > 0.05

@@ -27,7 +27,7 @@ import itertools
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -381,6 +381,7 @@ class AISResult:
     log_z_base: float
     time_s: float
     log_weights: Tensor = field(repr=False)
+    final_codes: Tensor | None = field(default=None, repr=False)
 
     @property
     def ess_fraction(self) -> float:
@@ -432,9 +433,10 @@ def ais_log_partition(model: PottsRBM, base: IndependentSites, n_chains: int = 1
     betas = beta_schedule(n_betas, schedule)
     codes = base.sample(repeats * n_chains, generator)
     with torch.no_grad():
-        log_w, _ = _anneal(_temperature_path(model, betas), base, codes, sweeps, generator)
+        log_w, last = _anneal(_temperature_path(model, betas), base, codes, sweeps, generator)
     log_z0 = base.log_partition() + model.num_hiddens * math.log(2.0)
-    return _summarise(log_w, repeats, 1.0, log_z0, n_betas, "forward", started, generator)
+    result = _summarise(log_w, repeats, 1.0, log_z0, n_betas, "forward", started, generator)
+    return replace(result, final_codes=last.cpu())
 
 
 def reverse_ais_log_partition(model: PottsRBM, base: IndependentSites, model_samples: Tensor,
