@@ -48,10 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", choices=(*OPTIMIZERS, "auto"), default=d.optimizer,
                         help="sgd: learning rate x gradient (unit-norm: --normalize-gradient); "
                              "adam: Adam on the same gradient; auto: adam when the model term "
-                             "is exact, else sgd")
+                             "is exact or jarzynski, else sgd")
     parser.add_argument("--lr-decay", type=number_or_auto(float), default=d.lr_decay,
                         help="final / initial learning rate, exponential decay (1: constant; "
-                             f"auto: {AUTO_LR_DECAY} when the chains are refreshed, "
+                             f"auto: {AUTO_LR_DECAY} when the chains are refreshed or jarzynski, "
                              f"{EXACT_LR_DECAY} with the exact model term, else 1)")
     parser.add_argument("--lr-decay-from", type=number_or_auto(float), default=d.lr_decay_from,
                         help="fraction of the updates after which the decay starts (auto: "
@@ -78,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--equilibrium-chains", choices=CHOICES,
                         default=d.equilibrium_chains,
                         help="pcd: the model term computed exactly over the hidden "
-                             "configurations (exact, at most 16 hidden units), or from a "
+                             "configurations (exact, at most 16 hidden units), from persistent "
+                             "chains with importance weights that follow the parameters' moves "
+                             "(jarzynski), or from a "
                              "trajectory-tempering ladder kept alive across updates when the "
                              "equilibrium monitor finds the persistent chains away from the "
                              "model's equilibrium (monitor), from the start (always) or never "

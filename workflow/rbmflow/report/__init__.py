@@ -106,6 +106,10 @@ def training_chains(model_meta: dict[str, Any] | None) -> str | None:
         return None
     if decided and decided.get("source") == "exact":
         return f"no chains: {decided['why']}; {_steps_text(settings)}"
+    if decided and decided.get("source") == "jarzynski":
+        return (f"persistent chains with Jarzynski weights, resampled "
+                f"{decided.get('resamples', '?')} times ({decided['why']}); "
+                f"{_steps_text(settings)}")
     every = settings["refresh_every"]
     text = (f"refreshed by trajectory tempering every {every} updates, step decaying to "
             f"{settings.get('lr_decay')} x" if every else "plain PCD")

@@ -8,10 +8,11 @@ Every source holds its chains (C, L) and answers three calls of the training loo
 - `checkpoint_chains(generator)`: equally weighted chains to store with a checkpoint.
 
 `ExactChains` computes the model term exactly over the hidden configurations (Nh <= 16,
-`equilibrium_chains: exact`, chosen by `auto`). `TemperedChains` keeps chains at the
-model's equilibrium across modes; training switches to it when the equilibrium monitor finds
-that the persistent chains and the model disagree (`equilibrium_chains: monitor`), or uses
-it from the start (`always`).
+`equilibrium_chains: exact`, chosen by `auto`). `ReweightedChains` (`jarzynski`) keeps
+persistent chains with importance weights that follow the parameters' moves.
+`TemperedChains` keeps chains at the model's equilibrium across modes; training switches to
+it when the equilibrium monitor finds that the persistent chains and the model disagree
+(`equilibrium_chains: monitor`), or uses it from the start (`always`).
 
 A source also saves and restores whatever it keeps beside its chains (`save_state`,
 `restore_state`), so that a resumed run continues bit for bit. `chain_source` builds the
@@ -24,11 +25,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import h5py
 import torch
 from torch import Tensor
 
+from rbmflow.model import archive
 from rbmflow.model.partition import exact_moments, sample_exact
 from rbmflow.model.rbm import PottsRBM, random_codes, sample_categorical
+from rbmflow.provenance import atomic_path
 from rbmflow.sampling.equilibrium import TrajectoryTempering, independent_site_level
 from rbmflow.training import checkpoints
 from rbmflow.training.moments import Moments, moments
@@ -135,6 +139,117 @@ class ExactChains(ChainSource):
         self.chains = sample_exact(model, self.chains.shape[0], generator)
 
 
+MIN_ESS = 0.5
+"""`ReweightedChains` resamples when the effective sample size falls under this fraction."""
+
+
+class ReweightedChains(PersistentChains):
+    """PCD with Jarzynski importance weights (Carbone, Decelle, Rosset, Seoane, 2023).
+
+    Each step moves the parameters from theta to theta'; chain c's log-weight then grows by
+    F_theta(v_c) - F_theta'(v_c), the change of its unnormalised log-probability, while the
+    Gibbs sweeps at the current model leave the weights as they are (sequential importance
+    sampling along the training trajectory, as in annealed importance sampling). The weighted
+    chains therefore follow the model's mode weights even when no chain crosses between its
+    modes, which is where plain PCD's model term is biased. When the effective sample size
+    (sum w)^2 / sum w^2 falls under `min_ess` x C, the chains are drawn again from their
+    weights (systematic resampling) and the weights reset; `resamples` counts those draws.
+    The model term of an update uses the chains as they are; the update's sweeps follow, and
+    the change of free energy is taken at the swept states: taken at the states that chose
+    the step, it underestimates the growth of their mode (docs/training.md).
+    """
+
+    name = "jarzynski"
+
+    def __init__(self, chains: Tensor, gibbs_steps: int, min_ess: float = MIN_ESS) -> None:
+        super().__init__(chains, gibbs_steps)
+        self.min_ess = min_ess
+        self.log_weights = torch.zeros(chains.shape[0], device=chains.device,
+                                       dtype=torch.float64)
+        self.free_before: Tensor | None = None
+        self.resamples = 0
+        self.update = 0
+
+    def model_chains(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
+                     ) -> tuple[Tensor, Tensor | None]:
+        """The chains as they are (a weighted sample of `model`) for this update's model
+        term; then their sweeps at `model`, so that the states at which the step's change of
+        free energy is taken are not those that chose the step."""
+        chains, weights = self.chains, self.weights()
+        self.chains = model.gibbs(chains, self.gibbs_steps, generator=generator)
+        self.free_before = model.free_energy(self.chains).double()
+        return chains, weights
+
+    def weights(self) -> Tensor | None:
+        if not bool(self.log_weights.any()):
+            return None
+        return torch.softmax(self.log_weights, 0)
+
+    def ess_fraction(self) -> float:
+        """Effective sample size of the weights over the number of chains, in (0, 1]."""
+        w = torch.softmax(self.log_weights, 0)
+        return float(1.0 / (w.pow(2).sum() * w.shape[0]))
+
+    def after_step(self, model: PottsRBM, update: int, generator: torch.Generator) -> None:
+        self.update = update
+        if self.free_before is not None:
+            self.log_weights += self.free_before - model.free_energy(self.chains).double()
+            self.log_weights -= self.log_weights.max()
+            self.free_before = None
+        if self.ess_fraction() < self.min_ess:
+            picks = systematic_resample(torch.softmax(self.log_weights, 0), generator)
+            self.chains = self.chains[picks]
+            self.log_weights.zero_()
+            self.resamples += 1
+
+    def checkpoint_chains(self, generator: torch.Generator) -> Tensor:
+        """The chains drawn from their weights by a generator of their own (seeded by the
+        update), so that saving a checkpoint leaves the training's random stream alone."""
+        if not bool(self.log_weights.any()):
+            return self.chains
+        own = torch.Generator(device=self.chains.device).manual_seed(1_000_003 + self.update)
+        return self.chains[systematic_resample(torch.softmax(self.log_weights, 0), own)]
+
+    def save_state(self, out: Path, update: int) -> None:
+        with atomic_path(reweighted_path(out)) as tmp:
+            archive.write_state(tmp, {"update": update, "resamples": self.resamples},
+                                {"chains": self.chains, "log_weights": self.log_weights})
+
+    def restore_state(self, out: Path, update: int, device: torch.device,
+                      dtype: torch.dtype) -> None:
+        path = reweighted_path(out)
+        try:
+            with h5py.File(path, "r") as f:
+                if int(f.attrs["update"]) != update:
+                    raise ValueError(f"saved at update {int(f.attrs['update'])}, not {update}")
+                chains = torch.as_tensor(f["chains"][()], device=device)
+                log_weights = torch.as_tensor(f["log_weights"][()], device=device)
+                resamples = int(f.attrs["resamples"])
+        except (OSError, KeyError, ValueError) as err:
+            log.warning("the Jarzynski weights restart equal at update %d (%s: %s)", update,
+                        path, err)
+            return
+        self.chains, self.log_weights, self.resamples = chains, log_weights, resamples
+        self.update = update
+
+
+def systematic_resample(weights: Tensor, generator: torch.Generator) -> Tensor:
+    """Indices (C,) of C draws from normalised `weights` (C,) by systematic resampling: one
+    uniform offset, then evenly spaced points on the cumulative weights (each index appears
+    floor(C w) or ceil(C w) times)."""
+    count = weights.shape[0]
+    offset = torch.rand((), generator=generator, device=weights.device, dtype=weights.dtype)
+    points = (offset + torch.arange(count, device=weights.device, dtype=weights.dtype)) / count
+    cumulative = torch.cumsum(weights, 0)
+    return torch.searchsorted(cumulative, points).clamp_(max=count - 1)
+
+
+def reweighted_path(out: Path) -> Path:
+    """The reweighted chains and their log-weights at the newest checkpoint:
+    `jarzynski.h5` among the pieces (not a piece: never assembled into `out`)."""
+    return checkpoints.partial_path(out) / "jarzynski.h5"
+
+
 class RefreshedChains(PersistentChains):
     """PCD whose chains are replaced, every `every` updates, by `sweeps` rounds of
     trajectory tempering over snapshots of the model (`equilibrium.TrajectoryTempering`)."""
@@ -236,6 +351,8 @@ def chain_source(s: TrainSettings, model: PottsRBM, chains: Tensor, fresh: bool)
         return RandomStartChains(chains, s.gibbs_steps, model.vbias.shape[1])
     if s.equilibrium_chains == "exact":
         return ExactChains(chains, s.gibbs_steps)
+    if s.equilibrium_chains == "jarzynski":
+        return ReweightedChains(chains, s.gibbs_steps)
     if s.equilibrium_chains == "always":
         return TemperedChains(TrajectoryTempering(model, chains), chains, s.gibbs_steps)
     if s.refreshed:

@@ -26,14 +26,14 @@ import torch
 
 from rbmflow.model.rbm import PottsRBM
 from rbmflow.sampling.equilibrium import MonitorResult
-from rbmflow.training.chains import ChainSource, TemperedChains
+from rbmflow.training.chains import ChainSource, ReweightedChains, TemperedChains
 
 if TYPE_CHECKING:
     from rbmflow.training.train import TrainSettings
 
 log = logging.getLogger(__name__)
 
-CHOICES = ("auto", "exact", "monitor", "always", "never")
+CHOICES = ("auto", "exact", "jarzynski", "monitor", "always", "never")
 EXACT_MAX_HIDDENS = 16
 """`auto` computes the model term exactly up to this many hidden units (2^16 configurations)."""
 
@@ -48,11 +48,14 @@ class ChainsDecision:
     switch_time_s: float | None = None
     ladder_levels: int | None = None
     swap_rates: list[float] = field(default_factory=list)
+    resamples: int | None = None
 
     @classmethod
     def start(cls, s: TrainSettings, source: ChainSource) -> ChainsDecision:
         why = {"always": "equilibrium_chains: always",
                "never": "equilibrium_chains: never",
+               "jarzynski": "equilibrium_chains: jarzynski (persistent chains with "
+                            "importance weights that follow the parameters' moves)",
                "exact": f"equilibrium_chains: exact ({s.hidden} hidden units: the model term "
                         f"is computed over the 2^{s.hidden} hidden configurations)",
                "monitor": "equilibrium_chains: monitor; the monitor never found the chains "
@@ -66,7 +69,7 @@ class ChainsDecision:
         if not entry:
             return None
         keys = ("source", "why", "switched_at", "switch_time_s", "ladder_levels",
-                "swap_rates")
+                "swap_rates", "resamples")
         return cls(**{k: entry[k] for k in keys if k in entry})
 
     def as_dict(self, update: int, elapsed: float) -> dict[str, Any]:
@@ -75,6 +78,8 @@ class ChainsDecision:
             "source": self.source, "why": self.why, "switched_at": self.switched_at,
             "switch_time_s": self.switch_time_s, "ladder_levels": self.ladder_levels,
             "swap_rates": [round(r, 4) for r in self.swap_rates]}
+        if self.resamples is not None:
+            entry["resamples"] = self.resamples
         if self.switched_at is not None and self.switch_time_s is not None:
             before = self.switch_time_s / max(self.switched_at, 1)
             after = (elapsed - self.switch_time_s) / max(update - self.switched_at, 1)
@@ -84,7 +89,9 @@ class ChainsDecision:
 
     def observe(self, source: ChainSource) -> None:
         """Note the tempered ladder's state: its levels, and the swap rates between them (none
-    when the ladder was just rebuilt)."""
+    when the ladder was just rebuilt); or how often reweighted chains were resampled."""
+        if isinstance(source, ReweightedChains):
+            self.resamples = source.resamples
         if isinstance(source, TemperedChains):
             self.ladder_levels = len(source.ladder.levels) + 1
             rates = list(source.ladder.swap_rates)  # of the last update, before a rebuild

@@ -93,6 +93,8 @@ checkpoints without it, settled at 0.23 with it)."""
 ALL = "all"
 DEFAULT_BATCH_SIZE = 2000
 """batch_size chosen by "auto" when the model term comes from chains."""
+WEIGHTED_TERMS = ("exact", "jarzynski")
+"""Model terms that need no refreshed chains: "auto" refresh_every is 0 with them."""
 REFRESH_HINT = ("; train with equilibrium_chains: monitor (the model term then comes from "
                 "tempered chains once this happens; docs/training.md)")
 
@@ -106,13 +108,13 @@ class TrainSettings:
     a random batch drawn anew each time, or "all" of them; "auto" is "all" when the model
     term is exact (the gradient is then exact, with no noise left to stop a step rule from
     converging), else `DEFAULT_BATCH_SIZE`. optimizer: "sgd" or "adam" (`steps`); "auto" is
-    Adam when the model term is exact (equilibrium_chains), else sgd; learning_rate "auto" is
-    `steps.DEFAULT_LEARNING_RATE` of the optimizer. lr_decay: ratio of the final to the
-    initial learning rate, reached by exponential decay (1.0: constant) that starts after
-    the fraction `lr_decay_from` of the updates (0: at once); "auto": `AUTO_LR_DECAY` from
-    the start with refreshed chains, `EXACT_LR_DECAY` from `EXACT_LR_DECAY_FROM` with the
-    exact model term, else constant. Without a decay unit-norm steps never settle: the mode
-    weights of a multimodal model keep jumping.
+    Adam when the model term is exact or jarzynski (equilibrium_chains), else sgd;
+    learning_rate "auto" is `steps.DEFAULT_LEARNING_RATE` of the optimizer. lr_decay: ratio
+    of the final to the initial learning rate, reached by exponential decay (1.0: constant)
+    that starts after the fraction `lr_decay_from` of the updates (0: at once); "auto":
+    `AUTO_LR_DECAY` from the start with refreshed or jarzynski chains, `EXACT_LR_DECAY` from
+    `EXACT_LR_DECAY_FROM` with the exact model term, else constant. Without a decay
+    unit-norm steps never settle: the mode weights of a multimodal model keep jumping.
     checkpoints: number of log-spaced checkpoints, the last update always included.
     log_every: updates between two rows of train_log.csv.
     pseudocount: mixing weight of the uniform distribution in the site frequencies that
@@ -122,7 +124,10 @@ class TrainSettings:
     monitor (pcd only): compare the chains with equilibrium samples at log rows
     (`equilibrium.EquilibriumMonitor`).
     equilibrium_chains (pcd only): "exact" computes the model term exactly over the 2^Nh
-    hidden configurations (`chains.ExactChains`, Nh <= `EXACT_MAX_HIDDENS`); "monitor" moves
+    hidden configurations (`chains.ExactChains`, Nh <= `EXACT_MAX_HIDDENS`); "jarzynski"
+    takes it from persistent chains with importance weights that follow the parameters'
+    moves (`chains.ReweightedChains`; no refreshes; 20 `gibbs_steps` were measured to be
+    needed where 5 were not enough); "monitor" moves
     it to tempered chains (`chains.TemperedChains`) when the monitor finds the persistent
     chains away from the model's equilibrium (`decision`), "always" uses them from the
     start, "never" keeps the persistent chains; "auto" is "exact" when Nh allows, else
@@ -204,6 +209,10 @@ class TrainSettings:
             raise RbmflowError(f"equilibrium_chains: exact needs method pcd and at most "
                                f"{EXACT_MAX_HIDDENS} hidden units, got {self.method} and "
                                f"{self.hidden}")
+        if (self.equilibrium_chains == "jarzynski" and self.refresh_every != AUTO
+                and self.refresh_every > 0):
+            raise RbmflowError("equilibrium_chains: jarzynski keeps its chains: it does not "
+                               "combine with refresh_every > 0")
         if not 0 <= self.swap_threshold < 1:
             raise RbmflowError("swap_threshold must be in [0, 1)")
 
@@ -218,7 +227,7 @@ class TrainSettings:
     def needs_separation(self) -> bool:
         """Whether resolving "auto" needs the training sequences' subfamilies."""
         return (self.method == "pcd" and AUTO in (self.refresh_every, self.lr_decay)
-                and self.exact_chains != "exact")
+                and self.exact_chains not in WEIGHTED_TERMS)
 
     @property
     def exact_chains(self) -> str:
@@ -239,10 +248,11 @@ class TrainSettings:
         exact = s.equilibrium_chains == "exact"
         if s.refresh_every == AUTO:
             chosen = (AUTO_REFRESH_EVERY if separated_subfamilies and s.method == "pcd"
-                      and not exact else 0)
+                      and s.equilibrium_chains not in WEIGHTED_TERMS else 0)
             s = replace(s, refresh_every=chosen)
         if s.lr_decay == AUTO:
-            s = replace(s, lr_decay=AUTO_LR_DECAY if s.refreshed else
+            settle = s.refreshed or s.equilibrium_chains == "jarzynski"
+            s = replace(s, lr_decay=AUTO_LR_DECAY if settle else
                         EXACT_LR_DECAY if exact else 1.0)
         if s.lr_decay_from == AUTO:
             s = replace(s, lr_decay_from=EXACT_LR_DECAY_FROM if exact else 0.0)
@@ -257,7 +267,8 @@ class TrainSettings:
         if s.batch_size == AUTO:
             s = replace(s, batch_size=ALL if exact else DEFAULT_BATCH_SIZE)
         if s.optimizer == AUTO:
-            s = replace(s, optimizer="adam" if exact else "sgd")
+            s = replace(s, optimizer="adam" if s.equilibrium_chains in WEIGHTED_TERMS
+                        else "sgd")
         if s.learning_rate == AUTO:
             s = replace(s, learning_rate=DEFAULT_LEARNING_RATE[s.optimizer])
         return s
