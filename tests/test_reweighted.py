@@ -4,24 +4,17 @@ resampling is systematic; a run resumes bit for bit."""
 
 from __future__ import annotations
 
-import os
-import signal
-
-import numpy as np
 import pytest
 import torch
-from rbmflow import ALPHABET
-from rbmflow.data.dataset import EncodedAlignment
-from rbmflow.data.synthetic import multimodal_family
 from rbmflow.errors import RbmflowError
 from rbmflow.model import archive
 from rbmflow.model.rbm import random_codes
 from rbmflow.report import training_chains
-from rbmflow.training import train as training
 from rbmflow.training.chains import PersistentChains, ReweightedChains, systematic_resample
 from rbmflow.training.steps import DEFAULT_LEARNING_RATE
-from rbmflow.training.train import AUTO_LR_DECAY, TrainSettings, train
+from rbmflow.training.train import AUTO_LR_DECAY, TrainSettings
 from test_refresh import L, Q, exact_second_mode_weight, in_second_mode, two_mode_model
+from test_tempered import _family, assert_resumes_bit_for_bit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,37 +63,16 @@ def test_systematic_resampling_keeps_each_chain_floor_or_ceil_of_its_share() -> 
 
 
 def test_jarzynski_chains_resume_bit_for_bit_after_sigterm(tmp_path, monkeypatch) -> None:
-    num, length = 97, 11
-    codes = multimodal_family(num, length, 21, (0.6, 0.4), 0.1, seed=3).codes
-    data = EncodedAlignment(codes=codes.astype(np.uint8), weights=np.ones(num, np.float32),
-                            split=np.zeros(num, np.uint8),
-                            names=np.array([f"s{i}" for i in range(num)]),
-                            columns=np.arange(length), alphabet=ALPHABET)
+    data = _family(97, 11, (0.6, 0.4), seed=3)
     settings = TrainSettings(hidden=5, updates=17, chains=31, batch_size=41, gibbs_steps=2,
                              checkpoints=5, log_every=4, seed=7, learning_rate=3.0,
                              equilibrium_chains="jarzynski")
-    direct = train(data, tmp_path / "direct.h5", tmp_path / "direct.csv", settings,
-                   progress=False)
-    real, calls = training.ascent_direction, {"n": 0}
-
-    def gradient_then_signal(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 11:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(training, "ascent_direction", gradient_then_signal)
-    with pytest.raises(RbmflowError, match="interrupted"):
-        train(data, tmp_path / "cut.h5", tmp_path / "cut.csv", settings, progress=False)
-    monkeypatch.undo()
-    resumed = train(data, tmp_path / "cut.h5", tmp_path / "cut.csv", settings, progress=False)
-    for x, y in zip(direct.tensors(), resumed.tensors(), strict=True):
-        assert torch.equal(x, y)
+    assert_resumes_bit_for_bit(data, settings, tmp_path, monkeypatch)
     meta = archive.read_metadata(tmp_path / "cut.h5")["training_chains"]
     assert meta["source"] == "jarzynski" and meta["resamples"] >= 1
     said = training_chains(archive.read_metadata(tmp_path / "cut.h5"))
-    assert said.startswith("persistent chains with Jarzynski weights, resampled "
-                           f"{meta['resamples']} times")
+    assert said.startswith("persistent chains with Jarzynski weights (equilibrium_chains: "
+                           f"jarzynski), resampled {meta['resamples']} times; ")
 
 
 def test_jarzynski_takes_no_refresh_and_its_auto_step_is_adam_decaying() -> None:

@@ -34,17 +34,17 @@ def _family(num: int, length: int, shares: tuple[float, ...], seed: int) -> Enco
                             columns=np.arange(length), alphabet=ALPHABET)
 
 
-def test_tempered_chains_resume_bit_for_bit_after_sigterm(tmp_path, monkeypatch):
-    data = _family(97, 11, (0.6, 0.4), seed=3)
-    settings = TrainSettings(hidden=5, updates=17, chains=31, batch_size=41, gibbs_steps=2,
-                             checkpoints=5, log_every=4, seed=7, equilibrium_chains="always")
+def assert_resumes_bit_for_bit(data: EncodedAlignment, settings: TrainSettings, tmp_path,
+                               monkeypatch, signal_at: int = 11) -> None:
+    """A run cut by SIGTERM at gradient `signal_at`, then resumed, ends with the parameters of
+    an uninterrupted run (`cut.h5` is the resumed archive)."""
     direct = train(data, tmp_path / "direct.h5", tmp_path / "direct.csv", settings,
                    progress=False)
     real, calls = training.ascent_direction, {"n": 0}
 
     def gradient_then_signal(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 11:
+        if calls["n"] == signal_at:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
@@ -55,6 +55,13 @@ def test_tempered_chains_resume_bit_for_bit_after_sigterm(tmp_path, monkeypatch)
     resumed = train(data, tmp_path / "cut.h5", tmp_path / "cut.csv", settings, progress=False)
     for x, y in zip(direct.tensors(), resumed.tensors(), strict=True):
         assert torch.equal(x, y)
+
+
+def test_tempered_chains_resume_bit_for_bit_after_sigterm(tmp_path, monkeypatch):
+    data = _family(97, 11, (0.6, 0.4), seed=3)
+    settings = TrainSettings(hidden=5, updates=17, chains=31, batch_size=41, gibbs_steps=2,
+                             checkpoints=5, log_every=4, seed=7, equilibrium_chains="always")
+    assert_resumes_bit_for_bit(data, settings, tmp_path, monkeypatch)
     meta = archive.read_metadata(tmp_path / "cut.h5")["training_chains"]
     assert meta["source"] == "tempered" and meta["why"] == "equilibrium_chains: always"
     assert meta["ladder_levels"] >= 2

@@ -107,9 +107,8 @@ def training_chains(model_meta: dict[str, Any] | None) -> str | None:
     if decided and decided.get("source") == "exact":
         return f"no chains: {decided['why']}; {_steps_text(settings)}"
     if decided and decided.get("source") == "jarzynski":
-        return (f"persistent chains with Jarzynski weights, resampled "
-                f"{decided.get('resamples', '?')} times ({decided['why']}); "
-                f"{_steps_text(settings)}")
+        return (f"persistent chains with Jarzynski weights (equilibrium_chains: jarzynski), "
+                f"resampled {decided.get('resamples', '?')} times; {_steps_text(settings)}")
     every = settings["refresh_every"]
     text = (f"refreshed by trajectory tempering every {every} updates, step decaying to "
             f"{settings.get('lr_decay')} x" if every else "plain PCD")
