@@ -70,6 +70,8 @@ def main() -> None:
     model = archive.load_rbm(run / "model.h5")
     length = data.codes.shape[1]
     sets = genome_sets(data_path, data, np.zeros((2, length), np.uint8))
+    if sets is None or sets.train_populations is None:
+        raise SystemExit(f"{data_path}: not a genotype family with populations")
     labelled = sets.train_populations != ""
     reference, labels = sets.train[labelled], sets.train_populations[labelled]
     base = IndependentSites.from_codes(torch.as_tensor(sets.train.astype(np.int64)),
