@@ -20,11 +20,10 @@ import argparse
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from rbmflow.data.dataset import load_encoded
-from rbmflow.evaluation.genomes import nearest_labels, population_metrics
+from rbmflow.evaluation.genomes import nearest_labels, shares
 from rbmflow.model import archive
 from rbmflow.model.partition import IndependentSites, ais_log_partition
 from rbmflow.report.genomes import genome_sets
@@ -41,17 +40,17 @@ def ais_shares(model, base: IndependentSites, reference: np.ndarray, labels: np.
     names = sorted(set(labels.tolist()))
     log_w = result.log_weights.double()
 
-    def shares(rows: slice) -> dict[str, float]:
+    def weighted_shares(rows: slice) -> dict[str, float]:
         w = torch.softmax(log_w[rows], 0).numpy()
         return {k: float(w[votes[rows] == k].sum()) for k in names}
 
-    per_repeat = [shares(slice(r * chains, (r + 1) * chains)) for r in range(repeats)]
-    pooled = shares(slice(None))
+    per_repeat = [weighted_shares(slice(r * chains, (r + 1) * chains)) for r in range(repeats)]
+    pooled = weighted_shares(slice(None))
     spread = {k: float(np.std([s[k] for s in per_repeat], ddof=1) / np.sqrt(repeats))
               for k in names}
     return {"shares": pooled, "standard_error": spread, "ess": result.ess,
             "chains": chains * repeats, "betas": betas, "log_z": result.log_z,
-            "unweighted": {k: float((votes == k).mean()) for k in names},
+            "unweighted": shares(votes, names),
             "per_repeat": per_repeat}
 
 
@@ -76,17 +75,16 @@ def main() -> None:
     reference, labels = sets.train[labelled], sets.train_populations[labelled]
     base = IndependentSites.from_codes(torch.as_tensor(sets.train.astype(np.int64)),
                                        model.num_states)
-    report = {"run": a.run, "train_labels": population_metrics(sets)["train_labels"],
+    names = sorted(set(labels.tolist()))
+    report = {"run": a.run, "train_labels": shares(labels, names),
               "ais": ais_shares(model, base, reference, labels, a.chains, a.betas, a.repeats,
                                 a.seed)}
     fasta = run / "samples.fasta"
-    with h5py.File(run / "model.h5", "r") as f:
-        stored = f["parallel_chains"][()].astype(np.uint8)
+    stored = archive.load_chains(run / "model.h5").numpy().astype(np.uint8)
     for name, rows in (("sample stage", read_samples(fasta, data.alphabet, length)
                         if fasta.exists() else None), ("training chains", stored)):
         if rows is not None:
-            sets.generated = rows
-            report[name] = population_metrics(sets)["generated"]
+            report[name] = shares(nearest_labels(rows, reference, labels), names)
     print(json.dumps(report, indent=1))
 
 

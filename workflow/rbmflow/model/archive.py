@@ -226,6 +226,19 @@ def write_state(path: Path, attributes: dict[str, int], arrays: dict[str, Tensor
             f[name] = value.detach().cpu().numpy()
 
 
+def read_state(path: Path, update: int, device: torch.device | str
+               ) -> tuple[dict[str, int], dict[str, Tensor]]:
+    """The attributes and arrays that `write_state` wrote to `path` with checkpoint `update`;
+    OSError, KeyError or ValueError when the file is missing, unreadable or of another
+    update."""
+    with h5py.File(path, "r") as f:
+        if int(f.attrs["update"]) != update:
+            raise ValueError(f"saved at update {int(f.attrs['update'])}, not {update}")
+        attributes = {key: int(value) for key, value in f.attrs.items()}
+        arrays = {name: torch.as_tensor(f[name][()], device=device) for name in f}
+    return attributes, arrays
+
+
 @contextmanager
 def _via_memory(target: Path, initial: Path | None) -> Iterator[h5py.File]:
     """An HDF5 file built in memory (from a copy of `initial`, or empty), then written to

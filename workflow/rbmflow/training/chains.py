@@ -25,12 +25,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import h5py
 import torch
 from torch import Tensor
 
 from rbmflow.model import archive
-from rbmflow.model.partition import exact_moments, sample_exact
+from rbmflow.model.partition import effective_sample_size, exact_moments, sample_exact
 from rbmflow.model.rbm import PottsRBM, random_codes, sample_categorical
 from rbmflow.provenance import atomic_path
 from rbmflow.sampling.equilibrium import TrajectoryTempering, independent_site_level
@@ -152,7 +151,7 @@ class ReweightedChains(PersistentChains):
     sampling along the training trajectory, as in annealed importance sampling). The weighted
     chains therefore follow the model's mode weights even when no chain crosses between its
     modes, which is where plain PCD's model term is biased. When the effective sample size
-    (sum w)^2 / sum w^2 falls under `min_ess` x C, the chains are drawn again from their
+    (sum w)^2 / sum w^2 falls under `MIN_ESS` x C, the chains are drawn again from their
     weights (systematic resampling) and the weights reset; `resamples` counts those draws.
     The model term of an update uses the chains as they are; the update's sweeps follow, and
     the change of free energy is taken at the swept states: taken at the states that chose
@@ -161,9 +160,8 @@ class ReweightedChains(PersistentChains):
 
     name = "jarzynski"
 
-    def __init__(self, chains: Tensor, gibbs_steps: int, min_ess: float = MIN_ESS) -> None:
+    def __init__(self, chains: Tensor, gibbs_steps: int) -> None:
         super().__init__(chains, gibbs_steps)
-        self.min_ess = min_ess
         self.log_weights = torch.zeros(chains.shape[0], device=chains.device,
                                        dtype=torch.float64)
         self.free_before: Tensor | None = None
@@ -187,8 +185,7 @@ class ReweightedChains(PersistentChains):
 
     def ess_fraction(self) -> float:
         """Effective sample size of the weights over the number of chains, in (0, 1]."""
-        w = torch.softmax(self.log_weights, 0)
-        return float(1.0 / (w.pow(2).sum() * w.shape[0]))
+        return effective_sample_size(self.log_weights) / self.log_weights.shape[0]
 
     def after_step(self, model: PottsRBM, update: int, generator: torch.Generator) -> None:
         self.update = update
@@ -196,7 +193,7 @@ class ReweightedChains(PersistentChains):
             self.log_weights += self.free_before - model.free_energy(self.chains).double()
             self.log_weights -= self.log_weights.max()
             self.free_before = None
-        if self.ess_fraction() < self.min_ess:
+        if self.ess_fraction() < MIN_ESS:
             picks = systematic_resample(torch.softmax(self.log_weights, 0), generator)
             self.chains = self.chains[picks]
             self.log_weights.zero_()
@@ -219,12 +216,9 @@ class ReweightedChains(PersistentChains):
                       dtype: torch.dtype) -> None:
         path = reweighted_path(out)
         try:
-            with h5py.File(path, "r") as f:
-                if int(f.attrs["update"]) != update:
-                    raise ValueError(f"saved at update {int(f.attrs['update'])}, not {update}")
-                chains = torch.as_tensor(f["chains"][()], device=device)
-                log_weights = torch.as_tensor(f["log_weights"][()], device=device)
-                resamples = int(f.attrs["resamples"])
+            attributes, arrays = archive.read_state(path, update, device)
+            chains, log_weights = arrays["chains"], arrays["log_weights"]
+            resamples = attributes["resamples"]
         except (OSError, KeyError, ValueError) as err:
             log.warning("the Jarzynski weights restart equal at update %d (%s: %s)", update,
                         path, err)

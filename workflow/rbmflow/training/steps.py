@@ -24,7 +24,6 @@ import logging
 import math
 from pathlib import Path
 
-import h5py
 import torch
 from torch import Tensor
 
@@ -141,13 +140,10 @@ class AdamStep(StepRule):
     def restore_state(self, out: Path, update: int, device: torch.device) -> None:
         path = state_path(out)
         try:
-            with h5py.File(path, "r") as f:
-                if int(f.attrs["update"]) != update:
-                    raise ValueError(f"saved at update {int(f.attrs['update'])}, not {update}")
-                count = int(f.attrs["count"])
-                first = [torch.as_tensor(f[f"first_{k}"][()], device=device) for k in range(3)]
-                second = [torch.as_tensor(f[f"second_{k}"][()], device=device)
-                          for k in range(3)]
+            attributes, arrays = archive.read_state(path, update, device)
+            count = attributes["count"]
+            first = [arrays[f"first_{k}"] for k in range(3)]
+            second = [arrays[f"second_{k}"] for k in range(3)]
         except (OSError, KeyError, ValueError) as err:
             log.warning("Adam's moments restart from zero at update %d (%s: %s)", update,
                         path, err)

@@ -93,8 +93,9 @@ checkpoints without it, settled at 0.23 with it)."""
 ALL = "all"
 DEFAULT_BATCH_SIZE = 2000
 """batch_size chosen by "auto" when the model term comes from chains."""
-WEIGHTED_TERMS = ("exact", "jarzynski")
-"""Model terms that need no refreshed chains: "auto" refresh_every is 0 with them."""
+UNBIASED_TERMS = ("exact", "jarzynski")
+"""Model terms meant to carry the model's own mode weights: with them "auto" takes no
+refreshed chains and Adam."""
 REFRESH_HINT = ("; train with equilibrium_chains: monitor (the model term then comes from "
                 "tempered chains once this happens; docs/training.md)")
 
@@ -227,7 +228,7 @@ class TrainSettings:
     def needs_separation(self) -> bool:
         """Whether resolving "auto" needs the training sequences' subfamilies."""
         return (self.method == "pcd" and AUTO in (self.refresh_every, self.lr_decay)
-                and self.exact_chains not in WEIGHTED_TERMS)
+                and self.exact_chains not in UNBIASED_TERMS)
 
     @property
     def exact_chains(self) -> str:
@@ -248,7 +249,7 @@ class TrainSettings:
         exact = s.equilibrium_chains == "exact"
         if s.refresh_every == AUTO:
             chosen = (AUTO_REFRESH_EVERY if separated_subfamilies and s.method == "pcd"
-                      and s.equilibrium_chains not in WEIGHTED_TERMS else 0)
+                      and s.equilibrium_chains not in UNBIASED_TERMS else 0)
             s = replace(s, refresh_every=chosen)
         if s.lr_decay == AUTO:
             settle = s.refreshed or s.equilibrium_chains == "jarzynski"
@@ -267,7 +268,7 @@ class TrainSettings:
         if s.batch_size == AUTO:
             s = replace(s, batch_size=ALL if exact else DEFAULT_BATCH_SIZE)
         if s.optimizer == AUTO:
-            s = replace(s, optimizer="adam" if s.equilibrium_chains in WEIGHTED_TERMS
+            s = replace(s, optimizer="adam" if s.equilibrium_chains in UNBIASED_TERMS
                         else "sgd")
         if s.learning_rate == AUTO:
             s = replace(s, learning_rate=DEFAULT_LEARNING_RATE[s.optimizer])
