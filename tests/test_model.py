@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 from rbmflow.model.partition import hidden_configurations, log_partition_exact
-from rbmflow.model.rbm import PottsRBM, cpu_chain_block, one_hot, random_codes, sample_categorical
+from rbmflow.model.rbm import (
+    PottsRBM,
+    balanced_starts,
+    cpu_chain_block,
+    one_hot,
+    random_codes,
+    sample_categorical,
+)
 
 # Standard normal quantile of the bounds (two-sided p ~ 2e-6).
 Z_BOUND = 4.75
@@ -282,6 +289,18 @@ def test_gibbs_is_reproducible_and_keeps_its_input() -> None:
     same = start[:1].expand(2 * block, -1)
     out = model.gibbs(same, 1, generator=torch.Generator().manual_seed(2))
     assert not torch.equal(out[:block], out[block:])
+
+
+@pytest.mark.parametrize(("chains", "largest"), [(2000, 235), (7, 11), (470, 235), (471, 235),
+                                                  (0, 5), (1009, 13)])
+def test_balanced_starts_cut_even_counts_of_equal_blocks(chains: int, largest: int) -> None:
+    starts = balanced_starts(chains, largest)
+    sizes = [b - a for a, b in zip(starts, [*starts[1:], chains], strict=True)]
+    assert starts[0] == 0 and sum(sizes) == chains
+    assert max(sizes) <= largest
+    assert max(sizes) - min(sizes) <= 1
+    assert len(sizes) == 1 or len(sizes) % 2 == 0
+    assert len(sizes) == 1 if chains <= largest else len(sizes) >= 2
 
 
 def test_one_hot_marks_exactly_the_codes() -> None:

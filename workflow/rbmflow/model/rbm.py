@@ -33,8 +33,19 @@ CPU_BLOCK_LOGITS = 2**18
 
 
 def cpu_chain_block(num_visibles: int, num_states: int) -> int:
-    """Number of chains a CPU Gibbs sweep processes at once for L sites and q states."""
+    """Most chains a CPU Gibbs sweep processes at once for L sites and q states."""
     return max(16, CPU_BLOCK_LOGITS // (num_visibles * num_states))
+
+
+def balanced_starts(num_chains: int, largest: int) -> list[int]:
+    """Starts of the blocks `num_chains` chains are cut into: at most `largest` chains each,
+    sizes differing by at most one, an even number of blocks (unless one holds them all) so
+    that two worker threads finish together. Depends on its arguments only, never on the
+    machine."""
+    count = max(1, -(-num_chains // largest))
+    count += count % 2 if count > 1 else 0
+    size, extra = divmod(num_chains, count)
+    return [i * size + min(i, extra) for i in range(count)]
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -164,11 +175,11 @@ class PottsRBM:
         """Run `sweeps` alternating block-Gibbs sweeps v -> h -> v from codes (C, L).
 
         Returns the new codes (C, L), int64; the input is not modified. On the CPU the chains
-        are cut into blocks of cpu_chain_block(L, q); each block runs all its sweeps with
-        single-threaded operations whose buffers stay in cache, on torch.get_num_threads()
-        worker threads at once, and draws from its own generator seeded from `generator` (or
-        the global one). The result thus depends on the seed, L, q and C, not on the number
-        of threads.
+        are cut into the blocks of balanced_starts(C, cpu_chain_block(L, q)); each block runs all
+        its sweeps with single-threaded operations whose buffers stay in cache, on
+        torch.get_num_threads() worker threads at once, and draws from its own generator seeded
+        from `generator` (or the global one). The result thus depends on the seed, L, q and C,
+        not on the number of threads.
         """
         codes = codes.long()
         if sweeps <= 0:
@@ -176,31 +187,31 @@ class PottsRBM:
         sampler = _VisibleSampler(self, beta)
         if codes.device.type != "cpu":
             return self._gibbs_block(codes, sweeps, beta, sampler, generator)
-        block = cpu_chain_block(self.num_visibles, self.num_states)
-        starts = list(range(0, codes.shape[0], block))
+        starts = balanced_starts(codes.shape[0],
+                                 cpu_chain_block(self.num_visibles, self.num_states))
+        stops = [*starts[1:], codes.shape[0]]
         seeds = torch.randint(0, 2**62, (len(starts),), generator=generator).tolist()
         out = torch.empty_like(codes)
         threads = torch.get_num_threads()
 
-        def run(start: int, seed: int) -> None:
+        def run(start: int, stop: int, seed: int) -> None:
             with torch.no_grad():
                 g = torch.Generator().manual_seed(seed)
-                out[start:start + block] = self._gibbs_block(codes[start:start + block], sweeps,
-                                                             beta, sampler, g)
+                out[start:stop] = self._gibbs_block(codes[start:stop], sweeps, beta, sampler, g)
 
-        def run_single_threaded(start: int, seed: int) -> None:
+        def run_single_threaded(start: int, stop: int, seed: int) -> None:
             if torch.get_num_threads() != 1:
                 torch.set_num_threads(1)
-            run(start, seed)
+            run(start, stop, seed)
 
-        if threads == 1 or len(starts) == 1:
-            for start, seed in zip(starts, seeds, strict=True):
-                run(start, seed)
+        blocks = list(zip(starts, stops, seeds, strict=True))
+        if threads == 1 or len(blocks) == 1:
+            for block in blocks:
+                run(*block)
             return out
         try:
             pool = _block_pool(threads)
-            for done in [pool.submit(run_single_threaded, start, seed)
-                         for start, seed in zip(starts, seeds, strict=True)]:
+            for done in [pool.submit(run_single_threaded, *block) for block in blocks]:
                 done.result()
         finally:
             torch.set_num_threads(threads)

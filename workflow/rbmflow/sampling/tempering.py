@@ -45,6 +45,7 @@ from rbmflow.model.rbm import (
     PottsRBM,
     _bernoulli,
     _block_pool,
+    balanced_starts,
     random_codes,
     sample_categorical,
 )
@@ -249,8 +250,7 @@ def _chain_blocks(num_levels: int, num_chains: int, site_states: int,
     CPU_BLOCK_LOGITS; elsewhere one block holds every chain."""
     if device.type != "cpu":
         return [0]
-    block = max(16, 4 * CPU_BLOCK_LOGITS // (num_levels * site_states))
-    return list(range(0, num_chains, block))
+    return balanced_starts(num_chains, max(16, 4 * CPU_BLOCK_LOGITS // (num_levels * site_states)))
 
 
 
