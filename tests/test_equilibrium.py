@@ -132,12 +132,13 @@ def _three_cluster_run(tmp_path, name: str, **settings_kw):
 
 
 @pytest.mark.slow
-def test_three_clusters_monitor_flags_plain_pcd_and_auto_switches_to_tempered_chains(
-        tmp_path, caplog):
+def test_three_clusters_monitor_flags_plain_pcd_and_jarzynski_chains_fix_it(tmp_path, caplog):
     """Plain PCD: the chains' Pearson is near 1 while the model's exact cluster weights are
     far from the data's; the monitor (exact reference, Nh = 8) says so, loudly. With
-    `equilibrium_chains: auto` the same run moves to tempered chains at the first disagreeing
-    check and ends with its chains at the model's equilibrium, much closer to the data."""
+    `equilibrium_chains: monitor` the same run moves to tempered chains at the first
+    disagreeing check (whether those end at equilibrium depends on the seed: 1 of 3 here).
+    With Jarzynski-weighted chains the monitor finds them at the model's equilibrium and the
+    model's cluster weights come close to the data's."""
     plain = {"refresh_every": 0, "lr_decay": 1.0, "equilibrium_chains": "never"}
     with caplog.at_level(logging.WARNING):
         plain_gap, rows = _three_cluster_run(tmp_path, "plain", **plain)
@@ -147,11 +148,13 @@ def test_three_clusters_monitor_flags_plain_pcd_and_auto_switches_to_tempered_ch
     assert float(last["monitor_ks"]) > float(last["monitor_ks_critical"])
     assert "NOT at the model's equilibrium" in caplog.text
     assert "train with equilibrium_chains: monitor" in caplog.text  # the warning names the remedy
-    gap, rows = _three_cluster_run(tmp_path, "auto", refresh_every=0, equilibrium_chains="monitor")
-    decided = read_metadata(tmp_path / "auto.h5")["training_chains"]
+    _three_cluster_run(tmp_path, "monitor", refresh_every=0, equilibrium_chains="monitor")
+    decided = read_metadata(tmp_path / "monitor.h5")["training_chains"]
     assert decided["source"] == "tempered" and decided["switched_at"] == 50
-    assert float(rows[-1]["monitor_ks"]) <= float(rows[-1]["monitor_ks_critical"])
-    assert gap < plain_gap - 0.3, (gap, plain_gap)
+    gap, rows = _three_cluster_run(tmp_path, "jarzynski", equilibrium_chains="jarzynski",
+                                   gibbs_steps=20)
+    assert all(float(r["monitor_ks"]) <= float(r["monitor_ks_critical"]) for r in rows[-3:])
+    assert gap < 0.15 and gap < plain_gap - 0.3, (gap, plain_gap)
 
 
 @pytest.mark.slow
