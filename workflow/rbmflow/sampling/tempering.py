@@ -247,7 +247,8 @@ def _chain_blocks(num_levels: int, num_chains: int, site_states: int,
     """Start of each block of chains a run processes at once (all levels of a block together:
     chain c of every level only ever swaps with chain c of a neighbour, so blocks are
     independent). On the CPU a block's logits, K x block x L*q, stay within a few times
-    CPU_BLOCK_LOGITS; elsewhere one block holds every chain."""
+    CPU_BLOCK_LOGITS, in equal blocks of an even count (balanced_starts); elsewhere one block
+    holds every chain."""
     if device.type != "cpu":
         return [0]
     return balanced_starts(num_chains, max(16, 4 * CPU_BLOCK_LOGITS // (num_levels * site_states)))
