@@ -202,10 +202,11 @@ class ReweightedChains(PersistentChains):
     def checkpoint_chains(self, generator: torch.Generator) -> Tensor:
         """The chains drawn from their weights by a generator of their own (seeded by the
         update), so that saving a checkpoint leaves the training's random stream alone."""
-        if not bool(self.log_weights.any()):
+        weights = self.weights()
+        if weights is None:
             return self.chains
         own = torch.Generator(device=self.chains.device).manual_seed(1_000_003 + self.update)
-        return self.chains[systematic_resample(torch.softmax(self.log_weights, 0), own)]
+        return self.chains[systematic_resample(weights, own)]
 
     def save_state(self, out: Path, update: int) -> None:
         with atomic_path(reweighted_path(out)) as tmp:
