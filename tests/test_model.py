@@ -7,6 +7,7 @@ to reject a slightly wrong sampler, so none can pass by being loose.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import runpy
@@ -14,6 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from rbmflow.model.kernels import (
+    Int8DigitPlanes,
+    compiled,
+    int8_gibbs_sweeps,
+    sample_categorical_base2,
+)
 from rbmflow.model.partition import hidden_configurations, log_partition_exact
 from rbmflow.model.rbm import (
     PottsRBM,
@@ -163,6 +170,52 @@ def test_sample_categorical_follows_softmax(dtype: torch.dtype) -> None:
     assert stat_wrong > chi2_upper(dof)
 
 
+def test_sample_categorical_base2_follows_powers_of_two() -> None:
+    q, draws = 5, 40_000
+    g = torch.Generator().manual_seed(13)
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0, 0.5], [300.0, 299.0, 0.0, -5.0, 300.0]])
+    codes = sample_categorical_base2(logits.expand(draws, -1, -1).contiguous(), g)
+    counts = torch.stack([torch.bincount(codes[:, r], minlength=q) for r in range(2)])
+    probs = torch.softmax(logits.double() * math.log(2.0), -1)
+    stat, dof = multi_chi2(counts, probs)
+    assert stat < chi2_upper(dof), (stat, dof)
+    stat_natural, _ = multi_chi2(counts, torch.softmax(logits.double(), -1))
+    assert stat_natural > chi2_upper(dof)
+
+
+@pytest.mark.parametrize("nh", [1, 29, 263, 601])
+def test_int8_digit_planes_give_the_product_to_float32_rounding(nh: int) -> None:
+    g = torch.Generator().manual_seed(nh)
+    rows = 37
+    weight = torch.randn(rows, nh, generator=g) * torch.logspace(-3, 2, rows)[:, None]
+    weight[5] = 0.0  # a row of zeros
+    weight[6, 0] = 1e4  # one large entry
+    bias = torch.randn(rows, generator=g)
+    planes = Int8DigitPlanes(weight, bias)
+    # Every entry within half a unit of the last digit, max|W[r]| / (127 * 2 * 254**2), and
+    # the float32 rounding of the row's scale.
+    row_max = weight.double().abs().amax(1, keepdim=True)
+    error = (planes.approximation() - weight.double()).abs()
+    assert (error <= row_max * (0.5 / (127 * 254**2)) + weight.double().abs() * 2**-24).all()
+    # The product with binary vectors (bool and int8) against float64: the digits' error summed
+    # over the active units, plus float32 rounding of the sum of magnitudes; hidden counts
+    # above 256 take several int32 parts.
+    hiddens = torch.rand(19, nh, generator=g) < 0.5
+    hiddens[0] = True
+    exact = hiddens.double() @ weight.double().T + bias.double()
+    digits_error = hiddens.double().sum(1, keepdim=True) * row_max.T * (0.5 / (127 * 254**2))
+    rounding = 4 * 2**-24 * (hiddens.double() @ weight.double().abs().T + bias.double().abs())
+    for h in (hiddens, hiddens.to(torch.int8)):
+        got = planes.product(h)
+        assert got.shape == (19, rows) and got.dtype == torch.float32
+        assert ((got.double() - exact).abs() <= digits_error + rounding + 1e-30).all()
+    # Middle digits off by one break the bound.
+    planes.planes[:, rows:2 * rows] ^= 1
+    assert ((planes.product(hiddens).double() - exact).abs() > digits_error + rounding).any()
+    with pytest.raises(ValueError, match="float32"):
+        Int8DigitPlanes(weight.double(), bias)
+
+
 def test_sample_categorical_is_reproducible_from_its_generator() -> None:
     logits = torch.randn(17, 11, 13)
     first = sample_categorical(logits, torch.Generator().manual_seed(5))
@@ -289,6 +342,26 @@ def test_gibbs_is_reproducible_and_keeps_its_input() -> None:
     same = start[:1].expand(2 * block, -1)
     out = model.gibbs(same, 1, generator=torch.Generator().manual_seed(2))
     assert not torch.equal(out[:block], out[block:])
+
+
+def test_compiled_sweep_kernel_draws_what_the_eager_one_draws() -> None:
+    """The CPU sweep runs TorchScript's compilation of int8_gibbs_sweeps: the same draws as the
+    Python function, float32's limits as its defaults."""
+    L, q, nh, chains = 11, 7, 13, 29
+    model = make_model(L, q, nh, dtype=torch.float32)
+    scripted = compiled(int8_gibbs_sweeps)
+    assert isinstance(scripted, torch.jit.ScriptFunction)
+    defaults = inspect.signature(int8_gibbs_sweeps).parameters
+    info = torch.finfo(torch.float32)
+    assert [defaults[k].default for k in ("eps", "tiny", "largest")] == [
+        info.eps, info.tiny, info.max]
+    planes = Int8DigitPlanes(model.weight_matrix.reshape(L * q, nh) * 0.7 / math.log(2.0),
+                             model.vbias.reshape(-1) * 0.7 / math.log(2.0))
+    args = (random_codes(chains, L, q), 5, model.weight_matrix.reshape(L * q, nh), model.hbias,
+            torch.arange(0, L * q, q), planes.planes, planes.unit, planes.bias, q, 0.7)
+    a = scripted(*args, torch.Generator().manual_seed(3))
+    b = int8_gibbs_sweeps(*args, torch.Generator().manual_seed(3))
+    assert a.shape == (chains, L) and torch.equal(a, b)
 
 
 @pytest.mark.parametrize(("chains", "largest"), [(2000, 235), (7, 11), (470, 235), (471, 235),

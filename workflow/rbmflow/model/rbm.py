@@ -10,11 +10,14 @@ An inverse temperature `beta` multiplies every energy term. Energies are in nats
 
 Speed (a Gibbs sweep is the cost of training and sampling): the hidden inputs are an
 embedding-bag over the rows of W picked by the codes (no one-hot is built); the visible
-logits are one matrix product with the biases added by the same call; the categorical draw is
-an inverse CDF over exp(logits) with no max-subtraction pass (a per-site constant folded into
-the biases keeps the exponentials in range, and the rare rows that still overflow or underflow
-are redrawn exactly); on the CPU the chains run in blocks small enough to stay in a core's
-cache, one single-threaded block per worker thread, so no operation waits on a barrier.
+logits are one matrix product with the biases added by the same call, formed in bits (log2(e)
+folded into the weights) so that the categorical draw is an inverse CDF over exp2(logits), with
+no max-subtraction pass (a per-site constant folded into the biases keeps the exponentials in
+range, and the rare rows that still overflow or underflow are redrawn exactly). On the CPU the
+chains run in blocks small enough to stay in a core's cache, one single-threaded block per
+worker thread, so no operation waits on a barrier; a float32 model's blocks run the compiled
+kernel of model.kernels (the product on int8 digit planes of W, exact to float32 rounding, and
+the loop outside the GIL).
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+
+from rbmflow.model.kernels import (
+    LOG2_E,
+    Int8DigitPlanes,
+    compiled,
+    int8_gibbs_sweeps,
+    sample_categorical_base2,
+)
 
 # Logits per block of a CPU sweep: the (chains, L*q) buffers of a block then stay in a core's
 # cache. Fixed (not derived from the machine) so that a seed gives the same draws everywhere.
@@ -158,12 +169,19 @@ class PottsRBM:
 
     def sample_hiddens(self, codes: Tensor, beta: float = 1.0,
                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Draw h ~ p(h | v); returns (h, p(h = 1 | v)), each (C, Nh)."""
+        """Draw h ~ p(h | v); returns (h, p(h = 1 | v)), each (C, Nh) in the model's dtype."""
+        h, mag = self._hidden_draw(codes, beta, generator)
+        return h.to(mag.dtype), mag
+
+    def _hidden_draw(self, codes: Tensor, beta: float, generator: torch.Generator | None
+                     ) -> tuple[Tensor, Tensor]:
+        """(h as bool, p(h = 1 | v)) for codes (C, L)."""
         mag = self.hidden_inputs(codes)
         if beta != 1.0:
             mag.mul_(beta)
         mag.sigmoid_()
-        return _bernoulli(mag, generator), mag
+        u = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=mag.dtype)
+        return torch.lt(u, mag), mag
 
     def sample_visibles(self, hiddens: Tensor, beta: float = 1.0,
                         generator: torch.Generator | None = None) -> Tensor:
@@ -219,9 +237,15 @@ class PottsRBM:
 
     def _gibbs_block(self, codes: Tensor, sweeps: int, beta: float, sampler: _VisibleSampler,
                      generator: torch.Generator | None) -> Tensor:
+        planes = sampler.planes
+        if planes is not None and generator is not None:
+            L, q, nh = self.weight_matrix.shape
+            return compiled(int8_gibbs_sweeps)(
+                codes, sweeps, self.weight_matrix.reshape(L * q, nh), self.hbias,
+                self._site_offsets(codes.device), planes.planes, planes.unit, planes.bias, q,
+                float(beta), generator)
         for _ in range(sweeps):
-            h, _ = self.sample_hiddens(codes, beta, generator)
-            codes = sampler.sample(h, generator)
+            codes = sampler.sample(self._hidden_draw(codes, beta, generator)[0], generator)
         return codes
 
     # -- gauge ------------------------------------------------------------------------------
@@ -245,26 +269,29 @@ class _VisibleSampler:
     p(v_i = a | h) is unchanged when a constant c_i is taken out of every logit of site i; c_i
     is the largest logit of the site at h = 1/2 (the centre of the hidden hypercube), so
     exp(logits - c) stays in floating-point range for all but extreme fields, and those rows
-    are redrawn exactly by sample_categorical's fallback.
+    are redrawn exactly by the draw's fallback. The logits are formed in bits (log2(e) folded
+    into the weights); for binary (bool) hiddens of a float32 model on the CPU the product is
+    the exact int8 one of kernels.Int8DigitPlanes.
     """
 
     def __init__(self, model: PottsRBM, beta: float) -> None:
         L, q, nh = model.weight_matrix.shape
-        self.model = model
-        self.beta = beta
+        self.num_visibles, self.num_states, self.dtype = L, q, model.dtype
         centre = model.vbias + 0.5 * model.weight_matrix.sum(-1)
         shifted = model.vbias - centre.amax(-1, keepdim=True)
-        self.bias = shifted.reshape(L * q)
-        self.weight = model.weight_matrix.reshape(L * q, nh)
+        self.bias = shifted.reshape(L * q) * (beta * LOG2_E)
+        self.weight = model.weight_matrix.reshape(L * q, nh) * (beta * LOG2_E)
+        self.planes = (Int8DigitPlanes(self.weight, self.bias)
+                       if model.dtype == torch.float32 and model.device.type == "cpu" else None)
 
     def sample(self, hiddens: Tensor, generator: torch.Generator | None) -> Tensor:
-        m = self.model
-        h = hiddens.to(m.dtype)
-        if self.beta == 1.0:
-            logits = F.linear(h, self.weight, self.bias)
+        """hiddens (C, Nh), binary; returns codes (C, L) int64."""
+        if self.planes is not None and hiddens.dtype == torch.bool:
+            logits = self.planes.product(hiddens)
         else:
-            logits = torch.addmm(self.bias, h, self.weight.T, beta=self.beta, alpha=self.beta)
-        return sample_categorical(logits.view(-1, m.num_visibles, m.num_states), generator)
+            logits = F.linear(hiddens.to(self.dtype), self.weight, self.bias)
+        return sample_categorical_base2(
+            logits.view(-1, self.num_visibles, self.num_states), generator)
 
 
 def _bernoulli(probs: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -276,42 +303,10 @@ def _bernoulli(probs: Tensor, generator: torch.Generator | None) -> Tensor:
 def sample_categorical(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One draw per row of logits (..., q), p(a) proportional to exp(logits[..., a]).
 
-    Inverse CDF: the cumulative sums of exp(logits) are searched for u * total with u uniform
-    in [0, 1). On the CPU no max is subtracted first; rows whose total overflows, is not a
-    number, or underflows so far that float precision is lost are redrawn from the
-    max-shifted logits, so every row follows its softmax exactly. Returns int64 codes (...).
+    The draw of kernels.sample_categorical_base2 on logits * log2(e): exact to float rounding,
+    including rows beyond exp's range. Returns int64 codes (...).
     """
-    q = logits.shape[-1]
-    rows = logits.reshape(-1, q)
-    if rows.shape[0] == 0:
-        return torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
-    if rows.device.type != "cpu":
-        # No host synchronisation for the overflow check: one max pass is cheap there.
-        rows = rows - rows.amax(-1, keepdim=True)
-    info = torch.finfo(rows.dtype)
-    cdf = torch.exp(rows).cumsum_(-1)
-    total = cdf[:, -1:]
-    u = torch.rand(total.shape, generator=generator, device=rows.device, dtype=rows.dtype)
-    codes = torch.searchsorted(cdf, _below(u.mul_(total), total, info.eps), right=True).squeeze_(-1)
-    smallest, largest = torch.aminmax(total)
-    if not (float(smallest) > info.tiny / info.eps and float(largest) <= info.max):
-        total = total.squeeze(-1)
-        redo = ~((total > info.tiny / info.eps) & (total <= info.max))
-        bad = redo.nonzero().squeeze(-1)
-        sub = rows[bad]
-        sub_cdf = torch.exp(sub - sub.amax(-1, keepdim=True)).cumsum_(-1)
-        u = torch.rand((bad.shape[0], 1), generator=generator, device=rows.device,
-                       dtype=rows.dtype)
-        sub_total = sub_cdf[:, -1:]
-        codes[bad] = torch.searchsorted(sub_cdf, _below(u.mul_(sub_total), sub_total, info.eps),
-                                        right=True).squeeze_(-1)
-    return codes.clamp_(max=q - 1).view(logits.shape[:-1])
-
-
-def _below(values: Tensor, total: Tensor, eps: float) -> Tensor:
-    """values (u * total, u in [0, 1)) kept strictly under total: float rounding can make
-    u * total == total, which would select a trailing state of probability zero."""
-    return torch.minimum(values, total * (1 - eps))
+    return sample_categorical_base2(logits * LOG2_E, generator)
 
 
 def random_codes(num: int, length: int, num_states: int, device: torch.device | str = "cpu",

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from rbmflow.model.kernels import LOG2_E, sample_categorical_base2
 from rbmflow.model.rbm import (
     CPU_BLOCK_LOGITS,
     PottsRBM,
@@ -47,7 +48,6 @@ from rbmflow.model.rbm import (
     _block_pool,
     balanced_starts,
     random_codes,
-    sample_categorical,
 )
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,11 @@ class StackedLevels:
         self.hbias = torch.stack([lv.model.hbias.to(device, dtype)
                                   for lv in levels]).mul_(betas[:, None])
         # Per-site constants out of the logits (see rbm._VisibleSampler): exact, for range only.
+        # The draw's logits are in bits (log2(e) folded in): exp2 is cheaper than exp.
         centre = (self.vbias + 0.5 * self.weight.sum(-1)).view(-1, L, q)
-        self.weight_t = self.weight.transpose(1, 2).contiguous()  # (K, Nh, L*q) for the product
+        self.weight_t = self.weight.transpose(1, 2).mul(LOG2_E).contiguous()  # (K, Nh, L*q)
         self.draw_bias = (self.vbias.view(-1, L, q)
-                          - centre.amax(-1, keepdim=True)).reshape(-1, 1, L * q)
+                          - centre.amax(-1, keepdim=True)).reshape(-1, 1, L * q).mul_(LOG2_E)
         self.offsets = torch.arange(0, L * q, q, device=device, dtype=torch.long)
         self.all = torch.arange(self.num_levels, device=device)
 
@@ -167,8 +168,8 @@ class StackedLevels:
         """v ~ p_k(v | h) for hiddens (K, C, Nh) at every level; codes (K, C, L)."""
         logits = torch.baddbmm(self.draw_bias, hiddens, self.weight_t)
         K, C = hiddens.shape[:2]
-        return sample_categorical(logits.view(K, C, self.num_visibles, self.num_states),
-                                  generator)
+        return sample_categorical_base2(
+            logits.view(K, C, self.num_visibles, self.num_states), generator)
 
 
 @dataclass

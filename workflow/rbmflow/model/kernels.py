@@ -1,0 +1,175 @@
+"""Tensor kernels of the CPU Gibbs sweep: the visible product, the categorical draw, and the
+sweep loop of a block of chains.
+
+All are exact to float32 rounding and cheaper than their plain forms on the CPU:
+
+- `Int8DigitPlanes`: the product W h of a float32 matrix with binary hidden vectors, done as
+  int8 x int8 products with int32 accumulation (exact) on three int8 digit planes of W, about
+  twice as fast as a float32 product at these shapes;
+- `sample_categorical_base2`: a categorical draw from logits in bits (p proportional to
+  2**logit), since exp2 is three times cheaper than exp; callers fold log2(e) into their weights;
+- `int8_gibbs_sweeps`: the sweeps of one block of chains with both, compiled by TorchScript
+  (`compiled`) so that the loop runs without the GIL: the worker threads of a CPU sweep then
+  never wait on each other between operations. Without TorchScript the same function runs
+  eagerly.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+LOG2_E = 1.0 / math.log(2.0)
+
+DIGIT_BASE = 254  # each plane below the first holds round(254 * remainder), within int8
+INT32_SAFE_HIDDENS = 256  # |sum| <= 256 * 127 * (1 + 254 + 254**2) < 2**31
+
+
+class Int8DigitPlanes:
+    """A float32 matrix W (M, Nh) as three int8 digit planes with one scale per row, for the
+    product with binary vectors h in {0, 1}^Nh.
+
+    Row r is W[r] ~ s_r (d0 + d1 / 254 + d2 / 254**2) with s_r = max|W[r]| / 127 and every digit
+    in [-127, 127], so each entry is within s_r / (2 * 254**2) = max|W[r]| * 6.1e-8 of W, the
+    size of a float32 rounding of the row's largest entry (plus the float32 rounding of s_r),
+    and a product over k active units within k times that. The products h . d_k are int8 x int8
+    with int32 accumulation (exact); only their combination into float32 rounds.
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor) -> None:
+        """weight (M, Nh) and bias (M,), float32 on the CPU: `product` returns h W^T + bias."""
+        if weight.dtype != torch.float32 or weight.device.type != "cpu":
+            raise ValueError("Int8DigitPlanes takes a float32 matrix on the CPU")
+        scale = weight.double().abs().amax(1) / 127
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        rest = weight.double() / scale[:, None]
+        digits = []
+        for _ in range(3):
+            digit = rest.round()
+            digits.append(digit)
+            rest = (rest - digit) * DIGIT_BASE
+        self.num_rows, self.num_hiddens = weight.shape
+        # (Nh, 3M): one int8 product gives the three planes' sums side by side.
+        self.planes = torch.empty(self.num_hiddens, 3 * self.num_rows, dtype=torch.int8)
+        self.planes.copy_(torch.cat(digits).T)  # row stride 3M even when Nh = 1
+        self.unit = (scale / DIGIT_BASE**2).float()
+        self.bias = bias.to(torch.float32).contiguous()
+
+    def approximation(self) -> Tensor:
+        """The matrix the planes represent, (M, Nh) float64."""
+        d = self.planes.T.double().view(3, self.num_rows, self.num_hiddens)
+        b = float(DIGIT_BASE)
+        return (d[0] * b * b + d[1] * b + d[2]) * self.unit.double()[:, None]
+
+    def product(self, hiddens: Tensor) -> Tensor:
+        """hiddens (C, Nh), bool or int8 with values 0/1; returns (C, M) float32."""
+        h = hiddens.view(torch.int8) if hiddens.dtype == torch.bool else hiddens
+        return digit_product(h, self.planes, self.unit, self.bias, DIGIT_BASE, INT32_SAFE_HIDDENS)
+
+
+def digit_product(hiddens: Tensor, planes: Tensor, unit: Tensor, bias: Tensor,
+                  base: int = 254, chunk: int = 256) -> Tensor:
+    """hiddens (C, Nh) int8 0/1 times the digit planes (Nh, 3M) of Int8DigitPlanes, combined as
+    float32 with `unit` (M,) and plus `bias` (M,); returns (C, M). base is DIGIT_BASE and chunk
+    INT32_SAFE_HIDDENS (TorchScript reads no module globals)."""
+    C, nh = hiddens.shape[0], hiddens.shape[1]
+    M = bias.shape[0]
+    out = bias.expand(C, M)
+    for k in range(0, nh, chunk):
+        sums = torch._int_mm(hiddens[:, k:k + chunk], planes[k:k + chunk]).view(C, 3, M)
+        combined = torch.add(sums[:, 1], sums[:, 0], alpha=base)
+        combined = torch.add(sums[:, 2], combined, alpha=base)
+        out = torch.addcmul(out, combined, unit)
+    return out
+
+
+def sample_categorical_base2(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One draw per row of logits (..., q) in bits: p(a) proportional to 2**logits[..., a].
+
+    Inverse CDF (see draw_rows_base2); on a GPU the row maxima are subtracted first, so that no
+    host synchronisation is needed for the overflow check. Returns int64 codes (...).
+    """
+    q = logits.shape[-1]
+    rows = logits.reshape(-1, q)
+    if rows.shape[0] == 0:
+        return torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device)
+    if rows.device.type != "cpu":
+        rows = rows - rows.amax(-1, keepdim=True)
+    info = torch.finfo(rows.dtype)
+    return draw_rows_base2(rows, generator, info.eps, info.tiny, info.max).view(logits.shape[:-1])
+
+
+def draw_rows_base2(rows: Tensor, generator: Optional[torch.Generator],  # noqa: UP045
+                    eps: float, tiny: float, largest: float) -> Tensor:
+    """One draw per row of rows (N, q), p(a) proportional to 2**rows[:, a]; eps, tiny and
+    largest are those of the dtype's finfo. Returns int64 codes (N,).
+
+    The cumulative sums of exp2(rows) are searched for u * total with u uniform in [0, 1), kept
+    strictly under total (float rounding could give u * total == total and pick a trailing
+    state of probability zero). No max is subtracted first: rows whose total overflows, is not a
+    number, or underflows so far that precision is lost are redrawn from the max-shifted rows,
+    so every row follows its distribution exactly.
+    """
+    q = rows.shape[1]
+    cdf = torch.exp2(rows).cumsum_(-1)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=rows.device, dtype=rows.dtype)
+    codes = torch.searchsorted(cdf, torch.minimum(u.mul_(total), total * (1 - eps)),
+                               right=True).squeeze_(-1)
+    smallest, biggest = torch.aminmax(total)
+    if not (float(smallest) > tiny / eps and float(biggest) <= largest):
+        flat = total.squeeze(-1)
+        bad = (~((flat > tiny / eps) & (flat <= largest))).nonzero().squeeze(-1)
+        sub = rows[bad]
+        sub_cdf = torch.exp2(sub - sub.amax(-1, keepdim=True)).cumsum_(-1)
+        sub_total = sub_cdf[:, -1:]
+        u = torch.rand(sub_total.shape, generator=generator, device=rows.device,
+                       dtype=rows.dtype)
+        codes[bad] = torch.searchsorted(
+            sub_cdf, torch.minimum(u.mul_(sub_total), sub_total * (1 - eps)),
+            right=True).squeeze_(-1)
+    return codes.clamp_(max=q - 1)
+
+
+def int8_gibbs_sweeps(codes: Tensor, sweeps: int, weight_rows: Tensor, hbias: Tensor,
+                      offsets: Tensor, planes: Tensor, unit: Tensor, bias: Tensor,
+                      num_states: int, beta: float, generator: torch.Generator,
+                      eps: float = 1.1920928955078125e-07, tiny: float = 1.1754943508222875e-38,
+                      largest: float = 3.4028234663852886e+38) -> Tensor:
+    """`sweeps` block-Gibbs sweeps v -> h -> v of codes (C, L) int64, float32 on the CPU.
+
+    weight_rows (L*q, Nh), hbias (Nh,) and offsets (L,) = i * q give the hidden inputs (an
+    embedding-bag over the rows picked by the codes), times beta; planes, unit and bias are
+    those of the Int8DigitPlanes of the visible logits in bits, beta and log2(e) folded in.
+    eps, tiny and largest are float32's (TorchScript reads no module globals).
+    """
+    C, L = codes.shape[0], codes.shape[1]
+    for _ in range(sweeps):
+        mag = F.embedding_bag(codes + offsets, weight_rows, mode="sum").add_(hbias)
+        if beta != 1.0:
+            mag.mul_(beta)
+        u = torch.rand(mag.shape, generator=generator, dtype=mag.dtype)
+        hiddens = torch.lt(u, mag.sigmoid_()).to(torch.int8)
+        logits = digit_product(hiddens, planes, unit, bias)
+        codes = draw_rows_base2(logits.view(C * L, num_states), generator, eps, tiny,
+                                largest).view(C, L)
+    return codes
+
+
+@functools.cache
+def compiled(kernel: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """`kernel` compiled by TorchScript (its loop then runs without the GIL), or `kernel` itself
+    where this torch has no TorchScript."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return torch.jit.script(kernel)
+        except (AttributeError, RuntimeError):
+            return kernel
