@@ -266,15 +266,17 @@ def marginal_chi2(codes: torch.Tensor, probs: torch.Tensor, q: int) -> list[tupl
     return tests
 
 
-@pytest.mark.parametrize("beta", [1.0, 0.6])
-def test_gibbs_leaves_the_exact_distribution_invariant(beta: float) -> None:
+@pytest.mark.parametrize(("beta", "dtype"), [(1.0, torch.float32), (0.6, torch.float32),
+                                             (0.6, torch.float64)])
+def test_gibbs_leaves_the_exact_distribution_invariant(beta: float, dtype: torch.dtype) -> None:
+    """float32: the compiled int8 kernel; float64: the float product, same draw."""
     L, q, nh = 4, 3, 5
     chains = 2 * cpu_chain_block(L, q) + 101  # several blocks, the last one partial
     model = make_model(L, q, nh, scale=0.7)
     probs, _ = exact_visible_probs(model, beta)
     start = exact_draws(probs, L, q, chains, seed=11)
-    model32 = model.to(dtype=torch.float32)
-    out = model32.gibbs(start, sweeps=3, beta=beta, generator=torch.Generator().manual_seed(4))
+    out = model.to(dtype=dtype).gibbs(start, sweeps=3, beta=beta,
+                                      generator=torch.Generator().manual_seed(4))
     assert out.shape == start.shape and out.dtype == torch.long
     assert not torch.equal(out, start)
     # Joint distribution over all q^L configurations.

@@ -237,10 +237,10 @@ class PottsRBM:
 
     def _gibbs_block(self, codes: Tensor, sweeps: int, beta: float, sampler: _VisibleSampler,
                      generator: torch.Generator | None) -> Tensor:
-        planes = sampler.planes
-        if planes is not None and generator is not None:
+        kernel, planes = sampler.kernel, sampler.planes
+        if kernel is not None and planes is not None and generator is not None:
             L, q, nh = self.weight_matrix.shape
-            return compiled(int8_gibbs_sweeps)(
+            return kernel(
                 codes, sweeps, self.weight_matrix.reshape(L * q, nh), self.hbias,
                 self._site_offsets(codes.device), planes.planes, planes.unit, planes.bias, q,
                 float(beta), generator)
@@ -283,6 +283,8 @@ class _VisibleSampler:
         self.weight = model.weight_matrix.reshape(L * q, nh) * (beta * LOG2_E)
         self.planes = (Int8DigitPlanes(self.weight, self.bias)
                        if model.dtype == torch.float32 and model.device.type == "cpu" else None)
+        # Compiled here, in the caller's thread, before any worker thread runs it.
+        self.kernel = compiled(int8_gibbs_sweeps) if self.planes is not None else None
 
     def sample(self, hiddens: Tensor, generator: torch.Generator | None) -> Tensor:
         """hiddens (C, Nh), binary; returns codes (C, L) int64."""
