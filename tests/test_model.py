@@ -366,6 +366,23 @@ def test_compiled_sweep_kernel_draws_what_the_eager_one_draws() -> None:
     assert a.shape == (chains, L) and torch.equal(a, b)
 
 
+def test_gibbs_takes_the_float_product_where_int8_products_fail(monkeypatch) -> None:
+    """A CPU whose torch._int_mm is missing or wrong: float32 sweeps take the float product
+    and keep p(v | h) (the draws are those of the int8 kernel up to rounding)."""
+    import rbmflow.model.rbm as rbm_module
+
+    L, q, nh = 4, 3, 5
+    model = make_model(L, q, nh, scale=0.7)
+    probs, _ = exact_visible_probs(model)
+    start = exact_draws(probs, L, q, 20_000, seed=13)
+    monkeypatch.setattr(rbm_module, "int8_products_work", lambda: False)
+    model32 = model.to(dtype=torch.float32)
+    assert rbm_module._VisibleSampler(model32, 1.0).planes is None
+    out = model32.gibbs(start, sweeps=2, generator=torch.Generator().manual_seed(5))
+    stat, dof = chi2_statistic(torch.bincount(config_index(out, q), minlength=q**L), probs)
+    assert stat < chi2_upper(dof), (stat, dof)
+
+
 @pytest.mark.parametrize(("chains", "largest"), [(2000, 235), (7, 11), (470, 235), (471, 235),
                                                   (0, 5), (1009, 13)])
 def test_balanced_starts_cut_even_counts_of_equal_blocks(chains: int, largest: int) -> None:

@@ -6,7 +6,7 @@ All are exact to float32 rounding and cheaper than their plain forms on the CPU:
 - `Int8DigitPlanes`: the product W h of a float32 matrix with binary hidden vectors, done as
   int8 x int8 products with int32 accumulation (exact) on three int8 digit planes of W, about
   1.6 times as fast as a float32 product at these shapes, the combination of the planes
-  included;
+  included (used where `int8_products_work`, probed once per process);
 - `sample_categorical_base2`: a categorical draw from logits in bits (p proportional to
   2**logit), since exp2 is three times cheaper than exp; callers fold log2(e) into their weights;
 - `int8_gibbs_sweeps`: the sweeps of one block of chains with both, compiled by TorchScript
@@ -162,6 +162,19 @@ def int8_gibbs_sweeps(codes: Tensor, sweeps: int, weight_rows: Tensor, hbias: Te
         codes = draw_rows_base2(logits.view(C * L, num_states), generator, eps, tiny,
                                 largest).view(C, L)
     return codes
+
+
+@functools.cache
+def int8_products_work() -> bool:
+    """Whether torch._int_mm multiplies int8 matrices exactly on this machine's CPU (probed
+    once); where it does not, sweeps take the float32 product."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 2, (17, 37), generator=g, dtype=torch.int8)
+    b = torch.randint(-127, 128, (37, 11), generator=g, dtype=torch.int8)
+    try:
+        return torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long())
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return False
 
 
 @functools.cache

@@ -35,6 +35,7 @@ from rbmflow.model.kernels import (
     Int8DigitPlanes,
     compiled,
     int8_gibbs_sweeps,
+    int8_products_work,
     sample_categorical_base2,
 )
 
@@ -282,7 +283,8 @@ class _VisibleSampler:
         self.bias = shifted.reshape(L * q) * (beta * LOG2_E)
         self.weight = model.weight_matrix.reshape(L * q, nh) * (beta * LOG2_E)
         self.planes = (Int8DigitPlanes(self.weight, self.bias)
-                       if model.dtype == torch.float32 and model.device.type == "cpu" else None)
+                       if model.dtype == torch.float32 and model.device.type == "cpu"
+                       and int8_products_work() else None)
         # Compiled here, in the caller's thread, before any worker thread runs it.
         self.kernel = compiled(int8_gibbs_sweeps) if self.planes is not None else None
 
