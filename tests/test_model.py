@@ -24,6 +24,7 @@ from rbmflow.model.kernels import (
 from rbmflow.model.partition import hidden_configurations, log_partition_exact
 from rbmflow.model.rbm import (
     PottsRBM,
+    _VisibleSampler,
     balanced_starts,
     cpu_chain_block,
     one_hot,
@@ -195,7 +196,9 @@ def test_int8_digit_planes_give_the_product_to_float32_rounding(nh: int) -> None
     # Every entry within half a unit of the last digit, max|W[r]| / (127 * 2 * 254**2), and
     # the float32 rounding of the row's scale.
     row_max = weight.double().abs().amax(1, keepdim=True)
-    error = (planes.approximation() - weight.double()).abs()
+    d = planes.planes.T.double().view(3, rows, nh)
+    represented = (d[0] * 254**2 + d[1] * 254 + d[2]) * planes.unit.double()[:, None]
+    error = (represented - weight.double()).abs()
     assert (error <= row_max * (0.5 / (127 * 254**2)) + weight.double().abs() * 2**-24).all()
     # The product with binary vectors (bool and int8) against float64: the digits' error summed
     # over the active units, plus float32 rounding of the sum of magnitudes; hidden counts
@@ -357,8 +360,8 @@ def test_compiled_sweep_kernel_draws_what_the_eager_one_draws() -> None:
     info = torch.finfo(torch.float32)
     assert [defaults[k].default for k in ("eps", "tiny", "largest")] == [
         info.eps, info.tiny, info.max]
-    planes = Int8DigitPlanes(model.weight_matrix.reshape(L * q, nh) * 0.7 / math.log(2.0),
-                             model.vbias.reshape(-1) * 0.7 / math.log(2.0))
+    planes = _VisibleSampler(model, 0.7).planes
+    assert planes is not None
     args = (random_codes(chains, L, q), 5, model.weight_matrix.reshape(L * q, nh), model.hbias,
             torch.arange(0, L * q, q), planes.planes, planes.unit, planes.bias, q, 0.7)
     a = scripted(*args, torch.Generator().manual_seed(3))

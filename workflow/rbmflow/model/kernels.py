@@ -31,6 +31,7 @@ LOG2_E = 1.0 / math.log(2.0)
 
 DIGIT_BASE = 254  # each plane below the first holds round(254 * remainder), within int8
 INT32_SAFE_HIDDENS = 256  # |sum| <= 256 * 127 * (1 + 254 + 254**2) < 2**31
+_FLOAT32 = torch.finfo(torch.float32)
 
 
 class Int8DigitPlanes:
@@ -63,23 +64,17 @@ class Int8DigitPlanes:
         self.unit = (scale / DIGIT_BASE**2).float()
         self.bias = bias.to(torch.float32).contiguous()
 
-    def approximation(self) -> Tensor:
-        """The matrix the planes represent, (M, Nh) float64."""
-        d = self.planes.T.double().view(3, self.num_rows, self.num_hiddens)
-        b = float(DIGIT_BASE)
-        return (d[0] * b * b + d[1] * b + d[2]) * self.unit.double()[:, None]
-
     def product(self, hiddens: Tensor) -> Tensor:
         """hiddens (C, Nh), bool or int8 with values 0/1; returns (C, M) float32."""
         h = hiddens.view(torch.int8) if hiddens.dtype == torch.bool else hiddens
-        return digit_product(h, self.planes, self.unit, self.bias, DIGIT_BASE, INT32_SAFE_HIDDENS)
+        return digit_product(h, self.planes, self.unit, self.bias)
 
 
 def digit_product(hiddens: Tensor, planes: Tensor, unit: Tensor, bias: Tensor,
-                  base: int = 254, chunk: int = 256) -> Tensor:
+                  base: int = DIGIT_BASE, chunk: int = INT32_SAFE_HIDDENS) -> Tensor:
     """hiddens (C, Nh) int8 0/1 times the digit planes (Nh, 3M) of Int8DigitPlanes, combined as
-    float32 with `unit` (M,) and plus `bias` (M,); returns (C, M). base is DIGIT_BASE and chunk
-    INT32_SAFE_HIDDENS (TorchScript reads no module globals)."""
+    float32 with `unit` (M,) and plus `bias` (M,); returns (C, M). The constants come in as
+    defaults because TorchScript reads no module globals."""
     C, nh = hiddens.shape[0], hiddens.shape[1]
     M = bias.shape[0]
     out = bias.expand(C, M)
@@ -112,18 +107,16 @@ def draw_rows_base2(rows: Tensor, generator: Optional[torch.Generator],  # noqa:
     """One draw per row of rows (N, q), p(a) proportional to 2**rows[:, a]; eps, tiny and
     largest are those of the dtype's finfo. Returns int64 codes (N,).
 
-    The cumulative sums of exp2(rows) are searched for u * total with u uniform in [0, 1), kept
-    strictly under total (float rounding could give u * total == total and pick a trailing
-    state of probability zero). No max is subtracted first: rows whose total overflows, is not a
-    number, or underflows so far that precision is lost are redrawn from the max-shifted rows,
-    so every row follows its distribution exactly.
+    The cumulative sums of exp2(rows) are searched for u * total with u uniform in [0, 1). No
+    max is subtracted first: rows whose total overflows, is not a number, or underflows so far
+    that precision is lost are redrawn from the max-shifted rows, so every row follows its
+    distribution exactly.
     """
     q = rows.shape[1]
     cdf = torch.exp2(rows).cumsum_(-1)
     total = cdf[:, -1:]
     u = torch.rand(total.shape, generator=generator, device=rows.device, dtype=rows.dtype)
-    codes = torch.searchsorted(cdf, torch.minimum(u.mul_(total), total * (1 - eps)),
-                               right=True).squeeze_(-1)
+    codes = torch.searchsorted(cdf, _below(u.mul_(total), total, eps), right=True).squeeze_(-1)
     smallest, biggest = torch.aminmax(total)
     if not (float(smallest) > tiny / eps and float(biggest) <= largest):
         flat = total.squeeze(-1)
@@ -133,32 +126,52 @@ def draw_rows_base2(rows: Tensor, generator: Optional[torch.Generator],  # noqa:
         sub_total = sub_cdf[:, -1:]
         u = torch.rand(sub_total.shape, generator=generator, device=rows.device,
                        dtype=rows.dtype)
-        codes[bad] = torch.searchsorted(
-            sub_cdf, torch.minimum(u.mul_(sub_total), sub_total * (1 - eps)),
-            right=True).squeeze_(-1)
+        codes[bad] = torch.searchsorted(sub_cdf, _below(u.mul_(sub_total), sub_total, eps),
+                                        right=True).squeeze_(-1)
     return codes.clamp_(max=q - 1)
+
+
+def _below(values: Tensor, total: Tensor, eps: float) -> Tensor:
+    """values (u * total, u in [0, 1)) kept strictly under total: float rounding can make
+    u * total == total, which would select a trailing state of probability zero."""
+    return torch.minimum(values, total * (1 - eps))
+
+
+def hidden_inputs(codes: Tensor, weight_rows: Tensor, hbias: Tensor, offsets: Tensor) -> Tensor:
+    """sum_i W[i, v_i, :] + hbias for int64 codes (C, L), with W viewed as weight_rows (L*q, Nh)
+    and offsets (L,) = i * q: an embedding-bag over the rows the codes pick (no one-hot is
+    built). Returns (C, Nh)."""
+    return F.embedding_bag(codes + offsets, weight_rows, mode="sum").add_(hbias)
+
+
+def draw_hiddens(codes: Tensor, weight_rows: Tensor, hbias: Tensor, offsets: Tensor,
+                 beta: float, generator: Optional[torch.Generator],  # noqa: UP045
+                 ) -> tuple[Tensor, Tensor]:
+    """h ~ p_beta(h | v) for int64 codes (C, L) (arguments as in hidden_inputs); returns
+    (h as bool, p(h = 1 | v)), each (C, Nh)."""
+    mag = hidden_inputs(codes, weight_rows, hbias, offsets)
+    if beta != 1.0:
+        mag.mul_(beta)
+    mag.sigmoid_()
+    u = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=mag.dtype)
+    return torch.lt(u, mag), mag
 
 
 def int8_gibbs_sweeps(codes: Tensor, sweeps: int, weight_rows: Tensor, hbias: Tensor,
                       offsets: Tensor, planes: Tensor, unit: Tensor, bias: Tensor,
                       num_states: int, beta: float, generator: torch.Generator,
-                      eps: float = 1.1920928955078125e-07, tiny: float = 1.1754943508222875e-38,
-                      largest: float = 3.4028234663852886e+38) -> Tensor:
+                      eps: float = _FLOAT32.eps, tiny: float = _FLOAT32.tiny,
+                      largest: float = _FLOAT32.max) -> Tensor:
     """`sweeps` block-Gibbs sweeps v -> h -> v of codes (C, L) int64, float32 on the CPU.
 
-    weight_rows (L*q, Nh), hbias (Nh,) and offsets (L,) = i * q give the hidden inputs (an
-    embedding-bag over the rows picked by the codes), times beta; planes, unit and bias are
-    those of the Int8DigitPlanes of the visible logits in bits, beta and log2(e) folded in.
-    eps, tiny and largest are float32's (TorchScript reads no module globals).
+    weight_rows, hbias and offsets are those of draw_hiddens; planes, unit and bias those of
+    the Int8DigitPlanes of the visible logits in bits, beta and log2(e) folded in. eps, tiny
+    and largest are float32's (defaults, as TorchScript reads no module globals).
     """
     C, L = codes.shape[0], codes.shape[1]
     for _ in range(sweeps):
-        mag = F.embedding_bag(codes + offsets, weight_rows, mode="sum").add_(hbias)
-        if beta != 1.0:
-            mag.mul_(beta)
-        u = torch.rand(mag.shape, generator=generator, dtype=mag.dtype)
-        hiddens = torch.lt(u, mag.sigmoid_()).to(torch.int8)
-        logits = digit_product(hiddens, planes, unit, bias)
+        hiddens = draw_hiddens(codes, weight_rows, hbias, offsets, beta, generator)[0]
+        logits = digit_product(hiddens.to(torch.int8), planes, unit, bias)
         codes = draw_rows_base2(logits.view(C * L, num_states), generator, eps, tiny,
                                 largest).view(C, L)
     return codes

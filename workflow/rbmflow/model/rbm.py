@@ -34,6 +34,8 @@ from rbmflow.model.kernels import (
     LOG2_E,
     Int8DigitPlanes,
     compiled,
+    draw_hiddens,
+    hidden_inputs,
     int8_gibbs_sweeps,
     int8_products_work,
     sample_categorical_base2,
@@ -128,6 +130,10 @@ class PottsRBM:
 
     # -- energies ---------------------------------------------------------------------------
 
+    def _weight_rows(self) -> Tensor:
+        """W viewed as (L*q, Nh): row i * q + a is W[i, a, :]."""
+        return self.weight_matrix.reshape(-1, self.num_hiddens)
+
     def _site_offsets(self, device: torch.device) -> Tensor:
         """(L,) int64: i * q, the first row of site i in W viewed as (L*q, Nh)."""
         L, q = self.num_visibles, self.num_states
@@ -138,10 +144,8 @@ class PottsRBM:
 
         An embedding-bag over the rows of W picked by the codes: no one-hot is built.
         """
-        L, q, nh = self.weight_matrix.shape
-        flat = codes.long() + self._site_offsets(codes.device)
-        return F.embedding_bag(flat, self.weight_matrix.reshape(L * q, nh), mode="sum").add_(
-            self.hbias)
+        return hidden_inputs(codes.long(), self._weight_rows(), self.hbias,
+                             self._site_offsets(codes.device))
 
     def visible_fields(self, codes: Tensor) -> Tensor:
         """sum_i vbias[i, v_i] for codes (C, L); returns (C,)."""
@@ -177,12 +181,8 @@ class PottsRBM:
     def _hidden_draw(self, codes: Tensor, beta: float, generator: torch.Generator | None
                      ) -> tuple[Tensor, Tensor]:
         """(h as bool, p(h = 1 | v)) for codes (C, L)."""
-        mag = self.hidden_inputs(codes)
-        if beta != 1.0:
-            mag.mul_(beta)
-        mag.sigmoid_()
-        u = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=mag.dtype)
-        return torch.lt(u, mag), mag
+        return draw_hiddens(codes.long(), self._weight_rows(), self.hbias,
+                            self._site_offsets(codes.device), beta, generator)
 
     def sample_visibles(self, hiddens: Tensor, beta: float = 1.0,
                         generator: torch.Generator | None = None) -> Tensor:
@@ -240,11 +240,9 @@ class PottsRBM:
                      generator: torch.Generator | None) -> Tensor:
         kernel, planes = sampler.kernel, sampler.planes
         if kernel is not None and planes is not None and generator is not None:
-            L, q, nh = self.weight_matrix.shape
-            return kernel(
-                codes, sweeps, self.weight_matrix.reshape(L * q, nh), self.hbias,
-                self._site_offsets(codes.device), planes.planes, planes.unit, planes.bias, q,
-                float(beta), generator)
+            return kernel(codes, sweeps, self._weight_rows(), self.hbias,
+                          self._site_offsets(codes.device), planes.planes, planes.unit,
+                          planes.bias, self.num_states, float(beta), generator)
         for _ in range(sweeps):
             codes = sampler.sample(self._hidden_draw(codes, beta, generator)[0], generator)
         return codes
@@ -271,8 +269,8 @@ class _VisibleSampler:
     is the largest logit of the site at h = 1/2 (the centre of the hidden hypercube), so
     exp(logits - c) stays in floating-point range for all but extreme fields, and those rows
     are redrawn exactly by the draw's fallback. The logits are formed in bits (log2(e) folded
-    into the weights); for binary (bool) hiddens of a float32 model on the CPU the product is
-    the exact int8 one of kernels.Int8DigitPlanes.
+    into the weights). For a float32 model on the CPU it also holds the kernels.Int8DigitPlanes
+    of those weights and the compiled sweep kernel that uses them (PottsRBM._gibbs_block).
     """
 
     def __init__(self, model: PottsRBM, beta: float) -> None:
@@ -290,10 +288,7 @@ class _VisibleSampler:
 
     def sample(self, hiddens: Tensor, generator: torch.Generator | None) -> Tensor:
         """hiddens (C, Nh), binary; returns codes (C, L) int64."""
-        if self.planes is not None and hiddens.dtype == torch.bool:
-            logits = self.planes.product(hiddens)
-        else:
-            logits = F.linear(hiddens.to(self.dtype), self.weight, self.bias)
+        logits = F.linear(hiddens.to(self.dtype), self.weight, self.bias)
         return sample_categorical_base2(
             logits.view(-1, self.num_visibles, self.num_states), generator)
 
