@@ -18,6 +18,7 @@ import torch
 from rbmflow.model.kernels import (
     Int8DigitPlanes,
     compiled,
+    draw_columns_base2,
     int8_gibbs_sweeps,
     sample_categorical_base2,
 )
@@ -184,6 +185,29 @@ def test_sample_categorical_base2_follows_powers_of_two() -> None:
     assert stat_natural > chi2_upper(dof)
 
 
+@pytest.mark.parametrize("q", [5, 263])
+def test_column_draw_follows_powers_of_two(q: int) -> None:
+    """draw_columns_base2 (the CPU sweep's draw, one draw per column of (q, N)): the same law
+    as the row draw, through the overflow fallback, and beyond 255 states (where the count of
+    cumulative sums no longer fits a byte)."""
+    draws = 30_000
+    g = torch.Generator().manual_seed(q)
+    logits = torch.full((3, q), -40.0)
+    logits[0, :5] = torch.tensor([0.0, 1.0, 2.0, -1.0, 0.5])
+    logits[1, :5] = torch.tensor([300.0, 299.0, 0.0, -5.0, 300.0])  # overflows exp2
+    logits[2, -3:] = torch.tensor([1.0, 0.0, 2.0])  # mass on the last states
+    columns = logits.T.repeat(1, draws)  # column n is row n % 3
+    f32 = torch.finfo(torch.float32)
+    codes = draw_columns_base2(columns, g, f32.eps, f32.tiny, f32.max).view(draws, 3)
+    assert codes.dtype == torch.long and int(codes.max()) < q
+    counts = torch.stack([torch.bincount(codes[:, r], minlength=q) for r in range(3)])
+    probs = torch.softmax(logits.double() * math.log(2.0), -1)
+    stat, dof = multi_chi2(counts, probs)
+    assert stat < chi2_upper(dof), (stat, dof)
+    stat_natural, _ = multi_chi2(counts, torch.softmax(logits.double(), -1))
+    assert stat_natural > chi2_upper(dof)
+
+
 @pytest.mark.parametrize("nh", [1, 29, 263, 601])
 def test_int8_digit_planes_give_the_product_to_float32_rounding(nh: int) -> None:
     g = torch.Generator().manual_seed(nh)
@@ -196,7 +220,7 @@ def test_int8_digit_planes_give_the_product_to_float32_rounding(nh: int) -> None
     # Every entry within half a unit of the last digit, max|W[r]| / (127 * 2 * 254**2), and
     # the float32 rounding of the row's scale.
     row_max = weight.double().abs().amax(1, keepdim=True)
-    d = planes.planes.T.double().view(3, rows, nh)
+    d = planes.planes.double().view(3, rows, nh)
     represented = (d[0] * 254**2 + d[1] * 254 + d[2]) * planes.unit.double()[:, None]
     error = (represented - weight.double()).abs()
     assert (error <= row_max * (0.5 / (127 * 254**2)) + weight.double().abs() * 2**-24).all()
@@ -209,12 +233,12 @@ def test_int8_digit_planes_give_the_product_to_float32_rounding(nh: int) -> None
     digits_error = hiddens.double().sum(1, keepdim=True) * row_max.T * (0.5 / (127 * 254**2))
     rounding = 4 * 2**-24 * (hiddens.double() @ weight.double().abs().T + bias.double().abs())
     for h in (hiddens, hiddens.to(torch.int8)):
-        got = planes.product(h)
+        got = planes.product(h).T
         assert got.shape == (19, rows) and got.dtype == torch.float32
         assert ((got.double() - exact).abs() <= digits_error + rounding + 1e-30).all()
     # Middle digits off by one break the bound.
-    planes.planes[:, rows:2 * rows] ^= 1
-    assert ((planes.product(hiddens).double() - exact).abs() > digits_error + rounding).any()
+    planes.planes[rows:2 * rows] ^= 1
+    assert ((planes.product(hiddens).T.double() - exact).abs() > digits_error + rounding).any()
     with pytest.raises(ValueError, match="float32"):
         Int8DigitPlanes(weight.double(), bias)
 

@@ -16,8 +16,8 @@ no max-subtraction pass (a per-site constant folded into the biases keeps the ex
 range, and the rare rows that still overflow or underflow are redrawn exactly). On the CPU the
 chains run in blocks small enough to stay in a core's cache, one single-threaded block per
 worker thread, so no operation waits on a barrier; a float32 model's blocks run the compiled
-kernel of model.kernels (the product on int8 digit planes of W, exact to float32 rounding, and
-the loop outside the GIL).
+kernel of model.kernels (the product on int8 digit planes of W, exact to float32 rounding, the
+draw down the columns of state-major logits, and the loop outside the GIL).
 """
 
 from __future__ import annotations
@@ -280,9 +280,12 @@ class _VisibleSampler:
         shifted = model.vbias - centre.amax(-1, keepdim=True)
         self.bias = shifted.reshape(L * q) * (beta * LOG2_E)
         self.weight = model.weight_matrix.reshape(L * q, nh) * (beta * LOG2_E)
-        self.planes = (Int8DigitPlanes(self.weight, self.bias)
-                       if model.dtype == torch.float32 and model.device.type == "cpu"
-                       and int8_products_work() else None)
+        self.planes: Int8DigitPlanes | None = None
+        if model.dtype == torch.float32 and model.device.type == "cpu" and int8_products_work():
+            # State-major rows (a * L + i) for the kernel's column draw.
+            self.planes = Int8DigitPlanes(
+                self.weight.view(L, q, nh).transpose(0, 1).reshape(q * L, nh),
+                self.bias.view(L, q).T.reshape(q * L))
         # Compiled here, in the caller's thread, before any worker thread runs it.
         self.kernel = compiled(int8_gibbs_sweeps) if self.planes is not None else None
 
