@@ -16,8 +16,12 @@ the zero-sum gauge after every update (what both packages do by default).
    against the training loop of `rbms.training.pcd.train` (`fit_batch_pcd`, SGD step,
    `ensure_zero_sum_gauge`) run here without its per-update HDF5 bookkeeping, so the `rbms`
    figure is if anything optimistic. Updates per second exclude data loading on both sides.
-   Then each side's persistent chains are compared with the test split: Pearson of the
-   connected correlations (all i < j, all q^2 entries, as in the README).
+   The two sides take turns (`--rounds`): each round runs rbmflow's whole training once and
+   the next slice of the `rbms` training, so that both see the same spells of load on a
+   shared machine; each side's rate is its updates over its summed time. Then each side's
+   persistent chains (rbmflow's last run, `rbms` at the end) are compared with the test
+   split: Pearson of the connected correlations (all i < j, all q^2 entries, as in the
+   README).
 
 Needs ../shared/data (or --data) and the `rbms` package (a test dependency of rbmflow).
 """
@@ -28,7 +32,9 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Idle OpenMP threads sleep, as under the rbmflow CLI (both sides): on a shared machine spinning
 # threads burn the CPU seconds this benchmark reports. Set before torch is imported.
@@ -63,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (both sides)")
     p.add_argument("--sweep-repeats", type=int, default=5,
                    help="interleaved repeats of the sweep timing (best is reported)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="turns of the training comparison (rbmflow's run, a slice of rbms')")
     p.add_argument("--skip-training", action="store_true", help="sweep comparison only")
     return p.parse_args(argv)
 
@@ -127,12 +135,13 @@ def compare_sweeps(model: PottsRBM, start: torch.Tensor, sweeps: int, repeats: i
 
 def train_rbmflow(train_data: EncodedAlignment, test_data: EncodedAlignment,
                   args: argparse.Namespace, workdir: Path
-                  ) -> tuple[float, float, float, torch.Tensor]:
-    """rbmflow.training.train.train; returns (updates per second of its logged training time,
-    updates per CPU second, wall seconds of the whole call, final chains).
+                  ) -> Callable[[], tuple[float, float, float, torch.Tensor]]:
+    """A function that runs rbmflow.training.train.train once and returns (its logged training
+    seconds, its CPU seconds net of the stage's fixed costs, wall seconds of the whole call,
+    final chains).
 
-    The CPU figure is (N - 1) / (CPU(N updates) - CPU(1 update)): the fixed costs of the
-    stage (statistics of the data, archive) cancel out.
+    The fixed costs of the stage (statistics of the data, archive) are the CPU seconds of a
+    one-update run, measured here once and taken off each run's CPU seconds.
     """
     from rbmflow.model import archive
 
@@ -149,18 +158,22 @@ def train_rbmflow(train_data: EncodedAlignment, test_data: EncodedAlignment,
         return clock
 
     one = run(1, workdir / "one")
-    full = run(args.updates, workdir / "full")
-    last = (workdir / "full" / "train_log.csv").read_text().strip().splitlines()[-1]
-    training_seconds = float(last.split(",")[1])
-    cpu_rate = (args.updates - 1) / max(full.cpu - one.cpu, 1e-9)
-    return (args.updates / training_seconds, cpu_rate, full.wall,
-            archive.load_chains(workdir / "full" / "model.h5"))
+    runs = iter(range(args.rounds))
+
+    def full() -> tuple[float, float, float, torch.Tensor]:
+        folder = workdir / f"full{next(runs)}"
+        clock = run(args.updates, folder)
+        last = (folder / "train_log.csv").read_text().strip().splitlines()[-1]
+        return (float(last.split(",")[1]), clock.cpu - one.cpu, clock.wall,
+                archive.load_chains(folder / "model.h5"))
+
+    return full
 
 
 def train_rbms(train_data: EncodedAlignment, args: argparse.Namespace
-               ) -> tuple[float, float, torch.Tensor]:
-    """The loop of rbms.training.pcd.train; returns (updates per second, per CPU second,
-    final chains)."""
+               ) -> Callable[[int], tuple[float, float, torch.Tensor]]:
+    """A function that runs the next `n` updates of the loop of rbms.training.pcd.train and
+    returns (their wall seconds, their CPU seconds, the chains so far)."""
     from rbms.potts_bernoulli.classes import PBRBM
     from rbms.potts_bernoulli.utils import ensure_zero_sum_gauge
     from rbms.training.pcd import fit_batch_pcd
@@ -177,19 +190,53 @@ def train_rbms(train_data: EncodedAlignment, args: argparse.Namespace
     with torch.no_grad():
         params = PBRBM.init_parameters(args.hidden, Dataset(data), torch.device("cpu"), dtype)
         params.init_grad()
-        chains = params.init_chains(num_samples=args.chains)
+        state = {"chains": params.init_chains(num_samples=args.chains)}
         optimizer = torch.optim.SGD(params.parameters(), lr=args.learning_rate, maximize=True)
-        clock = Clock().__enter__()
-        for _ in range(args.updates):
-            index = torch.randperm(data.shape[0])[:args.batch_size]
-            optimizer.zero_grad(set_to_none=False)
-            chains, _ = fit_batch_pcd(batch=(data[index], weights[index]),
-                                      parallel_chains=chains, params=params,
-                                      gibbs_steps=args.gibbs_steps, beta=1.0, centered=True)
-            optimizer.step()
-            ensure_zero_sum_gauge(params)
-        clock.__exit__()
-    return args.updates / clock.wall, args.updates / clock.cpu, chains["visible"].long()
+
+    def updates(n: int) -> tuple[float, float, torch.Tensor]:
+        with torch.no_grad(), Clock() as clock:
+            for _ in range(n):
+                index = torch.randperm(data.shape[0])[:args.batch_size]
+                optimizer.zero_grad(set_to_none=False)
+                state["chains"], _ = fit_batch_pcd(
+                    batch=(data[index], weights[index]), parallel_chains=state["chains"],
+                    params=params, gibbs_steps=args.gibbs_steps, beta=1.0, centered=True)
+                optimizer.step()
+                ensure_zero_sum_gauge(params)
+        return clock.wall, clock.cpu, state["chains"]["visible"].long()
+
+    return updates
+
+
+def compare_training(train_data: EncodedAlignment, test_data: EncodedAlignment,
+                     args: argparse.Namespace) -> dict[str, Any]:
+    """Both trainings, taking turns (see the module docstring): updates per wall and per CPU
+    second of each side, the rate of each rbmflow run, and each side's final chains."""
+    slices = [args.updates * (r + 1) // args.rounds - args.updates * r // args.rounds
+              for r in range(args.rounds)]
+    totals = dict.fromkeys(("ours_s", "ours_cpu", "theirs_s", "theirs_cpu"), 0.0)
+    per_run: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = train_rbmflow(train_data, test_data, args, Path(tmp))
+        theirs = train_rbms(train_data, args)
+        for n in slices:
+            seconds, cpu, wall, ours_chains = ours()
+            totals["ours_s"] += seconds
+            totals["ours_cpu"] += cpu
+            per_run.append(args.updates / seconds)
+            wall_theirs, cpu_theirs, theirs_chains = theirs(n)
+            totals["theirs_s"] += wall_theirs
+            totals["theirs_cpu"] += cpu_theirs
+    ours_updates = args.rounds * args.updates
+    return {
+        "ours": ours_updates / totals["ours_s"],
+        # CPU: N - 1 updates per run once the one-update run's CPU is taken off.
+        "ours_cpu": args.rounds * (args.updates - 1) / max(totals["ours_cpu"], 1e-9),
+        "theirs": args.updates / totals["theirs_s"],
+        "theirs_cpu": args.updates / totals["theirs_cpu"],
+        "ours_runs": per_run, "ours_wall": wall,
+        "ours_chains": ours_chains, "theirs_chains": theirs_chains,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.updates < 2:
         raise SystemExit("--updates must be at least 2")
+    if not 1 <= args.rounds <= args.updates:
+        raise SystemExit("--rounds must be between 1 and --updates")
     if not args.data.exists():
         raise SystemExit(f"alignment not found: {args.data} (pass --data)")
     train_data, test_data = load_split(args.data, args.seed, args.test_fraction)
@@ -225,21 +274,21 @@ def main(argv: list[str] | None = None) -> None:
 
     cij_test = connected_correlations(test_data.codes_tensor(), q, test_data.weights_tensor())
     cij_train = connected_correlations(codes, q, weights)
-    with tempfile.TemporaryDirectory() as tmp:
-        ours_rate, ours_cpu_rate, ours_wall, ours_chains = train_rbmflow(
-            train_data, test_data, args, Path(tmp))
-    theirs_rate, theirs_cpu_rate, theirs_chains = train_rbms(train_data, args)
-    ours_pearson = pearson(connected_correlations(ours_chains, q), cij_test)
-    theirs_pearson = pearson(connected_correlations(theirs_chains, q), cij_test)
-    print(f"\nPCD training, {args.updates} updates:  updates/s  per CPU second  "
-          f"test Pearson C_ij")
-    print(f"  rbmflow  {ours_rate:18.2f} {ours_cpu_rate:15.2f} {ours_pearson:17.4f}")
-    print(f"  rbms     {theirs_rate:18.2f} {theirs_cpu_rate:15.2f} {theirs_pearson:17.4f}")
-    print(f"  ratio    {ours_rate / theirs_rate:17.2f}x {ours_cpu_rate / theirs_cpu_rate:14.2f}x "
+    result = compare_training(train_data, test_data, args)
+    ours_pearson = pearson(connected_correlations(result["ours_chains"], q), cij_test)
+    theirs_pearson = pearson(connected_correlations(result["theirs_chains"], q), cij_test)
+    ours, theirs = result["ours"], result["theirs"]
+    ours_cpu, theirs_cpu = result["ours_cpu"], result["theirs_cpu"]
+    print(f"\nPCD training, {args.updates} updates, {args.rounds} turns:  updates/s  "
+          f"per CPU second  test Pearson C_ij")
+    print(f"  rbmflow  {ours:18.2f} {ours_cpu:15.2f} {ours_pearson:17.4f}")
+    print(f"  rbms     {theirs:18.2f} {theirs_cpu:15.2f} {theirs_pearson:17.4f}")
+    print(f"  ratio    {ours / theirs:17.2f}x {ours_cpu / theirs_cpu:14.2f}x "
           f"{ours_pearson - theirs_pearson:+17.4f} (difference)")
-    print(f"  rbmflow's whole train stage (archive, log, health checks): {ours_wall:.1f} s; "
-          f"natural train-vs-test ceiling {pearson(cij_train, cij_test):.4f}; "
-          f"load average now {os.getloadavg()[0]:.2f}")
+    runs = ", ".join(f"{rate:.2f}" for rate in result["ours_runs"])
+    print(f"  rbmflow's runs: {runs} updates/s; its last whole train stage (archive, log, "
+          f"health checks): {result['ours_wall']:.1f} s; natural train-vs-test ceiling "
+          f"{pearson(cij_train, cij_test):.4f}; load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

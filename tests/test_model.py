@@ -217,20 +217,24 @@ def test_int8_digit_planes_give_the_product_to_float32_rounding(nh: int) -> None
     weight[6, 0] = 1e4  # one large entry
     bias = torch.randn(rows, generator=g)
     planes = Int8DigitPlanes(weight, bias)
-    # Every entry within half a unit of the last digit, max|W[r]| / (127 * 2 * 254**2), and
-    # the float32 rounding of the row's scale.
-    row_max = weight.double().abs().amax(1, keepdim=True)
+    # The unit is the row's largest entry over 127 * 254**2 (to float32 rounding); every
+    # entry is within half a unit plus one float32 rounding of W / unit.
+    row_max = weight.double().abs().amax(1)
+    unit = planes.unit.double()
+    nonzero = row_max > 0
+    assert ((unit - row_max / (127 * 254**2)).abs()[nonzero] <= unit[nonzero] * 2**-23).all()
     d = planes.planes.double().view(3, rows, nh)
-    represented = (d[0] * 254**2 + d[1] * 254 + d[2]) * planes.unit.double()[:, None]
+    assert d.abs().max() <= 127
+    represented = (d[0] * 254**2 + d[1] * 254 + d[2]) * unit[:, None]
     error = (represented - weight.double()).abs()
-    assert (error <= row_max * (0.5 / (127 * 254**2)) + weight.double().abs() * 2**-24).all()
+    assert (error <= 0.5 * unit[:, None] + weight.double().abs() * 2**-24).all()
     # The product with binary vectors (bool and int8) against float64: the digits' error summed
     # over the active units, plus float32 rounding of the sum of magnitudes; hidden counts
     # above 256 take several int32 parts.
     hiddens = torch.rand(19, nh, generator=g) < 0.5
     hiddens[0] = True
     exact = hiddens.double() @ weight.double().T + bias.double()
-    digits_error = hiddens.double().sum(1, keepdim=True) * row_max.T * (0.5 / (127 * 254**2))
+    digits_error = hiddens.double().sum(1, keepdim=True) * 0.5 * unit[None, :]
     rounding = 4 * 2**-24 * (hiddens.double() @ weight.double().abs().T + bias.double().abs())
     for h in (hiddens, hiddens.to(torch.int8)):
         got = planes.product(h).T

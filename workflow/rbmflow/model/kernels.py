@@ -40,14 +40,16 @@ _FLOAT32 = torch.finfo(torch.float32)
 
 
 class Int8DigitPlanes:
-    """A float32 matrix W (M, Nh) as three int8 digit planes with one scale per row, for the
+    """A float32 matrix W (M, Nh) as three int8 digit planes with one unit per row, for the
     product with binary vectors h in {0, 1}^Nh.
 
-    Row r is W[r] ~ s_r (d0 + d1 / 254 + d2 / 254**2) with s_r = max|W[r]| / 127 and every digit
-    in [-127, 127], so each entry is within s_r / (2 * 254**2) = max|W[r]| * 6.1e-8 of W, the
-    size of a float32 rounding of the row's largest entry (plus the float32 rounding of s_r),
-    and a product over k active units within k times that. The products d_k . h are int8 x int8
-    with int32 accumulation (exact); only their combination into float32 rounds.
+    Row r holds the integers N = round(W[r] / u_r), u_r = max|W[r]| / (127 * 254**2) (float32),
+    as N = 254**2 d0 + 254 d1 + d2 with every digit in [-127, 127]. |N| <= 127 * 254**2 + 1 <
+    2**24, so N and its digits are exact in float32 and int32, and each entry is within
+    u_r / 2 + |W| * 2**-24 = max|W[r]| * 6.1e-8 + |W| * 2**-24 of W: a float32 rounding of the
+    row's largest entry. A product over k active units is within k times that. The products
+    d_k . h are int8 x int8 with int32 accumulation (exact); only their combination into
+    float32 rounds.
     """
 
     def __init__(self, weight: Tensor, bias: Tensor) -> None:
@@ -55,18 +57,18 @@ class Int8DigitPlanes:
         column per vector h."""
         if weight.dtype != torch.float32 or weight.device.type != "cpu":
             raise ValueError("Int8DigitPlanes takes a float32 matrix on the CPU")
-        scale = weight.double().abs().amax(1) / 127
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        rest = weight.double() / scale[:, None]
+        unit = (weight.abs().amax(1).double() / (127 * DIGIT_BASE**2)).float()
+        unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+        number = torch.round(weight / unit[:, None])
         digits = []
-        for _ in range(3):
-            digit = rest.round()
-            digits.append(digit)
-            rest = (rest - digit) * DIGIT_BASE
+        for _ in range(2):  # d2, then d1: exact float32 arithmetic on integers below 2**24
+            rest = torch.round(number / DIGIT_BASE)
+            digits.append(number - DIGIT_BASE * rest)
+            number = rest
         self.num_rows, self.num_hiddens = weight.shape
         # (3M, Nh): one int8 product gives the three planes' sums one above the other.
-        self.planes = torch.cat(digits).to(torch.int8)
-        self.unit = (scale / DIGIT_BASE**2).float()
+        self.planes = torch.cat([number, *digits[::-1]]).to(torch.int8)
+        self.unit = unit
         self.bias = bias.to(torch.float32).contiguous()
 
     def product(self, hiddens: Tensor) -> Tensor:

@@ -66,8 +66,9 @@ _pool: ThreadPoolExecutor | None = None
 _pool_key: tuple[int, int] = (0, 0)
 
 
-def _block_pool(workers: int) -> ThreadPoolExecutor:
-    """Worker threads for independent blocks of chains (recreated after a fork)."""
+def block_pool(workers: int) -> ThreadPoolExecutor:
+    """Worker threads for independent blocks of work: chains, averages (recreated after a
+    fork)."""
     global _pool, _pool_key
     if _pool is None or _pool_key != (os.getpid(), workers):
         _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rbmflow-gibbs")
@@ -203,15 +204,20 @@ class PottsRBM:
         codes = codes.long()
         if sweeps <= 0:
             return codes.clone()
-        sampler = _VisibleSampler(self, beta)
         if codes.device.type != "cpu":
-            return self._gibbs_block(codes, sweeps, beta, sampler, generator)
+            return self._gibbs_block(codes, sweeps, beta, _VisibleSampler(self, beta),
+                                     generator)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the sampler's operations are too short to share out
+        try:
+            sampler = _VisibleSampler(self, beta)
+        finally:
+            torch.set_num_threads(threads)
         starts = balanced_starts(codes.shape[0],
                                  cpu_chain_block(self.num_visibles, self.num_states))
         stops = [*starts[1:], codes.shape[0]]
         seeds = torch.randint(0, 2**62, (len(starts),), generator=generator).tolist()
         out = torch.empty_like(codes)
-        threads = torch.get_num_threads()
 
         def run(start: int, stop: int, seed: int) -> None:
             with torch.no_grad():
@@ -229,7 +235,7 @@ class PottsRBM:
                 run(*block)
             return out
         try:
-            pool = _block_pool(threads)
+            pool = block_pool(threads)
             for done in [pool.submit(run_single_threaded, *block) for block in blocks]:
                 done.result()
         finally:

@@ -45,8 +45,8 @@ from rbmflow.model.rbm import (
     CPU_BLOCK_LOGITS,
     PottsRBM,
     _bernoulli,
-    _block_pool,
     balanced_starts,
+    block_pool,
     random_codes,
 )
 
@@ -363,7 +363,7 @@ def _run_blocks(run: Callable[[int], _BlockState], num_blocks: int) -> list[_Blo
         return run(k)
 
     try:
-        pool = _block_pool(threads)
+        pool = block_pool(threads)
         return [done.result() for done in [pool.submit(single_threaded, k)
                                            for k in range(num_blocks)]]
     finally:

@@ -34,7 +34,7 @@ from rbmflow.model.rbm import PottsRBM, random_codes, sample_categorical
 from rbmflow.provenance import atomic_path
 from rbmflow.sampling.equilibrium import TrajectoryTempering, independent_site_level
 from rbmflow.training import checkpoints
-from rbmflow.training.moments import Moments, moments
+from rbmflow.training.moments import Moments, moments, moments_side_by_side
 
 if TYPE_CHECKING:
     from rbmflow.training.train import TrainSettings
@@ -61,11 +61,13 @@ class ChainSource:
                                   generator=generator)
         return self.chains, self.weights()
 
-    def model_moments(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
-                      ) -> Moments:
-        """The model term's averages: those of `model_chains`."""
-        chains, weights = self.model_chains(model, batch, generator)
-        return moments(model, chains, weights)
+    def gradient_moments(self, model: PottsRBM, batch: tuple[Tensor, Tensor],
+                         generator: torch.Generator) -> tuple[Moments, Moments]:
+        """The averages of this update's model term (those of `model_chains`) and of its data
+        term (the batch's codes and weights), computed side by side."""
+        chains, weights = self.model_chains(model, batch[0], generator)
+        model_term, data_term = moments_side_by_side(model, [(chains, weights), batch])
+        return model_term, data_term
 
     def weights(self) -> Tensor | None:
         """Normalised weights of the chains (C,), None when they are equal."""
@@ -125,9 +127,9 @@ class ExactChains(ChainSource):
 
     name = "exact"
 
-    def model_moments(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
-                      ) -> Moments:
-        return Moments(*exact_moments(model))
+    def gradient_moments(self, model: PottsRBM, batch: tuple[Tensor, Tensor],
+                         generator: torch.Generator) -> tuple[Moments, Moments]:
+        return Moments(*exact_moments(model)), moments(model, *batch)
 
     def model_chains(self, model: PottsRBM, batch: Tensor, generator: torch.Generator
                      ) -> tuple[Tensor, Tensor | None]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from rbmflow.model.rbm import PottsRBM, one_hot
+from rbmflow.model.rbm import PottsRBM, block_pool, one_hot
 
 
 def site_moments(codes: Tensor, norm_weights: Tensor, num_states: int) -> Tensor:
@@ -50,3 +51,31 @@ def moments(model: PottsRBM, codes: Tensor, weights: Tensor | None = None,
         vh.addmm_(one_hot(part, q, model.dtype).view(-1, L * q).T, weighted_mag)
         h += weighted_mag.sum(0)
     return Moments(v=site_moments(codes, w, q), h=h, vh=vh.view(L, q, nh))
+
+
+def moments_side_by_side(model: PottsRBM, parts: Sequence[tuple[Tensor, Tensor | None]]
+                         ) -> list[Moments]:
+    """moments(model, codes, weights) of each (codes, weights) part.
+
+    On the CPU with T torch threads and several parts, the parts run at once on the worker
+    threads of model.rbm, each with T // len(parts) threads (at least one): an average over a
+    few thousand rows is many short operations, and one part per thread waits on no other
+    thread between them.
+    """
+    threads = torch.get_num_threads()
+    if model.device.type != "cpu" or threads < 2 or len(parts) < 2:
+        return [moments(model, codes, weights) for codes, weights in parts]
+    each = max(1, threads // len(parts))
+
+    def run(codes: Tensor, weights: Tensor | None) -> Moments:
+        if torch.get_num_threads() != each:
+            torch.set_num_threads(each)
+        with torch.no_grad():
+            return moments(model, codes, weights)
+
+    jobs = [block_pool(threads).submit(run, *part) for part in parts[1:]]
+    try:
+        first = run(*parts[0])
+    finally:
+        torch.set_num_threads(threads)
+    return [first, *(job.result() for job in jobs)]

@@ -516,8 +516,7 @@ def update_step(model: PottsRBM, source: ChainSource, rule: StepRule,
     weights), the model term from `source`'s chains, the step from `rule`; then the zero-sum
     gauge. Returns the gradient's squared norm, None (nothing changed) when it is not
     finite."""
-    model_moments = source.model_moments(model, batch[0], generator)
-    data_moments = moments(model, *batch)
+    model_moments, data_moments = source.gradient_moments(model, batch, generator)
     direction = ascent_direction(data_moments, model_moments, s.centered, model.weight_matrix,
                                  s.l1, s.l2)
     grad_sq = direction.norm_sq  # the one host sync
