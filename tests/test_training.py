@@ -20,6 +20,7 @@ from rbmflow.model import archive
 from rbmflow.model.partition import log_partition_exact
 from rbmflow.model.rbm import PottsRBM
 from rbmflow.training import train as training
+from rbmflow.training.moments import moments_side_by_side
 from rbmflow.training.steps import Direction
 from rbmflow.training.train import (
     TrainSettings,
@@ -103,6 +104,19 @@ def test_gradient_equals_autograd_of_exact_loglik():
     chunked = moments(model.clone(), allv, _exact_probabilities(model, allv).detach(), chunk=7)
     for name in ("v", "h", "vh"):
         torch.testing.assert_close(getattr(chunked, name), getattr(model_moments, name))
+    # The update's two averages side by side on two threads: the same values, and the
+    # caller's thread count is restored.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        both = moments_side_by_side(model.clone(), [
+            (allv, _exact_probabilities(model, allv).detach()), (data, weights)])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    for got, ref in zip(both, (model_moments, data_moments), strict=True):
+        for name in ("v", "h", "vh"):
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name))
     # the centred direction is the documented linear map of the plain gradient
     d_w, d_v, d_h = expected
     v_bar, h_bar = data_moments.v, data_moments.h

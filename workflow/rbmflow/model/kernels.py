@@ -11,8 +11,8 @@ All are exact to float32 rounding and cheaper than their plain forms on the CPU:
 - `sample_categorical_base2`: a categorical draw from logits in bits (p proportional to
   2**logit), since exp2 is three times cheaper than exp; callers fold log2(e) into their weights.
   `draw_columns_base2` is the same draw for logits laid out with one distribution per column:
-  its cumulative sums and its search are then operations over whole rows, which cost half the
-  per-row search of `draw_rows_base2`;
+  its cumulative sums and its search are then operations over whole rows, with no per-row
+  `searchsorted` (a sweep of 235 chains at L = 53: 950 us against 1,164 with the row draw);
 - `int8_gibbs_sweeps`: the sweeps of one block of chains with both, the visible logits in
   state-major order so that the product's columns are the draw's, compiled by TorchScript
   (`compiled`) so that the loop runs without the GIL: the worker threads of a CPU sweep then

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import wait
 from dataclasses import dataclass
 
 import torch
@@ -78,4 +79,5 @@ def moments_side_by_side(model: PottsRBM, parts: Sequence[tuple[Tensor, Tensor |
         first = run(*parts[0])
     finally:
         torch.set_num_threads(threads)
+        wait(jobs)
     return [first, *(job.result() for job in jobs)]
