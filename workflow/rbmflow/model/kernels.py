@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 LOG2_E = 1.0 / math.log(2.0)
 
-DIGIT_BASE = 254  # each plane below the first holds round(254 * remainder), within int8
+DIGIT_BASE = 254  # balanced base-254 digits, each within [-127, 127] (int8)
 INT32_SAFE_HIDDENS = 256  # |sum| <= 256 * 127 * (1 + 254 + 254**2) < 2**31
 _FLOAT32 = torch.finfo(torch.float32)
 
