@@ -389,7 +389,7 @@ def test_compiled_sweep_kernel_draws_what_the_eager_one_draws() -> None:
     info = torch.finfo(torch.float32)
     assert [defaults[k].default for k in ("eps", "tiny", "largest")] == [
         info.eps, info.tiny, info.max]
-    planes = _VisibleSampler(model, 0.7).planes
+    planes = _VisibleSampler(model, 0.7, sweep_kernel=True).planes
     assert planes is not None
     args = (random_codes(chains, L, q), 5, model.weight_matrix.reshape(L * q, nh), model.hbias,
             torch.arange(0, L * q, q), planes.planes, planes.unit, planes.bias, q, 0.7)
@@ -409,7 +409,7 @@ def test_gibbs_takes_the_float_product_where_int8_products_fail(monkeypatch) -> 
     start = exact_draws(probs, L, q, 20_000, seed=13)
     monkeypatch.setattr(rbm_module, "int8_products_work", lambda: False)
     model32 = model.to(dtype=torch.float32)
-    assert rbm_module._VisibleSampler(model32, 1.0).planes is None
+    assert rbm_module._VisibleSampler(model32, 1.0, sweep_kernel=True).planes is None
     out = model32.gibbs(start, sweeps=2, generator=torch.Generator().manual_seed(5))
     stat, dof = chi2_statistic(torch.bincount(config_index(out, q), minlength=q**L), probs)
     assert stat < chi2_upper(dof), (stat, dof)

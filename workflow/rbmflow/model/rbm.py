@@ -210,7 +210,7 @@ class PottsRBM:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the sampler's operations are too short to share out
         try:
-            sampler = _VisibleSampler(self, beta)
+            sampler = _VisibleSampler(self, beta, sweep_kernel=True)
         finally:
             torch.set_num_threads(threads)
         starts = balanced_starts(codes.shape[0],
@@ -275,11 +275,12 @@ class _VisibleSampler:
     is the largest logit of the site at h = 1/2 (the centre of the hidden hypercube), so
     exp(logits - c) stays in floating-point range for all but extreme fields, and those rows
     are redrawn exactly by the draw's fallback. The logits are formed in bits (log2(e) folded
-    into the weights). For a float32 model on the CPU it also holds the kernels.Int8DigitPlanes
-    of those weights and the compiled sweep kernel that uses them (PottsRBM._gibbs_block).
+    into the weights). With `sweep_kernel`, for a float32 model on the CPU, it also holds the
+    kernels.Int8DigitPlanes of those weights and the compiled sweep kernel that uses them
+    (PottsRBM._gibbs_block); a single draw (`sample`) needs neither.
     """
 
-    def __init__(self, model: PottsRBM, beta: float) -> None:
+    def __init__(self, model: PottsRBM, beta: float, sweep_kernel: bool = False) -> None:
         L, q, nh = model.weight_matrix.shape
         self.num_visibles, self.num_states, self.dtype = L, q, model.dtype
         centre = model.vbias + 0.5 * model.weight_matrix.sum(-1)
@@ -287,7 +288,8 @@ class _VisibleSampler:
         self.bias = shifted.reshape(L * q) * (beta * LOG2_E)
         self.weight = model.weight_matrix.reshape(L * q, nh) * (beta * LOG2_E)
         self.planes: Int8DigitPlanes | None = None
-        if model.dtype == torch.float32 and model.device.type == "cpu" and int8_products_work():
+        if (sweep_kernel and model.dtype == torch.float32 and model.device.type == "cpu"
+                and int8_products_work()):
             # State-major rows (a * L + i) for the kernel's column draw.
             self.planes = Int8DigitPlanes(
                 self.weight.view(L, q, nh).transpose(0, 1).reshape(q * L, nh),
